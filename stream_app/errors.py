@@ -1,0 +1,44 @@
+"""The one exception tree of fraudstream.
+
+Every error a user can cause is a :class:`FraudstreamError` whose message names the bad
+value and the fix. ``retriable`` says whether trying the same thing again can help.
+"""
+
+from __future__ import annotations
+
+
+class FraudstreamError(Exception):
+    """Root of every error fraudstream raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(FraudstreamError):
+    """A setting (environment variable or CLI flag) has a bad value."""
+
+
+class ContractError(FraudstreamError):
+    """An event does not match its contract (``schemas/*.json``).
+
+    ``field`` is the JSON path of the offending field (``"$"`` for the whole payload) and
+    ``problem`` says what is wrong with it.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class InputDataError(FraudstreamError):
+    """A history file (Parquet, CSV, JSONL) cannot be read or has the wrong shape."""
+
+
+class BundleError(FraudstreamError):
+    """A model bundle is missing, tampered with, or does not match the running code."""
+
+
+class DependencyUnavailable(FraudstreamError):
+    """Redis or the Kafka broker cannot be reached; retrying later can help."""
+
+    retriable = True

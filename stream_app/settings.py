@@ -1,0 +1,81 @@
+"""The one frozen settings object; the only reader of ``FRAUDSTREAM_*`` environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+from stream_app.errors import ConfigError
+
+ENV_PREFIX = "FRAUDSTREAM_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings. Each field is read from ``FRAUDSTREAM_<FIELD_NAME_UPPER>``."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = "live"
+    label_delay_days: int = 7
+    feature_set: str = "default"
+    model_dir: str = "models/current"
+    batch_max_events: int = 1000
+    batch_max_wait_ms: int = 20
+    publish_scores: bool = False
+    topic_partitions: int = 4
+    topic_replication: int = 1
+    broker_session_timeout_s: float = 6.0
+    broker_heartbeat_interval_s: float = 1.0
+    redis_key_ttl_days: int = 45
+    onnx_intra_op_threads: int = 1
+    onnx_allow_spinning: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    max_payload_bytes: int = 16384
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``), then apply ``overrides``."""
+        env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            var = ENV_PREFIX + f.name.upper()
+            if var in env:
+                values[f.name] = _parse(var, env[var], hints[f.name])
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(var: str, raw: str, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        name = getattr(kind, "__name__", str(kind))
+        raise ConfigError(
+            f"{var}={raw!r} is not a valid {name}; set it to a {name} or unset it"
+        ) from None
