@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 from stream_app.errors import ConfigError
@@ -38,7 +38,6 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     max_payload_bytes: int = 16384
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -47,8 +46,6 @@ class Settings:
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "extra":
-                continue
             var = ENV_PREFIX + f.name.upper()
             if var in env:
                 values[f.name] = _parse(var, env[var], hints[f.name])
