@@ -1,0 +1,1 @@
+"""Where histories come from: the handbook files, our JSONL events, the simulator."""
