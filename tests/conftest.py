@@ -1,0 +1,115 @@
+"""Shared fixtures: private servers for integration tests and the handbook data folder.
+
+Integration tests get their own redis-server and tansu broker on free 127.0.0.1 ports
+(started once per session, stopped at the end, also when tests fail); nothing here touches
+a server somebody else runs. Any test that uses them must be marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+import redis
+
+from stream_app.local_services import RunningService, create_topics, start_redis, start_tansu
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HANDBOOK_DIR = REPO_ROOT.parent / "shared" / "data" / "handbook"
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+SERVICE_FIXTURES = frozenset(
+    {"redis_server", "redis_url", "redis_client", "kafka_broker", "kafka_bootstrap", "new_topic"}
+)
+
+NewTopicFactory = Callable[..., str]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse unmarked integration tests; skip handbook tests when the data is absent."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("integration") is None
+        and (
+            INTEGRATION_DIR in item.path.parents
+            or SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        )
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests live in tests/integration or use a server fixture "
+            f"({', '.join(sorted(SERVICE_FIXTURES))}) but are not marked integration; add "
+            "`pytestmark = pytest.mark.integration` to their module:\n  " + "\n  ".join(unmarked)
+        )
+    if not (HANDBOOK_DIR / "transactions.parquet").is_file():
+        skip = pytest.mark.skip(
+            reason=f"handbook data not found at {HANDBOOK_DIR}; put the shared/ folder "
+            "beside the repository to run these tests"
+        )
+        for item in items:
+            if item.get_closest_marker("handbook") is not None:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def handbook_dir() -> Path:
+    """The handbook data folder (tests using it are marked ``handbook``)."""
+    return HANDBOOK_DIR
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RunningService]:
+    """A private redis-server (no persistence) for the whole session."""
+    with start_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RunningService) -> str:
+    """``redis://127.0.0.1:<port>/0`` of the private redis-server."""
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the private redis-server, emptied before the test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[RunningService]:
+    """A private tansu Kafka broker (in-memory storage) for the whole session."""
+    with start_tansu() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: RunningService) -> str:
+    """``127.0.0.1:<port>`` of the private broker."""
+    return kafka_broker.address
+
+
+_topic_numbers = itertools.count()
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str) -> NewTopicFactory:
+    """Create a fresh, uniquely named topic: ``new_topic(partitions=4, configs=None)``."""
+
+    def create(partitions: int = 4, configs: Mapping[str, str] | None = None) -> str:
+        name = f"test-{next(_topic_numbers)}-{uuid.uuid4().hex[:8]}"
+        asyncio.run(
+            create_topics(kafka_bootstrap, {name: partitions}, configs={name: dict(configs or {})})
+        )
+        return name
+
+    return create
