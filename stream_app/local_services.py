@@ -28,6 +28,8 @@ from pathlib import Path
 import redis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from stream_app.errors import ConfigError, DependencyUnavailable, LocalServiceError
 
@@ -111,7 +113,13 @@ def start_redis(port: int | None = None) -> Iterator[RunningService]:
         ]  # fmt: skip
 
     def ready(bound: int) -> bool:
-        client = redis.Redis(host=HOST, port=bound, socket_timeout=1.0)
+        client = redis.Redis(
+            host=HOST,
+            port=bound,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 0),  # the caller polls; the default retry backs off
+        )
         try:
             return bool(client.ping())
         except redis.RedisError:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import defaultdict
 
 import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from stream_app.errors import ConfigError
-from stream_app.local_services import RunningService, create_topics
+from stream_app.errors import ConfigError, LocalServiceError
+from stream_app.local_services import RunningService, create_topics, start_redis
 from tests.conftest import NewTopicFactory
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,18 @@ def test_redis_server_is_private_and_answers(redis_server: RunningService) -> No
     assert redis_server.host == "127.0.0.1"
     assert redis_server.port != 6379
     assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
+
+
+def test_a_server_that_cannot_start_is_reported_with_its_log() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with (
+            pytest.raises(LocalServiceError, match=r"(?s)redis-server exited.*in use"),
+            start_redis(port=port),
+        ):
+            pass
 
 
 def test_redis_client_starts_empty(redis_client: redis.Redis) -> None:
