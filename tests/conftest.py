@@ -7,7 +7,6 @@ a server somebody else runs. Any test that uses them must be marked ``integratio
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -16,7 +15,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from stream_app.local_services import RunningService, create_topics, start_redis, start_tansu
+from stream_app.local_services import (
+    RunningService,
+    create_topics_sync,
+    start_redis,
+    start_tansu,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK_DIR = REPO_ROOT.parent / "shared" / "data" / "handbook"
@@ -107,9 +111,7 @@ def new_topic(kafka_bootstrap: str) -> NewTopicFactory:
 
     def create(partitions: int = 4, configs: Mapping[str, str] | None = None) -> str:
         name = f"test-{next(_topic_numbers)}-{uuid.uuid4().hex[:8]}"
-        asyncio.run(
-            create_topics(kafka_bootstrap, {name: partitions}, configs={name: dict(configs or {})})
-        )
+        create_topics_sync(kafka_bootstrap, {name: partitions}, configs={name: dict(configs or {})})
         return name
 
     return create
