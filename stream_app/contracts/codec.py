@@ -1,0 +1,263 @@
+"""Decode and encode contract events (the hot path: every consumed event passes here).
+
+Decoding is two msgspec passes over the same bytes, both with decoders built once:
+
+1. the record decoder checks types, lengths, patterns, ranges, unknown fields, the
+   ``schema`` tag and real calendar dates with a tz offset (``Meta(tz=True)``);
+2. a small "spelling" decoder checks that ``schema`` is present and that every time field
+   is spelled as the JSON Schema demands (RFC 3339, upper-case ``T``/``Z``, ``+hh:mm``
+   offsets, at most 6 fractional digits). msgspec's own datetime parser is more lenient
+   (``t``, a space, ``+0100``, nanoseconds) and would otherwise accept what the schema rejects.
+
+Every failure raises :class:`~stream_app.errors.ContractError` with the JSON path of the
+bad field and a sentence naming the bad value and what is expected instead. Encoders
+validate what they produce the same way, so nothing invalid is ever published.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta
+
+from stream_app.contracts.records import TIMESTAMP_PATTERN, Alert, Label, Transaction
+from stream_app.errors import ContractError
+from stream_app.settings import Settings
+
+#: Payload size limit used when the caller passes none (``Settings.max_payload_bytes``).
+DEFAULT_MAX_PAYLOAD_BYTES: Final = Settings().max_payload_bytes
+
+_Spelled = Annotated[str, Meta(pattern=TIMESTAMP_PATTERN)]
+
+
+class _TransactionSpelling(msgspec.Struct, frozen=True):
+    schema: Literal["transaction.v1"]
+    event_time: _Spelled
+
+
+class _LabelSpelling(msgspec.Struct, frozen=True):
+    schema: Literal["label.v1"]
+    event_time: _Spelled
+    label_time: _Spelled
+
+
+class _AlertSpelling(msgspec.Struct, frozen=True):
+    schema: Literal["alert.v1"]
+    event_time: _Spelled
+    processed_at: _Spelled
+
+
+_TRANSACTION: Final = msgspec.json.Decoder(Transaction)
+_LABEL: Final = msgspec.json.Decoder(Label)
+_ALERT: Final = msgspec.json.Decoder(Alert)
+_EVENT: Final[msgspec.json.Decoder[Transaction | Label]] = msgspec.json.Decoder(Transaction | Label)
+_TRANSACTION_SPELLING: Final = msgspec.json.Decoder(_TransactionSpelling)
+_LABEL_SPELLING: Final = msgspec.json.Decoder(_LabelSpelling)
+_ALERT_SPELLING: Final = msgspec.json.Decoder(_AlertSpelling)
+_ENCODER: Final = msgspec.json.Encoder()
+_FAILURES: Final = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+
+
+def decode_transaction(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Transaction:
+    """Decode and validate one ``transaction.v1`` payload."""
+    _check_size(raw, max_bytes)
+    try:
+        record = _TRANSACTION.decode(raw)
+        _TRANSACTION_SPELLING.decode(raw)
+    except _FAILURES as exc:
+        raise _contract_error(exc, raw, ("transaction.v1",)) from None
+    return record
+
+
+def decode_label(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Label:
+    """Decode and validate one ``label.v1`` payload (``label_time`` >= ``event_time``)."""
+    _check_size(raw, max_bytes)
+    try:
+        record = _LABEL.decode(raw)
+        _LABEL_SPELLING.decode(raw)
+    except _FAILURES as exc:
+        raise _contract_error(exc, raw, ("label.v1",)) from None
+    _check_label_order(record)
+    return record
+
+
+def decode_event(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Transaction | Label:
+    """Decode a ``transaction.v1`` or ``label.v1`` payload, chosen by its ``schema`` field."""
+    _check_size(raw, max_bytes)
+    try:
+        record = _EVENT.decode(raw)
+        if isinstance(record, Transaction):
+            _TRANSACTION_SPELLING.decode(raw)
+        else:
+            _LABEL_SPELLING.decode(raw)
+    except _FAILURES as exc:
+        raise _contract_error(exc, raw, ("transaction.v1", "label.v1")) from None
+    if isinstance(record, Label):
+        _check_label_order(record)
+    return record
+
+
+def decode_alert(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Alert:
+    """Decode and validate one ``alert.v1`` payload."""
+    _check_size(raw, max_bytes)
+    try:
+        record = _ALERT.decode(raw)
+        _ALERT_SPELLING.decode(raw)
+    except _FAILURES as exc:
+        raise _contract_error(exc, raw, ("alert.v1",)) from None
+    return record
+
+
+def encode_transaction(record: Transaction, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """``record`` as ``transaction.v1`` JSON; ContractError if it breaks the contract."""
+    raw = _ENCODER.encode(record)
+    decode_transaction(raw, max_bytes)
+    return raw
+
+
+def encode_label(record: Label, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """``record`` as ``label.v1`` JSON; ContractError if it breaks the contract."""
+    raw = _ENCODER.encode(record)
+    decode_label(raw, max_bytes)
+    return raw
+
+
+def encode_alert(record: Alert, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """``record`` as ``alert.v1`` JSON; ContractError if it breaks the contract."""
+    raw = _ENCODER.encode(record)
+    decode_alert(raw, max_bytes)
+    return raw
+
+
+def _check_size(raw: bytes, max_bytes: int) -> None:
+    if len(raw) > max_bytes:
+        raise ContractError(
+            "$",
+            f"payload of {len(raw)} bytes is over the {max_bytes}-byte limit; send smaller "
+            "events or raise FRAUDSTREAM_MAX_PAYLOAD_BYTES",
+        )
+
+
+def _check_label_order(label: Label) -> None:
+    if label.label_time < label.event_time:
+        raise ContractError(
+            "$.label_time",
+            f"label_time {_format_time(label.label_time)} is before event_time "
+            f"{_format_time(label.event_time)}; an outcome is known only at or after the "
+            "transaction it labels",
+        )
+
+
+def _format_time(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+# --- turning msgspec errors into ContractError -------------------------------------------
+
+_ID = "a string of 1 to 64 characters"
+_TIME = (
+    'an RFC 3339 date-time with a UTC offset, upper-case "T" and "Z" and at most 6 '
+    'fractional digits, e.g. "2018-04-01T00:00:31Z" or "2018-04-01T02:00:31.5+02:00"'
+)
+_NUMBER = "a finite JSON number"
+_EXPECTED: Final[dict[str, str]] = {
+    "transaction_id": _ID,
+    "customer_id": _ID,
+    "terminal_id": _ID,
+    "model_version": _ID,
+    "feature": _ID,
+    "amount": (
+        "a non-negative decimal string without sign, exponent or leading zeros, with at most "
+        '12 integer digits and 4 decimals, e.g. "57.16"'
+    ),
+    "currency": 'an ISO 4217 code of 3 upper-case letters, e.g. "EUR"',
+    "event_time": _TIME,
+    "label_time": _TIME,
+    "processed_at": _TIME,
+    "is_fraud": "true or false",
+    "score": "a number from 0 to 1",
+    "threshold": "a number from 0 to 1",
+    "contribution": _NUMBER,
+    "value": _NUMBER,
+    "alert_id": "a lower-case version-5 UUID made by stream_app.contracts.alert_id()",
+    "reasons": "a list of {feature, contribution, value} objects",
+    "features": "an object mapping feature names to numbers",
+}
+_NAMED = re.compile(r"Object (?P<kind>missing required|contains unknown) field `(?P<name>.*)`")
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+_UNREADABLE = object()
+
+
+def _contract_error(exc: Exception, raw: bytes, contracts: tuple[str, ...]) -> ContractError:
+    try:
+        document = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError) as unreadable:
+        return _unreadable(raw, unreadable)
+    message, _, at = str(exc).partition(" - at `")
+    path = at.removesuffix("`") or "$"
+    named = _NAMED.fullmatch(message)
+    if named:
+        name = named["name"]
+        field = f"{path}.{name}"
+        if named["kind"] == "contains unknown":
+            shown = _show(_value_at(document, field))
+            return ContractError(
+                field,
+                f"unknown field {name!r} (value {shown}) is not part of "
+                f"{' or '.join(contracts)}; remove it",
+            )
+        expected = "the contract name" if name == "schema" else _EXPECTED.get(name, "a value")
+        return ContractError(field, f"required field {name!r} is missing; add it as {expected}")
+    value = _value_at(document, path)
+    if path == "$.schema":
+        return ContractError(
+            path, f"unsupported schema version {_show(value)}; supported: {', '.join(contracts)}"
+        )
+    if path == "$":
+        return ContractError(
+            path, f"got {_show(value)}; expected a JSON object of {' or '.join(contracts)}"
+        )
+    names = [key for key, _ in _STEP.findall(path) if key]
+    detail = message[0].lower() + message[1:]
+    if path.endswith("[...]"):
+        expected = _EXPECTED.get(names[-1], "valid entries") if names else "valid entries"
+        return ContractError(path, f"an entry is invalid ({detail}); expected {expected}")
+    if names and names[-1] in _EXPECTED:
+        return ContractError(path, f"got {_show(value)}; expected {_EXPECTED[names[-1]]}")
+    return ContractError(path, f"got {_show(value)}: {detail}")
+
+
+def _unreadable(raw: bytes, exc: Exception) -> ContractError:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return ContractError(
+            "$",
+            f"payload is not valid UTF-8 (byte 0x{raw[bad.start]:02x} at offset {bad.start}); "
+            "producers must send UTF-8 encoded JSON",
+        )
+    return ContractError(
+        "$", f"payload is not JSON ({exc}): {bytes(raw[:40])!r}; send one JSON object per event"
+    )
+
+
+def _value_at(document: Any, path: str) -> Any:
+    node = document
+    for key, index in _STEP.findall(path):
+        if key and isinstance(node, dict) and key in node:
+            node = node[key]
+        elif index and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return _UNREADABLE
+    return node
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    if value is _UNREADABLE:
+        return "a value"
+    shown = msgspec.json.encode(value).decode()
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
