@@ -1,0 +1,1 @@
+"""The stream: topics, worker, replay, alerts consumer and demo."""
