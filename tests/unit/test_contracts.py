@@ -1,0 +1,664 @@
+"""Event contracts: records, codec errors, and agreement between msgspec and the JSON Schemas."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from schemas import load_schema, schema_names, schema_path
+from stream_app.contracts import (
+    ALERT_NAMESPACE,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Alert,
+    Label,
+    Reason,
+    Transaction,
+    alert_id,
+    decode_alert,
+    decode_event,
+    decode_label,
+    decode_transaction,
+    encode_alert,
+    encode_label,
+    encode_transaction,
+    from_epoch_us,
+    records,
+    to_epoch_us,
+)
+from stream_app.errors import ContractError
+from stream_app.settings import Settings
+
+CONTRACTS = ("transaction.v1", "label.v1", "alert.v1")
+
+TRANSACTION: dict[str, Any] = {
+    "schema": "transaction.v1",
+    "transaction_id": "1234567",
+    "customer_id": "4961",
+    "terminal_id": "3412",
+    "amount": "57.16",
+    "currency": "EUR",
+    "event_time": "2018-04-01T00:00:31Z",
+}
+LABEL: dict[str, Any] = {
+    "schema": "label.v1",
+    "transaction_id": "1234567",
+    "customer_id": "4961",
+    "terminal_id": "3412",
+    "event_time": "2018-04-01T00:00:31Z",
+    "label_time": "2018-04-08T00:00:31Z",
+    "is_fraud": True,
+}
+ALERT: dict[str, Any] = {
+    "schema": "alert.v1",
+    "alert_id": alert_id("1234567", "2026.11.1"),
+    "transaction_id": "1234567",
+    "customer_id": "4961",
+    "terminal_id": "3412",
+    "amount": "57.16",
+    "currency": "EUR",
+    "score": 0.93,
+    "threshold": 0.5,
+    "model_version": "2026.11.1",
+    "reasons": [{"feature": "customer_amount_mean_7d", "contribution": 2.5, "value": 412.0}],
+    "features": {"customer_amount_mean_7d": 412.0, "terminal_risk_28d": 0.25},
+    "event_time": "2018-04-01T00:00:31Z",
+    "processed_at": "2018-04-01T00:00:31.012345Z",
+}
+BASE = {"transaction.v1": TRANSACTION, "label.v1": LABEL, "alert.v1": ALERT}
+DECODERS: dict[str, Callable[[bytes], object]] = {
+    "transaction.v1": decode_transaction,
+    "label.v1": decode_label,
+    "alert.v1": decode_alert,
+}
+MISSING = object()
+HOUR = timedelta(hours=1)
+
+
+def payload(contract: str, **changes: Any) -> bytes:
+    """The valid example of ``contract`` with ``changes`` (``MISSING`` drops a field)."""
+    document = dict(BASE[contract])
+    for key, value in changes.items():
+        if value is MISSING:
+            document.pop(key)
+        else:
+            document[key] = value
+    return json.dumps(document).encode()
+
+
+# --- schema files -----------------------------------------------------------------------
+
+
+def _properties(schema: dict[str, Any], where: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, spec in schema.get("properties", {}).items():
+        yield f"{where}.{name}", spec
+        yield from _properties(spec, f"{where}.{name}")
+        if "items" in spec:
+            yield from _properties(spec["items"], f"{where}.{name}[]")
+
+
+@pytest.mark.parametrize("contract", CONTRACTS)
+def test_schema_file_is_valid_draft_2020_12(contract: str) -> None:
+    schema = load_schema(contract)
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["title"] == contract
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == set(schema["properties"])
+
+
+@pytest.mark.parametrize("contract", CONTRACTS)
+def test_every_schema_property_has_a_description(contract: str) -> None:
+    undocumented = [
+        path
+        for path, spec in _properties(load_schema(contract))
+        if not spec.get("description", "").strip()
+    ]
+    assert undocumented == []
+
+
+def test_schema_path_and_names() -> None:
+    assert set(CONTRACTS) <= set(schema_names())
+    assert schema_path("label.v1.json").name == "label.v1.json"
+    assert load_schema("transaction.v1")["properties"]["schema"]["const"] == "transaction.v1"
+    with pytest.raises(ContractError, match=r"no schema named 'transaction\.v9'"):
+        schema_path("transaction.v9")
+
+
+@pytest.mark.parametrize(
+    ("contract", "field", "pattern"),
+    [
+        ("transaction.v1", "amount", records.AMOUNT_PATTERN),
+        ("transaction.v1", "currency", records.CURRENCY_PATTERN),
+        ("transaction.v1", "event_time", records.TIMESTAMP_PATTERN),
+        ("label.v1", "event_time", records.TIMESTAMP_PATTERN),
+        ("label.v1", "label_time", records.TIMESTAMP_PATTERN),
+        ("alert.v1", "alert_id", records.ALERT_ID_PATTERN),
+        ("alert.v1", "amount", records.AMOUNT_PATTERN),
+        ("alert.v1", "currency", records.CURRENCY_PATTERN),
+        ("alert.v1", "event_time", records.TIMESTAMP_PATTERN),
+        ("alert.v1", "processed_at", records.TIMESTAMP_PATTERN),
+    ],
+)
+def test_record_patterns_are_the_schema_patterns(contract: str, field: str, pattern: str) -> None:
+    assert load_schema(contract)["properties"][field]["pattern"] == pattern
+
+
+# --- round trips and conversions ---------------------------------------------------------
+
+
+def test_transaction_round_trip() -> None:
+    record = decode_transaction(payload("transaction.v1"))
+    assert record == Transaction(
+        transaction_id="1234567",
+        customer_id="4961",
+        terminal_id="3412",
+        amount="57.16",
+        currency="EUR",
+        event_time=datetime(2018, 4, 1, 0, 0, 31, tzinfo=UTC),
+    )
+    raw = encode_transaction(record)
+    assert json.loads(raw) == TRANSACTION
+    assert decode_transaction(raw) == record
+
+
+def test_label_round_trip() -> None:
+    record = decode_label(payload("label.v1"))
+    assert record.is_fraud is True
+    assert record.label_time_us - record.event_time_us == 7 * 86_400 * 1_000_000
+    raw = encode_label(record)
+    assert json.loads(raw) == LABEL
+    assert decode_label(raw) == record
+
+
+def test_alert_round_trip_and_for_transaction() -> None:
+    record = decode_alert(payload("alert.v1"))
+    raw = encode_alert(record)
+    assert json.loads(raw) == ALERT
+    assert decode_alert(raw) == record
+    built = Alert.for_transaction(
+        decode_transaction(payload("transaction.v1")),
+        score=0.93,
+        threshold=0.5,
+        model_version="2026.11.1",
+        reasons=(Reason("customer_amount_mean_7d", 2.5, 412.0),),
+        features={"customer_amount_mean_7d": 412.0, "terminal_risk_28d": 0.25},
+        processed_at=datetime(2018, 4, 1, 0, 0, 31, 12345, tzinfo=UTC),
+    )
+    assert built == record
+
+
+def test_decode_event_picks_the_record_type_from_schema() -> None:
+    assert isinstance(decode_event(payload("transaction.v1")), Transaction)
+    assert isinstance(decode_event(payload("label.v1")), Label)
+    with pytest.raises(ContractError) as caught:
+        decode_event(payload("transaction.v1", schema="alert.v1"))
+    assert caught.value.field == "$.schema"
+    assert "transaction.v1, label.v1" in caught.value.problem
+    with pytest.raises(ContractError, match="label_time"):
+        decode_event(payload("label.v1", label_time="2018-03-31T00:00:00Z"))
+
+
+def test_event_time_us_is_exact_utc_microseconds_for_any_offset() -> None:
+    record = decode_transaction(
+        payload("transaction.v1", event_time="2018-04-01T02:00:31.000007+02:00")
+    )
+    expected = int(datetime(2018, 4, 1, 0, 0, 31, tzinfo=UTC).timestamp()) * 1_000_000 + 7
+    assert record.event_time_us == expected
+    assert from_epoch_us(expected) == record.event_time
+    assert to_epoch_us(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == -1
+    far = datetime(9999, 12, 31, 18, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5)))
+    assert from_epoch_us(to_epoch_us(far)) == far
+
+
+def test_amount_is_kept_exact_with_float_and_decimal_views() -> None:
+    record = decode_transaction(payload("transaction.v1", amount="123456789012.9999"))
+    assert record.amount == "123456789012.9999"
+    assert record.amount_decimal == Decimal("123456789012.9999")
+    assert record.amount_float == 123456789012.9999
+    assert encode_transaction(record).count(b'"amount":"123456789012.9999"') == 1
+
+
+def test_alert_id_is_deterministic_uuid5_and_depends_on_model_version() -> None:
+    first = alert_id("1234567", "2026.11.1")
+    assert first == alert_id("1234567", "2026.11.1")
+    assert first != alert_id("1234567", "2026.11.2")
+    assert first != alert_id("1234568", "2026.11.1")
+    assert alert_id("ab", "c") != alert_id("a", "bc")
+    parsed = uuid.UUID(first)
+    assert parsed.version == 5
+    assert parsed == uuid.uuid5(ALERT_NAMESPACE, '["1234567","2026.11.1"]')
+    assert uuid.uuid5(uuid.NAMESPACE_URL, "urn:fraudstream:alert.v1") == ALERT_NAMESPACE
+
+
+def test_default_payload_limit_is_the_settings_default() -> None:
+    assert Settings().max_payload_bytes == DEFAULT_MAX_PAYLOAD_BYTES
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "mentions"),
+    [
+        ({"amount": MISSING}, "$.amount", "'amount' is missing"),
+        ({"transaction_id": 1234567}, "$.transaction_id", "got 1234567"),
+        ({"amount": 57.16}, "$.amount", "got 57.16"),
+        ({"amount": "-57.16"}, "$.amount", 'got "-57.16"'),
+        ({"amount": "57,16"}, "$.amount", 'got "57,16"'),
+        ({"amount": "57.16789"}, "$.amount", 'got "57.16789"'),
+        ({"amount": "057.16"}, "$.amount", 'got "057.16"'),
+        ({"amount": "5.7e1"}, "$.amount", 'got "5.7e1"'),
+        ({"amount": "57.16\n"}, "$.amount", 'got "57.16\\n"'),
+        ({"currency": "eur"}, "$.currency", 'got "eur"'),
+        ({"customer_id": ""}, "$.customer_id", 'got ""'),
+        ({"terminal_id": "x" * 65}, "$.terminal_id", "1 to 64 characters"),
+        ({"event_time": "2018-04-01T00:00:31"}, "$.event_time", 'got "2018-04-01T00:00:31"'),
+        ({"event_time": "2018-04-01 00:00:31Z"}, "$.event_time", "2018-04-01 00:00:31Z"),
+        ({"event_time": "2018-04-01t00:00:31z"}, "$.event_time", "RFC 3339"),
+        ({"event_time": "2018-04-01T00:00:31+0200"}, "$.event_time", "+0200"),
+        ({"event_time": "2018-02-30T00:00:31Z"}, "$.event_time", "2018-02-30"),
+        ({"event_time": "2018-04-01T00:00:31.1234567Z"}, "$.event_time", "6 fractional"),
+        ({"event_time": 1522540831}, "$.event_time", "got 1522540831"),
+        ({"schema": "transaction.v2"}, "$.schema", "supported: transaction.v1"),
+        ({"schema": MISSING}, "$.schema", "'schema' is missing"),
+        ({"channel": "web"}, "$.channel", "unknown field 'channel'"),
+    ],
+)
+def test_bad_transaction_names_the_field_and_value(
+    changes: dict[str, Any], field: str, mentions: str
+) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode_transaction(payload("transaction.v1", **changes))
+    assert caught.value.field == field
+    assert mentions in caught.value.problem
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("raw", "mentions"),
+    [
+        (b"hello", "not JSON"),
+        (b"", "not JSON"),
+        (payload("transaction.v1")[:-1], "not JSON"),
+        (b"[1, 2]", "got [1,2]; expected a JSON object of transaction.v1"),
+        (b'{"amount": "\xff"}', "not valid UTF-8 (byte 0xff at offset 12)"),
+        (b'{"\xfe": 1}', "not valid UTF-8 (byte 0xfe at offset 2)"),
+    ],
+)
+def test_unreadable_payload_is_a_contract_error_on_the_whole_payload(
+    raw: bytes, mentions: str
+) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode_transaction(raw)
+    assert caught.value.field == "$"
+    assert mentions in caught.value.problem
+
+
+def test_oversized_payload_is_rejected_before_parsing() -> None:
+    raw = payload("transaction.v1", transaction_id="x" * 40)
+    assert decode_transaction(raw, max_bytes=len(raw)).transaction_id == "x" * 40
+    with pytest.raises(ContractError) as caught:
+        decode_transaction(raw, max_bytes=len(raw) - 1)
+    assert caught.value.field == "$"
+    assert f"{len(raw)} bytes is over the {len(raw) - 1}-byte limit" in caught.value.problem
+    with pytest.raises(ContractError, match="FRAUDSTREAM_MAX_PAYLOAD_BYTES"):
+        decode_label(b" " * (DEFAULT_MAX_PAYLOAD_BYTES + 1))
+
+
+def test_label_time_before_event_time_is_rejected() -> None:
+    same = decode_label(payload("label.v1", label_time=LABEL["event_time"]))
+    assert same.label_time == same.event_time
+    with pytest.raises(ContractError) as caught:
+        decode_label(payload("label.v1", label_time="2018-04-01T01:00:30+01:00"))
+    assert caught.value.field == "$.label_time"
+    assert (
+        "2018-04-01T01:00:30+01:00 is before event_time 2018-04-01T00:00:31Z"
+        in caught.value.problem
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"is_fraud": 1}, "$.is_fraud"),
+        ({"label_time": MISSING}, "$.label_time"),
+        ({"schema": "label.v0"}, "$.schema"),
+    ],
+)
+def test_bad_label_names_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode_label(payload("label.v1", **changes))
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"score": 1.5}, "$.score"),
+        ({"threshold": -0.1}, "$.threshold"),
+        ({"alert_id": str(uuid.uuid4())}, "$.alert_id"),
+        (
+            {"reasons": [{"feature": "x", "contribution": "high", "value": 1}]},
+            "$.reasons[0].contribution",
+        ),
+        ({"reasons": [{"feature": "x", "contribution": 1}]}, "$.reasons[0].value"),
+        ({"features": {"x": "1"}}, "$.features[...]"),
+        ({"processed_at": "2018-04-01T00:00:31"}, "$.processed_at"),
+    ],
+)
+def test_bad_alert_names_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode_alert(payload("alert.v1", **changes))
+    assert caught.value.field == field
+
+
+def test_encoders_refuse_records_that_break_the_contract() -> None:
+    transaction = decode_transaction(payload("transaction.v1"))
+    naive = msgspec.structs.replace(transaction, event_time=datetime(2018, 4, 1))
+    with pytest.raises(ContractError, match=r"^\$\.event_time: "):
+        encode_transaction(naive)
+    with pytest.raises(ContractError, match=r"^\$\.amount: "):
+        encode_transaction(msgspec.structs.replace(transaction, amount="1e3"))
+    alert = decode_alert(payload("alert.v1"))
+    with pytest.raises(ContractError, match=r"^\$\.score: "):
+        encode_alert(msgspec.structs.replace(alert, score=math.nan))
+    label = decode_label(payload("label.v1"))
+    with pytest.raises(ContractError, match=r"^\$\.label_time: "):
+        encode_label(msgspec.structs.replace(label, label_time=label.event_time - timedelta(1)))
+
+
+# --- agreement: the msgspec codec accepts exactly what the JSON Schemas accept -------------
+
+VALIDATORS = {
+    contract: Draft202012Validator(
+        load_schema(contract), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    for contract in CONTRACTS
+}
+
+
+def _reject_non_finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _reject_constant(text: str) -> float:
+    raise ValueError(text)
+
+
+def schema_accepts(contract: str, raw: bytes) -> bool:
+    """JSON Schema verdict on I-JSON ``raw`` plus the rule the schema can only describe."""
+    try:
+        document = json.loads(
+            raw.decode("utf-8"), parse_float=_reject_non_finite, parse_constant=_reject_constant
+        )
+    except ValueError:
+        return False
+    if not VALIDATORS[contract].is_valid(document):
+        return False
+    if contract == "label.v1":
+        event = datetime.fromisoformat(document["event_time"])
+        return datetime.fromisoformat(document["label_time"]) >= event
+    return True
+
+
+def codec_accepts(contract: str, raw: bytes) -> bool:
+    try:
+        DECODERS[contract](raw)
+    except ContractError:
+        return False
+    return True
+
+
+def test_date_time_format_is_really_checked() -> None:
+    assert "date-time" in Draft202012Validator.FORMAT_CHECKER.checkers  # needs rfc3339-validator
+    assert not schema_accepts(
+        "transaction.v1", payload("transaction.v1", event_time="2018-02-30T00:00:00Z")
+    )
+
+
+AGREEMENT_TABLE: list[tuple[str, dict[str, Any]]] = [
+    ("transaction.v1", {}),
+    ("transaction.v1", {"amount": "0"}),
+    ("transaction.v1", {"amount": "0.0001"}),
+    ("transaction.v1", {"amount": "999999999999.9999"}),
+    ("transaction.v1", {"amount": "1000000000000"}),
+    ("transaction.v1", {"amount": "00"}),
+    ("transaction.v1", {"amount": ".5"}),
+    ("transaction.v1", {"amount": "5."}),
+    ("transaction.v1", {"amount": " 5"}),
+    ("transaction.v1", {"amount": "+5"}),
+    ("transaction.v1", {"amount": "\u0665"}),
+    ("transaction.v1", {"currency": "EURO"}),
+    ("transaction.v1", {"currency": "EU"}),
+    ("transaction.v1", {"currency": "EUR\n"}),
+    ("transaction.v1", {"currency": "ÉUR"}),
+    ("transaction.v1", {"customer_id": "😀" * 64}),
+    ("transaction.v1", {"customer_id": "😀" * 65}),
+    ("transaction.v1", {"event_time": "2018-04-01T00:00:31.5-00:00"}),
+    ("transaction.v1", {"event_time": "2018-04-01T00:00:31+23:59"}),
+    ("transaction.v1", {"event_time": "2018-04-01T00:00:31+24:00"}),
+    ("transaction.v1", {"event_time": "2018-04-01T24:00:00Z"}),
+    ("transaction.v1", {"event_time": "2018-12-31T23:59:60Z"}),
+    ("transaction.v1", {"event_time": "2020-02-29T00:00:00Z"}),
+    ("transaction.v1", {"event_time": "2019-02-29T00:00:00Z"}),
+    ("transaction.v1", {"event_time": "0000-01-01T00:00:00Z"}),
+    ("transaction.v1", {"event_time": "0001-01-01T00:00:00+01:00"}),
+    ("transaction.v1", {"event_time": "9999-12-31T23:59:59.999999Z"}),
+    ("transaction.v1", {"event_time": "9999-12-31T23:59:59.9999999Z"}),
+    ("transaction.v1", {"event_time": "2018-04-01T00:00:31Z\n"}),
+    ("transaction.v1", {"event_time": "2018-04-01T00:00Z"}),
+    ("transaction.v1", {"event_time": "2018-04-01T00:00:31.Z"}),
+    ("transaction.v1", {"event_time": "20180401T000031Z"}),
+    ("transaction.v1", {"event_time": "2018-04-01T00:00:31+02"}),
+    ("transaction.v1", {"event_time": None}),
+    ("transaction.v1", {"schema": "transaction.V1"}),
+    ("transaction.v1", {"transaction_id": None}),
+    ("label.v1", {}),
+    ("label.v1", {"is_fraud": False}),
+    ("label.v1", {"is_fraud": "true"}),
+    ("label.v1", {"is_fraud": 0}),
+    ("label.v1", {"label_time": "2018-04-01T00:00:31Z"}),
+    ("label.v1", {"label_time": "2018-04-01T00:00:30.999999Z"}),
+    ("label.v1", {"label_time": "2018-04-01T01:00:31+01:00"}),
+    ("label.v1", {"label_time": "2018-04-01T01:00:30+01:00"}),
+    ("alert.v1", {}),
+    ("alert.v1", {"score": 0}),
+    ("alert.v1", {"score": 1}),
+    ("alert.v1", {"score": 1.0000001}),
+    ("alert.v1", {"score": True}),
+    ("alert.v1", {"threshold": "0.5"}),
+    ("alert.v1", {"reasons": []}),
+    ("alert.v1", {"reasons": [{"feature": "", "contribution": 1, "value": 2}]}),
+    ("alert.v1", {"reasons": [{"feature": "a", "contribution": 1, "value": 2, "x": 3}]}),
+    ("alert.v1", {"reasons": {"feature": "a", "contribution": 1, "value": 2}}),
+    ("alert.v1", {"features": {}}),
+    ("alert.v1", {"features": {"": 1.0}}),
+    ("alert.v1", {"features": {"a" * 65: 1.0}}),
+    ("alert.v1", {"features": {"a": None}}),
+    ("alert.v1", {"features": []}),
+    ("alert.v1", {"alert_id": ALERT["alert_id"].upper()}),
+    ("alert.v1", {"alert_id": ALERT["alert_id"].replace("-", "")}),
+    ("alert.v1", {"model_version": ""}),
+]
+
+
+@pytest.mark.parametrize(("contract", "changes"), AGREEMENT_TABLE)
+def test_codec_and_schema_agree_on_table(contract: str, changes: dict[str, Any]) -> None:
+    raw = payload(contract, **changes)
+    assert codec_accepts(contract, raw) == schema_accepts(contract, raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"schema": "alert.v1", "score": 1e400}', b'{"score": NaN}', b"\xff", b"{}", b"null"],
+)
+@pytest.mark.parametrize("contract", CONTRACTS)
+def test_codec_and_schema_agree_on_odd_json(contract: str, raw: bytes) -> None:
+    assert codec_accepts(contract, raw) is False
+    assert schema_accepts(contract, raw) is False
+
+
+def _timestamps() -> st.SearchStrategy[str]:
+    """RFC 3339 look-alikes: mostly valid, often off in exactly the ways parsers differ."""
+    parts = st.tuples(
+        st.sampled_from(["0000", "0001", "1970", "2018", "2020", "9999", "12345", "999"]),
+        st.sampled_from(["00", "01", "02", "12", "13", "1"]),
+        st.sampled_from(["00", "01", "28", "29", "30", "31", "32"]),
+        st.sampled_from(["T", "T", "T", "t", " ", "_"]),
+        st.sampled_from(["00", "09", "23", "24"]),
+        st.sampled_from(["00", "59", "60"]),
+        st.sampled_from(["00", "31", "59", "60", "61"]),
+        st.sampled_from(["", "", ".", ".5", ".123456", ".9999999", ".123456789"]),
+        st.sampled_from(
+            [
+                "Z",
+                "Z",
+                "z",
+                "+00:00",
+                "-00:00",
+                "+05:30",
+                "+23:59",
+                "+24:00",
+                "+0530",
+                "+05",
+                "-12:60",
+                "",
+            ]
+        ),
+        st.sampled_from(["", "", "", "\n", " "]),
+    )
+    look_alikes = parts.map(
+        lambda p: f"{p[0]}-{p[1]}-{p[2]}{p[3]}{p[4]}:{p[5]}:{p[6]}{p[7]}{p[8]}{p[9]}"
+    )
+    offsets = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-HOUR * 8)])
+    valid = st.datetimes(
+        min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31), timezones=offsets
+    ).map(datetime.isoformat)
+    return st.one_of(valid, look_alikes)
+
+
+_ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(-2, 2),
+    st.text(max_size=4),
+    st.lists(st.integers(), max_size=2),
+)
+_IDS = st.one_of(st.text(min_size=0, max_size=66), st.integers(0, 10**6))
+_AMOUNTS = st.one_of(
+    st.from_regex(r"[-+]?[0-9]{0,14}(\.[0-9]{0,6})?(e[0-9])?[\n ]?", fullmatch=True),
+    st.decimals(min_value=0, max_value=10**13, places=4, allow_nan=False).map(str),
+    st.floats(0, 1000),
+)
+_CURRENCIES = st.one_of(st.from_regex(r"[A-Za-zÉ]{2,4}\n?", fullmatch=True), st.integers())
+_NUMBERS = st.one_of(st.floats(-0.5, 1.5), st.integers(-1, 2), st.booleans(), st.none())
+
+
+def _mutated(contract: str, fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[bytes]:
+    """Payloads whose fields are drawn from ``fields`` (or kept), dropped, or extra."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> bytes:
+        document = dict(BASE[contract])
+        for name, values in fields.items():
+            choice = draw(st.sampled_from(["keep", "keep", "keep", "draw", "draw", "drop", "odd"]))
+            if choice == "draw":
+                document[name] = draw(values)
+            elif choice == "drop" and draw(st.integers(0, 9)) == 0:
+                del document[name]
+            elif choice == "odd" and draw(st.integers(0, 4)) == 0:
+                document[name] = draw(_ODD_VALUES)
+        if draw(st.integers(0, 19)) == 0:
+            document[draw(st.text(min_size=1, max_size=8))] = draw(_ODD_VALUES)
+        return json.dumps(document).encode()
+
+    return build()
+
+
+AGREEMENT_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@AGREEMENT_SETTINGS
+@given(
+    raw=_mutated(
+        "transaction.v1",
+        {
+            "schema": st.sampled_from(["transaction.v1", "transaction.v2", "label.v1"]),
+            "transaction_id": _IDS,
+            "customer_id": _IDS,
+            "terminal_id": _IDS,
+            "amount": _AMOUNTS,
+            "currency": _CURRENCIES,
+            "event_time": _timestamps(),
+        },
+    )
+)
+def test_codec_and_schema_agree_on_generated_transactions(raw: bytes) -> None:
+    assert codec_accepts("transaction.v1", raw) == schema_accepts("transaction.v1", raw)
+
+
+@AGREEMENT_SETTINGS
+@given(
+    raw=_mutated(
+        "label.v1",
+        {
+            "schema": st.sampled_from(["label.v1", "label.v2", "transaction.v1"]),
+            "transaction_id": _IDS,
+            "event_time": _timestamps(),
+            "label_time": _timestamps(),
+            "is_fraud": st.one_of(st.booleans(), st.integers(0, 1)),
+        },
+    )
+)
+def test_codec_and_schema_agree_on_generated_labels(raw: bytes) -> None:
+    assert codec_accepts("label.v1", raw) == schema_accepts("label.v1", raw)
+
+
+_REASONS = st.lists(
+    st.fixed_dictionaries(
+        {"feature": _IDS, "contribution": _NUMBERS, "value": _NUMBERS},
+        optional={"extra": st.integers()},
+    ),
+    max_size=3,
+)
+
+
+@AGREEMENT_SETTINGS
+@given(
+    raw=_mutated(
+        "alert.v1",
+        {
+            "alert_id": st.one_of(
+                st.builds(lambda u: str(u), st.uuids()),
+                st.builds(alert_id, st.text(min_size=1, max_size=5), st.text(min_size=1)),
+            ),
+            "amount": _AMOUNTS,
+            "score": _NUMBERS,
+            "threshold": _NUMBERS,
+            "model_version": _IDS,
+            "reasons": _REASONS,
+            "features": st.dictionaries(st.text(max_size=66), _NUMBERS, max_size=3),
+            "event_time": _timestamps(),
+            "processed_at": _timestamps(),
+        },
+    )
+)
+def test_codec_and_schema_agree_on_generated_alerts(raw: bytes) -> None:
+    assert codec_accepts("alert.v1", raw) == schema_accepts("alert.v1", raw)
