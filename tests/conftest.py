@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from stream_app.local_services import (
-    RunningService,
-    create_topics_sync,
-    start_redis,
-    start_tansu,
-)
+from stream_app.local_services import RunningService, start_redis, start_tansu
+from stream_app.stream.topics import ensure_topics_sync
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK_DIR = REPO_ROOT.parent / "shared" / "data" / "handbook"
@@ -29,7 +25,7 @@ SERVICE_FIXTURES = frozenset(
     {"redis_server", "redis_url", "redis_client", "kafka_broker", "kafka_bootstrap", "new_topic"}
 )
 
-NewTopicFactory = Callable[..., str]
+NewTopicFactory = Callable[[int], str]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -107,11 +103,11 @@ _topic_numbers = itertools.count()
 
 @pytest.fixture
 def new_topic(kafka_bootstrap: str) -> NewTopicFactory:
-    """Create a fresh, uniquely named topic: ``new_topic(partitions=4, configs=None)``."""
+    """Create a fresh, uniquely named topic: ``new_topic(partitions=4)`` returns its name."""
 
-    def create(partitions: int = 4, configs: Mapping[str, str] | None = None) -> str:
+    def create(partitions: int = 4) -> str:
         name = f"test-{next(_topic_numbers)}-{uuid.uuid4().hex[:8]}"
-        create_topics_sync(kafka_bootstrap, {name: partitions}, configs={name: dict(configs or {})})
+        ensure_topics_sync(kafka_bootstrap, [name], partitions)
         return name
 
     return create

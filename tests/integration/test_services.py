@@ -11,7 +11,8 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from stream_app.errors import ConfigError, LocalServiceError
-from stream_app.local_services import RunningService, create_topics, start_redis
+from stream_app.local_services import RunningService, start_redis
+from stream_app.stream.topics import ensure_topics_sync
 from tests.conftest import NewTopicFactory
 
 pytestmark = pytest.mark.integration
@@ -55,17 +56,17 @@ def test_redis_client_starts_empty(redis_client: redis.Redis) -> None:
 def test_tansu_round_trips_keyed_messages_through_a_consumer_group(
     kafka_bootstrap: str, new_topic: NewTopicFactory
 ) -> None:
-    topic = new_topic(partitions=PARTITIONS)
+    topic = new_topic(PARTITIONS)
     asyncio.run(_round_trip(kafka_bootstrap, topic))
 
 
-def test_create_topics_refuses_an_existing_topic_with_other_partitions(
+def test_new_topic_refuses_an_existing_topic_with_other_partitions(
     kafka_bootstrap: str, new_topic: NewTopicFactory
 ) -> None:
-    topic = new_topic(partitions=2)
-    asyncio.run(create_topics(kafka_bootstrap, {topic: 2}))  # existing, same count: fine
+    topic = new_topic(2)
+    ensure_topics_sync(kafka_bootstrap, [topic], 2)  # existing, same count: fine
     with pytest.raises(ConfigError, match=rf"{topic}.* has 2 partitions, not 3"):
-        asyncio.run(create_topics(kafka_bootstrap, {topic: 3}))
+        ensure_topics_sync(kafka_bootstrap, [topic], 3)
 
 
 async def _round_trip(bootstrap: str, topic: str) -> None:

@@ -17,18 +17,3 @@ def test_an_unmarked_test_using_a_server_fixture_stops_collection(
     result = pytester.runpytest("--collect-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*not marked integration*", "*test_uses_redis.py::test_x*"])
-
-
-def test_a_marked_test_using_a_server_fixture_is_collected(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(_CONFTEST)
-    pytester.makeini("[pytest]\nmarkers =\n    integration: real servers\n")
-    pytester.makepyfile(
-        test_uses_redis=(
-            "import pytest\n\n"
-            "@pytest.mark.integration\n"
-            "def test_x(redis_url):\n    assert redis_url\n"
-        )
-    )
-    result = pytester.runpytest("--collect-only")
-    assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*test_x*", "*1 test collected*"])
