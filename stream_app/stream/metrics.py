@@ -1,0 +1,100 @@
+"""Prometheus metrics of one worker, kept in the worker's own registry.
+
+A registry per worker (not the process-global one) lets tests and benchmarks run several
+workers in one process. ``/metrics`` on the Faust web server renders it with
+:func:`render`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_STAGE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+_BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 750, 1000, 2000, 5000)
+
+STAGES = ("decode", "barrier", "redis", "scoring", "publish", "commit")
+"""The stages of a transaction batch, each with a latency histogram."""
+
+
+@dataclass(eq=False)
+class WorkerMetrics:
+    """Every metric the worker records, registered in :attr:`registry`."""
+
+    registry: CollectorRegistry = field(
+        default_factory=lambda: CollectorRegistry(auto_describe=True)
+    )
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events_in = Counter(
+            "fraudstream_events_in", "Records consumed, by topic kind.", ["kind"], registry=r
+        )
+        self.alerts_out = Counter(
+            "fraudstream_alerts_out", "Alerts published to the alerts topic.", registry=r
+        )
+        self.scores_out = Counter(
+            "fraudstream_scores_out", "Scores published to the scores topic.", registry=r
+        )
+        self.dlq = Counter(
+            "fraudstream_dlq",
+            "Invalid records sent to the dead-letter topic.",
+            ["kind"],
+            registry=r,
+        )
+        self.late_events = Counter(
+            "fraudstream_late_events",
+            "Events older than the window horizon of their key, counted and dropped.",
+            ["kind"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "fraudstream_batch_size",
+            "Records per consumed batch.",
+            ["kind"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "fraudstream_stage_seconds",
+            "Wall time of one batch stage.",
+            ["stage"],
+            buckets=_STAGE_BUCKETS_S,
+            registry=r,
+        )
+        self.event_time_lag = Gauge(
+            "fraudstream_event_time_lag_seconds",
+            "Wall clock minus the newest event time of the last scored batch.",
+            registry=r,
+        )
+        self.label_barrier_timeouts = Counter(
+            "fraudstream_label_barrier_timeouts",
+            "Transaction batches scored before the labels consumer caught up.",
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "fraudstream_dependency_up",
+            "1 when the dependency answered last time, else 0.",
+            ["dependency"],
+            registry=r,
+        )
+        self.dependency_retries = Counter(
+            "fraudstream_dependency_retries",
+            "Retries after a failed call to a dependency.",
+            ["dependency"],
+            registry=r,
+        )
+        self.commit_failures = Counter(
+            "fraudstream_commit_failures",
+            "Offset commits refused (rebalance); the records are redelivered.",
+            registry=r,
+        )
+        for dependency in ("redis", "kafka"):
+            self.dependency_up.labels(dependency).set(1)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
