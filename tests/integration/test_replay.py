@@ -1,0 +1,208 @@
+"""Replay on the real tansu broker: counts, keys, timestamps, merge order, ranges, namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections import Counter
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
+from aiokafka.structs import ConsumerRecord
+
+from stream_app.contracts import decode_label, decode_transaction, to_epoch_us
+from stream_app.errors import InputDataError
+from stream_app.sources.history import NO_LABEL_US, TransactionHistory
+from stream_app.sources.simulator import simulate
+from stream_app.stream.replay import ReplayOrder, replay, replay_order
+from stream_app.stream.topics import StreamTopics, ensure_topics_sync, stream_topics
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 3
+US = 1_000_000
+DAY_US = 86_400 * US
+
+
+def _topics(bootstrap: str) -> StreamTopics:
+    topics = stream_topics(f"t-{uuid.uuid4().hex[:10]}")
+    ensure_topics_sync(bootstrap, topics.all, PARTITIONS)
+    return topics
+
+
+def _read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic``, up to the fetch high watermark of each partition."""
+
+    async def read() -> list[ConsumerRecord[bytes, bytes]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            assigned = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            consumer.assign(assigned)
+            records: list[ConsumerRecord[bytes, bytes]] = []
+            while True:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+                marks = [consumer.highwater(tp) for tp in assigned]
+                positions = [await consumer.position(tp) for tp in assigned]
+                if all(m is not None and p >= m for m, p in zip(marks, positions, strict=True)):
+                    return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def _history(event_times_s: list[float], label_delay_s: float | None = None) -> TransactionHistory:
+    n = len(event_times_s)
+    times = np.array([round(t * US) for t in event_times_s], dtype=np.int64) + 1_530_000_000 * US
+    labels = (
+        np.full(n, NO_LABEL_US, dtype=np.int64)
+        if label_delay_s is None
+        else times + round(label_delay_s * US)
+    )
+    return TransactionHistory(
+        transaction_id=np.array([f"tx{i}" for i in range(n)], dtype=object),
+        customer_id=np.array([f"c{i % 3}" for i in range(n)], dtype=object),
+        terminal_id=np.array([f"k{i % 2}" for i in range(n)], dtype=object),
+        event_time_us=times,
+        amount=np.round(np.linspace(1.0, 99.0, n), 2),
+        currency="EUR",
+        is_fraud=np.array([i % 4 == 0 for i in range(n)], dtype=np.int8),
+        label_time_us=labels,
+        fraud_scenario=np.zeros(n, dtype=np.int8),
+    )
+
+
+def _run(history: TransactionHistory, order: ReplayOrder, bootstrap: str, topics: StreamTopics,
+         speed: float | None = None) -> None:
+    asyncio.run(replay(history, order, bootstrap, topics, speed, progress=False))
+
+
+@pytest.fixture(scope="module")
+def small_history() -> TransactionHistory:
+    return simulate(60, 120, 12, dt.date(2018, 4, 1), seed=3, label_delay_days=7)
+
+
+def test_replay_publishes_every_transaction_and_label_keyed_with_event_time(
+    kafka_bootstrap: str, small_history: TransactionHistory
+) -> None:
+    history = small_history
+    topics = _topics(kafka_bootstrap)
+    _run(history, replay_order(history), kafka_bootstrap, topics)
+
+    transactions = _read_topic(kafka_bootstrap, topics.transactions)
+    labels = _read_topic(kafka_bootstrap, topics.labels)
+    assert len(transactions) == len(history)
+    assert len(labels) == int(np.count_nonzero(history.label_time_us != NO_LABEL_US))
+
+    row_of = {tx_id: row for row, tx_id in enumerate(history.transaction_id)}
+    for record in transactions:
+        tx = decode_transaction(record.value)
+        row = row_of[tx.transaction_id]
+        assert record.key == history.customer_id[row].encode()
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % PARTITIONS
+        assert record.timestamp == history.event_time_us[row] // 1000
+        assert tx.event_time_us == history.event_time_us[row]
+        assert (tx.customer_id, tx.terminal_id) == (history.customer_id[row],
+                                                    history.terminal_id[row])
+        assert tx.amount_float == history.amount[row]
+    for record in labels:
+        label = decode_label(record.value)
+        row = row_of[label.transaction_id]
+        assert record.key == history.customer_id[row].encode()
+        assert record.timestamp == history.label_time_us[row] // 1000
+        assert label.label_time_us == history.label_time_us[row]
+        assert label.is_fraud == bool(history.is_fraud[row])
+    # Within each partition both topics come in clock order (labels co-partitioned).
+    for records in (transactions, labels):
+        for partition in range(PARTITIONS):
+            stamps = [r.timestamp for r in records if r.partition == partition]
+            assert stamps == sorted(stamps)
+
+
+def test_labels_are_merged_on_the_replay_clock_before_transactions_of_the_same_instant() -> None:
+    # Transactions at 0, 10, 20, 30 s; labels known 10 s after each event.
+    history = _history([0, 10, 20, 30], label_delay_s=10)
+    order = replay_order(history)
+    published = [("L" if lab else "T") + str(row) for row, lab in
+                 zip(order.row.tolist(), order.is_label.tolist(), strict=True)]
+    assert published == ["T0", "L0", "T1", "L1", "T2", "L2", "T3", "L3"]
+    assert np.all(np.diff(order.clock_us) >= 0)
+    assert (order.transactions, order.labels) == (4, 4)
+
+
+def test_from_and_to_keep_event_times_in_range_and_labels_known_before_the_end(
+    kafka_bootstrap: str, small_history: TransactionHistory
+) -> None:
+    history = small_history
+    start = to_epoch_us(dt.datetime(2018, 4, 3, tzinfo=dt.UTC))
+    stop = to_epoch_us(dt.datetime(2018, 4, 12, tzinfo=dt.UTC))
+    topics = _topics(kafka_bootstrap)
+    _run(history, replay_order(history, start, stop), kafka_bootstrap, topics)
+
+    in_range = (history.event_time_us >= start) & (history.event_time_us < stop)
+    expected_labels = in_range & (history.label_time_us < stop)
+    transactions = [decode_transaction(r.value) for r in
+                    _read_topic(kafka_bootstrap, topics.transactions)]
+    labels = [decode_label(r.value) for r in _read_topic(kafka_bootstrap, topics.labels)]
+    assert sorted(t.transaction_id for t in transactions) == sorted(
+        history.transaction_id[in_range].tolist())
+    assert sorted(lab.transaction_id for lab in labels) == sorted(
+        history.transaction_id[expected_labels].tolist())
+    assert all(start <= t.event_time_us < stop for t in transactions)
+    assert all(lab.label_time_us < stop for lab in labels)
+    assert 0 < len(labels) < len(transactions) < len(history)
+
+
+def test_empty_range_is_an_input_error_naming_both_ends(small_history: TransactionHistory) -> None:
+    start = to_epoch_us(dt.datetime(2018, 4, 5, tzinfo=dt.UTC))
+    with pytest.raises(InputDataError, match=r"--to 2018-04-04T00:00:00Z .* --from 2018-04-05"):
+        replay_order(small_history, start, start - DAY_US)
+
+
+def test_namespace_isolates_topics(kafka_bootstrap: str) -> None:
+    history = _history([0, 1, 2, 3, 4, 5], label_delay_s=2)
+    ours, other = _topics(kafka_bootstrap), _topics(kafka_bootstrap)
+    _run(history, replay_order(history), kafka_bootstrap, ours)
+
+    assert ours.consumer_group != other.consumer_group
+    assert ours.redis_key_prefix != other.redis_key_prefix
+    assert Counter(r.topic for r in _read_topic(kafka_bootstrap, ours.transactions)) == {
+        ours.transactions: 6}
+    assert _read_topic(kafka_bootstrap, other.transactions) == []
+    assert _read_topic(kafka_bootstrap, other.labels) == []
+
+    assert not set(stream_topics().all) & _topic_names(kafka_bootstrap)
+
+
+def _topic_names(bootstrap: str) -> set[str]:
+    async def names() -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    return asyncio.run(names())
+
+
+def test_speed_paces_publication_relative_to_the_first_event(kafka_bootstrap: str) -> None:
+    # Events 0..3 s apart in event time, replayed 4x faster: about 0.75 s of wall time.
+    history = _history([0.0, 1.0, 2.0, 3.0])
+    sent: list[tuple[list[int], float]] = []
+    topics = _topics(kafka_bootstrap)
+    asyncio.run(replay(history, replay_order(history), kafka_bootstrap, topics, 4.0,
+                       progress=False, on_sent=lambda rows, at: sent.append((rows.tolist(), at))))
+    rows = [row for chunk, _ in sent for row in chunk]
+    assert rows == [0, 1, 2, 3]
+    first = sent[0][1]
+    lags = {row: at - first for chunk, at in sent for row in chunk}
+    for row in (1, 2, 3):
+        assert lags[row] >= row / 4.0 - 0.02
+    assert len(_read_topic(kafka_bootstrap, topics.transactions)) == 4
