@@ -28,7 +28,7 @@ SERVICE_FIXTURES = frozenset(
 NewTopicFactory = Callable[[int], str]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Refuse unmarked integration tests; skip handbook tests when the data is absent."""
     unmarked = [
         item.nodeid
