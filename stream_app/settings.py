@@ -25,6 +25,7 @@ class Settings:
     model_dir: str = "models/current"
     batch_max_events: int = 1000
     batch_max_wait_ms: int = 20
+    label_barrier_timeout_ms: int = 2000
     publish_scores: bool = False
     topic_partitions: int = 4
     topic_replication: int = 1
