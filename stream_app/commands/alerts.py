@@ -1,0 +1,46 @@
+"""``fraudstream alerts``: print the alerts of a namespace, readable or as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from stream_app.settings import Settings
+from stream_app.stream.alerts_consumer import consume_alerts, printer
+from stream_app.stream.timeargs import parse_since_us
+from stream_app.stream.topics import stream_topics
+
+DESCRIPTION = """\
+Print the alerts on <namespace>.fraud-alerts: time, customer, terminal, amount, score vs
+threshold and the top reasons, or one alert.v1 JSON object per line with --json. Without
+--follow it stops at the current end of the topic; with it, it waits for new alerts until
+Ctrl-C. --since takes an ISO date/time (UTC by default) or a duration back from now
+(90s, 15m, 2h, 7d) and compares it with the alerts' record timestamps."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Register ``alerts``."""
+    parser = subparsers.add_parser("alerts", help="print alerts", description=DESCRIPTION)
+    parser.add_argument("--follow", "-f", action="store_true",
+                        help="keep waiting for new alerts (Ctrl-C stops)")
+    parser.add_argument("--since", metavar="DATE|DURATION",
+                        help="only alerts from this time on, e.g. 2018-09-01 or 2h")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--namespace", default=None, metavar="NAME",
+                        help="namespace to read (default FRAUDSTREAM_NAMESPACE)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the alerts; 0 also when stopped with Ctrl-C."""
+    settings = Settings.from_env()
+    topics = stream_topics(args.namespace or settings.namespace)
+    since_ms = None
+    if args.since is not None:
+        since_ms = parse_since_us(args.since, time.time_ns() // 1000) // 1000
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(consume_alerts(settings.kafka_bootstrap, topics.alerts, printer(args.json),
+                                   since_ms=since_ms, follow=args.follow))
+    return 0
