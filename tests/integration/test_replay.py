@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +16,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
+from stream_app.commands import replay as replay_command
 from stream_app.contracts import decode_label, decode_transaction, to_epoch_us
-from stream_app.errors import InputDataError
+from stream_app.errors import ConfigError, InputDataError
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
+from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.stream.replay import ReplayOrder, replay, replay_order
 from stream_app.stream.topics import StreamTopics, ensure_topics_sync, stream_topics
@@ -206,3 +210,41 @@ def test_speed_paces_publication_relative_to_the_first_event(kafka_bootstrap: st
     for row in (1, 2, 3):
         assert lags[row] >= row / 4.0 - 0.02
     assert len(_read_topic(kafka_bootstrap, topics.transactions)) == 4
+
+
+def test_replay_command_reads_jsonl_filters_and_prints_a_summary(
+    kafka_bootstrap: str, small_history: TransactionHistory, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "history.jsonl"
+    write_jsonl(small_history, path)
+    namespace = f"cli-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("FRAUDSTREAM_TOPIC_PARTITIONS", str(PARTITIONS))
+    parser = argparse.ArgumentParser()
+    replay_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["replay", "--input", str(path), "--namespace", namespace,
+                              "--from", "2018-04-05", "--to", "2018-04-09T00:00:00+00:00",
+                              "--speed", "max", "--no-progress"])
+    assert replay_command.run(args) == 0
+
+    start = to_epoch_us(dt.datetime(2018, 4, 5, tzinfo=dt.UTC))
+    stop = to_epoch_us(dt.datetime(2018, 4, 9, tzinfo=dt.UTC))
+    in_range = (small_history.event_time_us >= start) & (small_history.event_time_us < stop)
+    topics = stream_topics(namespace)
+    assert len(_read_topic(kafka_bootstrap, topics.transactions)) == int(in_range.sum())
+    assert _read_topic(kafka_bootstrap, topics.labels) == []  # labels known 7 days later
+    out = capsys.readouterr().out
+    assert f"replayed {int(in_range.sum()):,} transactions and 0 labels to {topics.transactions}" \
+        in out
+
+
+def test_replay_command_rejects_a_bad_speed_and_namespace(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    replay_command.add_parser(parser.add_subparsers())
+    for flags, message in ((["--speed", "fast"], "--speed 'fast'"),
+                           (["--speed", "-2"], "--speed '-2'"),
+                           (["--namespace", "Bad_NS"], "namespace 'Bad_NS'")):
+        args = parser.parse_args(["replay", "--input", str(tmp_path / "x.jsonl"), *flags])
+        with pytest.raises(ConfigError, match=message):
+            replay_command.run(args)
