@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
@@ -23,6 +22,7 @@ from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.stream.replay import ReplayOrder, replay, replay_order
+from stream_app.stream.topic_reader import read_topic
 from stream_app.stream.topics import StreamTopics, ensure_topics_sync, stream_topics
 
 pytestmark = pytest.mark.integration
@@ -40,25 +40,9 @@ def _topics(bootstrap: str) -> StreamTopics:
 
 def _read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic``, up to the fetch high watermark of each partition."""
-
-    async def read() -> list[ConsumerRecord[bytes, bytes]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            assigned = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-            consumer.assign(assigned)
-            records: list[ConsumerRecord[bytes, bytes]] = []
-            while True:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-                marks = [consumer.highwater(tp) for tp in assigned]
-                positions = [await consumer.position(tp) for tp in assigned]
-                if all(m is not None and p >= m for m, p in zip(marks, positions, strict=True)):
-                    return records
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    asyncio.run(read_topic(bootstrap, topic, lambda _tp, batch: records.extend(batch)))
+    return records
 
 
 def _history(event_times_s: list[float], label_delay_s: float | None = None) -> TransactionHistory:
