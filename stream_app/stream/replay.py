@@ -180,15 +180,17 @@ async def replay(
     topics: StreamTopics,
     speed: float | None,
     *,
+    events_per_s: float | None = None,
     progress: bool = True,
     on_sent: Callable[[npt.NDArray[np.int64], float], None] | None = None,
 ) -> ReplaySummary:
     """Publish ``order`` to ``topics`` on ``bootstrap``; ``speed`` None means max speed.
 
     With a speed N, the record at replay clock ``t`` is published N times faster than real
-    time relative to the first record. ``on_sent(rows, wall_time_s)`` is told the history
-    rows of the transactions handed to the producer and the wall time (``time.time()``)
-    when they were.
+    time relative to the first record. ``events_per_s`` instead offers a fixed rate of
+    transactions (labels go with the transaction before them), for latency measurements.
+    ``on_sent(rows, wall_time_s)`` is told the history rows of the transactions handed to
+    the producer and the wall time (``time.time()``) when they were.
     """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=LINGER_MS)
     publisher = BatchPublisher(producer)
@@ -206,7 +208,8 @@ async def replay(
             )
         started = time.monotonic()
         with tqdm(total=len(order), unit="ev", disable=not progress, smoothing=0.1) as bar:
-            await _publish(history, order, topics, speed, publisher, bar, on_sent)
+            schedule = _schedule(order, speed, events_per_s)
+            await _publish(history, order, topics, schedule, publisher, bar, on_sent)
         duration = time.monotonic() - started
     except KafkaError as exc:
         raise DependencyUnavailable(
@@ -224,11 +227,29 @@ async def replay(
     )
 
 
+def _schedule(
+    order: ReplayOrder, speed: float | None, events_per_s: float | None
+) -> npt.NDArray[np.float64] | None:
+    """Seconds after the start at which each record is due; None: all at once."""
+    if speed is not None and events_per_s is not None:
+        raise InputDataError("pace a replay by speed or by events_per_s, not both")
+    if speed is not None:
+        due: npt.NDArray[np.float64] = (order.clock_us - order.clock_us[:1]) / 1e6 / speed
+        return due
+    if events_per_s is not None:
+        is_tx = (~order.is_label).astype(np.int64)
+        transactions_before: npt.NDArray[np.int64] = np.cumsum(is_tx) - is_tx
+        # A transaction waits for its turn; a label goes with the transaction before it.
+        due = np.maximum(transactions_before - order.is_label, 0) / events_per_s
+        return due
+    return None
+
+
 async def _publish(
     history: TransactionHistory,
     order: ReplayOrder,
     topics: StreamTopics,
-    speed: float | None,
+    schedule: npt.NDArray[np.float64] | None,
     publisher: BatchPublisher,
     bar: tqdm[Any],
     on_sent: Callable[[npt.NDArray[np.int64], float], None] | None,
@@ -237,17 +258,15 @@ async def _publish(
     keys = history.customer_id
     n = len(order)
     wall_start = time.monotonic()
-    clock_start = int(order.clock_us[0]) if n else 0
     in_flight: list[list[asyncio.Future[Any]]] = []
     i = 0
     while i < n:
         stop = min(n, i + CHUNK_EVENTS)
-        if speed is not None:
-            elapsed_clock_us = (time.monotonic() - wall_start) * speed * 1e6
-            due = int(np.searchsorted(order.clock_us, clock_start + elapsed_clock_us, "right"))
+        if schedule is not None:
+            elapsed = time.monotonic() - wall_start
+            due = int(np.searchsorted(schedule, elapsed, "right"))
             if due <= i:
-                wait_s = (int(order.clock_us[i]) - clock_start) / 1e6 / speed
-                await asyncio.sleep(min(MAX_IDLE_SLEEP_S, wall_start + wait_s - time.monotonic()))
+                await asyncio.sleep(min(MAX_IDLE_SLEEP_S, float(schedule[i]) - elapsed))
                 continue
             stop = min(stop, due)
         records = []

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
@@ -232,3 +233,19 @@ def test_replay_command_rejects_a_bad_speed_and_namespace(tmp_path: Path) -> Non
         args = parser.parse_args(["replay", "--input", str(tmp_path / "x.jsonl"), *flags])
         with pytest.raises(ConfigError, match=message):
             replay_command.run(args)
+
+
+def test_events_per_s_offers_a_fixed_transaction_rate(kafka_bootstrap: str) -> None:
+    # 11 transactions at 20 per second: the last one goes out about 0.5 s after the first.
+    history = _history([i * 3600.0 for i in range(11)], label_delay_s=1)
+    sent: dict[int, float] = {}
+
+    def record(rows: npt.NDArray[np.int64], at: float) -> None:
+        sent.update(dict.fromkeys(rows.tolist(), at))
+
+    topics = _topics(kafka_bootstrap)
+    summary = asyncio.run(replay(history, replay_order(history), kafka_bootstrap, topics, None,
+                                 events_per_s=20.0, progress=False, on_sent=record))
+    assert sorted(sent) == list(range(11))
+    assert sent[10] - sent[0] >= 0.5 - 0.02
+    assert (summary.transactions, summary.labels) == (11, 11)
