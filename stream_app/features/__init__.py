@@ -1,0 +1,1 @@
+"""Feature definitions (spec) and their two executions: batch (numpy) and incremental."""
