@@ -47,8 +47,11 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: setup lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Lint and the tests both run, so one report shows both; either failing fails the target.
+test: setup
+	@lint=0; $(MAKE) --no-print-directory lint || lint=$$?; \
+	$(PY) -m pytest $(PYTEST_ARGS); \
+	if [ $$lint -ne 0 ]; then echo "make test: the tests ran, but lint failed (above)" >&2; exit $$lint; fi
 
 demo: setup
 	$(VENV)/bin/fraudstream demo
