@@ -1,0 +1,336 @@
+"""Per-key window state and the update functions of the incremental execution.
+
+A :class:`CustomerWindow` keeps the customer's transactions within the longest customer
+window (time, id, amount; list order = order applied, times ascending), the fraud labels
+of that horizon, and the feature rows of the customer's last K transactions (for
+sequences and for answering a re-delivered transaction). A :class:`TerminalWindow` keeps
+the terminal's transactions within ``D + longest terminal window`` days and the fraud
+labels of that horizon.
+
+:class:`IncrementalFeatures` holds the constants of one feature set; its methods take the
+event time as an argument, read no clock, and update the windows they are given in place.
+Rows equal :func:`stream_app.features.batch.compute_features` when transactions are applied
+in history order with every label whose ``label_time <= t`` applied before the transaction
+at ``t``.
+
+Re-delivery guarantee: a transaction id still held by its customer's or terminal's window
+(30 days for the default windows, resp. 37) is recognised by :meth:`seen`; callers do not
+apply it again, so state is unchanged, and :meth:`cached_row` returns its first row while
+it is among the customer's last K transactions. Re-applying a label leaves state unchanged.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate
+from math import fsum
+from operator import itemgetter
+
+from stream_app.errors import InputDataError
+from stream_app.features.spec import FeatureSet, supported_columns
+from stream_app.sources.history import MICROS_PER_DAY
+
+FraudLabel = tuple[str, int, int]
+"""``(transaction_id, event_time_us, label_time_us)`` of a transaction labelled fraud."""
+
+MICROS_PER_SECOND = 1_000_000
+MICROS_PER_HOUR = 3_600 * MICROS_PER_SECOND
+NIGHT_LAST_HOUR = 6
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+SATURDAY = 5
+STATE_FORMAT = 1
+_HEADER = struct.Struct("<BHHHH")
+
+
+@dataclass(slots=True)
+class CustomerWindow:
+    """A customer's recent transactions, fraud labels and last feature rows."""
+
+    times: list[int] = field(default_factory=list)
+    transaction_ids: list[str] = field(default_factory=list)
+    amounts: list[float] = field(default_factory=list)
+    fraud_labels: list[FraudLabel] = field(default_factory=list)
+    recent_ids: list[str] = field(default_factory=list)
+    recent_rows: list[list[float]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TerminalWindow:
+    """A terminal's transactions within the delayed horizon and its fraud labels."""
+
+    times: list[int] = field(default_factory=list)
+    transaction_ids: list[str] = field(default_factory=list)
+    fraud_labels: list[FraudLabel] = field(default_factory=list)
+
+
+def apply_label(
+    window: CustomerWindow | TerminalWindow,
+    transaction_id: str,
+    event_time_us: int,
+    label_time_us: int,
+    is_fraud: bool,
+) -> None:
+    """Record (or, for ``is_fraud=False``, withdraw) the fraud label of a transaction."""
+    labels = window.fraud_labels
+    for i, (known_id, _, _) in enumerate(labels):
+        if known_id == transaction_id:
+            if is_fraud:
+                labels[i] = (transaction_id, event_time_us, label_time_us)
+            else:
+                del labels[i]
+            return
+    if is_fraud:
+        labels.append((transaction_id, event_time_us, label_time_us))
+
+
+class IncrementalFeatures:
+    """Apply one transaction to its customer and terminal windows and return its row."""
+
+    def __init__(self, fs: FeatureSet) -> None:
+        self.feature_set = fs
+        self.sequence_length = fs.sequence_length
+        self._customer_windows_us = [n * MICROS_PER_DAY for n in fs.customer_windows_days]
+        self._terminal_windows_us = [n * MICROS_PER_DAY for n in fs.terminal_windows_days]
+        self._delay_us = fs.label_delay_days * MICROS_PER_DAY
+        self._customer_horizon_us = self._customer_windows_us[-1]
+        self._terminal_horizon_us = self._delay_us + self._terminal_windows_us[-1]
+        supported = supported_columns(fs.customer_windows_days, fs.terminal_windows_days)
+        picks = [supported.index(name) for name in fs.columns]
+        if len(picks) == 1:
+            only = picks[0]
+            self._select: Callable[[list[float]], list[float]] = lambda row: [row[only]]
+        else:
+            getter = itemgetter(*picks)
+            self._select = lambda row: list(getter(row))
+
+    def seen(self, customer: CustomerWindow, terminal: TerminalWindow, transaction_id: str) -> bool:
+        """Whether the windows already hold this transaction (a re-delivery)."""
+        return (
+            transaction_id in customer.recent_ids
+            or transaction_id in customer.transaction_ids
+            or transaction_id in terminal.transaction_ids
+        )
+
+    def cached_row(self, customer: CustomerWindow, transaction_id: str) -> list[float] | None:
+        """The row first returned for one of the customer's last K transactions, else None."""
+        if transaction_id in customer.recent_ids:
+            return customer.recent_rows[customer.recent_ids.index(transaction_id)]
+        return None
+
+    def apply_transaction(
+        self,
+        customer: CustomerWindow,
+        terminal: TerminalWindow,
+        transaction_id: str,
+        event_time_us: int,
+        amount: float,
+    ) -> list[float]:
+        """Add a new transaction to both windows; its row in ``feature_set.columns`` order."""
+        t = event_time_us
+        days, within_day = divmod(t, MICROS_PER_DAY)
+        row = [
+            1.0 if (days + EPOCH_WEEKDAY) % 7 >= SATURDAY else 0.0,
+            1.0 if within_day // MICROS_PER_HOUR <= NIGHT_LAST_HOUR else 0.0,
+        ]
+        times = customer.times
+        amounts = customer.amounts
+        horizon = self._customer_horizon_us
+        _prune(customer, t - horizon)
+        here = bisect_right(times, t)
+        means = []
+        for window in self._customer_windows_us:
+            start = bisect_right(times, t - window, 0, here)
+            count = here - start + 1
+            mean = (fsum(amounts[start:here]) + amount) / count
+            row.append(float(count))
+            row.append(mean)
+            means.append(mean)
+
+        terminal_times = terminal.times
+        _prune(terminal, t - self._terminal_horizon_us)
+        delay = self._delay_us
+        delayed_end = bisect_right(terminal_times, t - delay)
+        terminal_frauds = terminal.fraud_labels
+        for window in self._terminal_windows_us:
+            opens = t - delay - window
+            count = delayed_end - bisect_right(terminal_times, opens, 0, delayed_end)
+            risk = 0.0
+            if count and terminal_frauds:
+                known = sum(
+                    1 for _, e, lt in terminal_frauds if lt <= t and opens < e <= t - delay
+                )
+                risk = known / count
+            row.append(float(count))
+            row.append(risk)
+
+        row.append(amount)
+        gap = min(t - times[here - 1], horizon) if here else horizon
+        row.append(gap / MICROS_PER_SECOND)
+        for mean in means:
+            row.append(amount / mean if mean > 0 else 1.0)
+        longest_mean = means[-1]
+        for mean in means[:-1]:
+            row.append(mean / longest_mean if longest_mean > 0 else 1.0)
+        row.append(
+            float(sum(1 for _, e, lt in customer.fraud_labels if lt <= t and t - horizon < e <= t))
+        )
+        terminal_here = bisect_right(terminal_times, t)
+        for window in self._terminal_windows_us:
+            start = bisect_right(terminal_times, t - window, 0, terminal_here)
+            row.append(float(terminal_here - start + 1))
+
+        times.insert(here, t)
+        amounts.insert(here, amount)
+        customer.transaction_ids.insert(here, transaction_id)
+        terminal_times.insert(terminal_here, t)
+        terminal.transaction_ids.insert(terminal_here, transaction_id)
+        selected = self._select(row)
+        customer.recent_ids.append(transaction_id)
+        customer.recent_rows.append(selected)
+        if len(customer.recent_ids) > self.sequence_length:
+            del customer.recent_ids[0]
+            del customer.recent_rows[0]
+        return selected
+
+
+def _prune(window: CustomerWindow | TerminalWindow, cutoff_us: int) -> None:
+    """Drop transactions and fraud labels at or before ``cutoff_us`` (outside every window)."""
+    times = window.times
+    if times and times[0] <= cutoff_us:
+        stale = bisect_right(times, cutoff_us)
+        del times[:stale]
+        del window.transaction_ids[:stale]
+        if isinstance(window, CustomerWindow):
+            del window.amounts[:stale]
+    labels = window.fraud_labels
+    if labels and any(e <= cutoff_us for _, e, _ in labels):
+        window.fraud_labels = [label for label in labels if label[1] > cutoff_us]
+
+
+def customer_to_bytes(window: CustomerWindow) -> bytes:
+    """Compact little-endian encoding of a customer window (see :func:`customer_from_bytes`)."""
+    width = len(window.recent_rows[0]) if window.recent_rows else 0
+    return b"".join(
+        (
+            _HEADER.pack(
+                STATE_FORMAT, len(window.times), len(window.fraud_labels),
+                len(window.recent_ids), width,
+            ),
+            array("q", window.times).tobytes(),
+            array("d", window.amounts).tobytes(),
+            _pack_ids(window.transaction_ids),
+            _pack_labels(window.fraud_labels),
+            _pack_ids(window.recent_ids),
+            array("d", [v for row in window.recent_rows for v in row]).tobytes(),
+        )
+    )
+
+
+def customer_from_bytes(data: bytes) -> CustomerWindow:
+    """Decode :func:`customer_to_bytes` output."""
+    reader = _Reader(data, "customer")
+    n, n_labels, n_recent, width = reader.header()
+    times = reader.ints(n)
+    amounts = reader.floats(n)
+    ids = reader.ids(n)
+    labels = reader.labels(n_labels)
+    recent_ids = reader.ids(n_recent)
+    flat = reader.floats(n_recent * width)
+    reader.finish()
+    rows = [flat[i * width : (i + 1) * width] for i in range(n_recent)]
+    return CustomerWindow(times, ids, amounts, labels, recent_ids, rows)
+
+
+def terminal_to_bytes(window: TerminalWindow) -> bytes:
+    """Compact little-endian encoding of a terminal window (see :func:`terminal_from_bytes`)."""
+    return b"".join(
+        (
+            _HEADER.pack(STATE_FORMAT, len(window.times), len(window.fraud_labels), 0, 0),
+            array("q", window.times).tobytes(),
+            _pack_ids(window.transaction_ids),
+            _pack_labels(window.fraud_labels),
+        )
+    )
+
+
+def terminal_from_bytes(data: bytes) -> TerminalWindow:
+    """Decode :func:`terminal_to_bytes` output."""
+    reader = _Reader(data, "terminal")
+    n, n_labels, _, _ = reader.header()
+    times = reader.ints(n)
+    ids = reader.ids(n)
+    labels = reader.labels(n_labels)
+    reader.finish()
+    return TerminalWindow(times, ids, labels)
+
+
+def _pack_ids(ids: Sequence[str]) -> bytes:
+    encoded = [i.encode() for i in ids]
+    return array("H", [len(e) for e in encoded]).tobytes() + b"".join(encoded)
+
+
+def _pack_labels(labels: Sequence[FraudLabel]) -> bytes:
+    times = array("q", [v for _, e, lt in labels for v in (e, lt)])
+    return times.tobytes() + _pack_ids([i for i, _, _ in labels])
+
+
+class _Reader:
+    """Sequential decoder of the state encodings; malformed bytes raise InputDataError."""
+
+    def __init__(self, data: bytes, kind: str) -> None:
+        self._data = memoryview(data)
+        self._kind = kind
+        self._at = 0
+
+    def _take(self, size: int) -> memoryview:
+        if self._at + size > len(self._data):
+            raise InputDataError(
+                f"{self._kind} window state of {len(self._data)} bytes is truncated; "
+                "drop the stored state so it is rebuilt from new events"
+            )
+        chunk = self._data[self._at : self._at + size]
+        self._at += size
+        return chunk
+
+    def header(self) -> tuple[int, int, int, int]:
+        version, n, n_labels, n_recent, width = _HEADER.unpack(self._take(_HEADER.size))
+        if version != STATE_FORMAT:
+            raise InputDataError(
+                f"{self._kind} window state has format {version}, this code reads "
+                f"{STATE_FORMAT}; drop the stored state or use a matching fraudstream version"
+            )
+        return n, n_labels, n_recent, width
+
+    def ints(self, n: int) -> list[int]:
+        return array("q", self._take(8 * n)).tolist()
+
+    def floats(self, n: int) -> list[float]:
+        return array("d", self._take(8 * n)).tolist()
+
+    def ids(self, n: int) -> list[str]:
+        lengths = array("H", self._take(2 * n)).tolist()
+        blob = bytes(self._take(sum(lengths)))
+        ends = list(accumulate(lengths))
+        try:
+            return [blob[end - n : end].decode() for end, n in zip(ends, lengths, strict=True)]
+        except UnicodeDecodeError as exc:
+            raise InputDataError(
+                f"{self._kind} window state holds an id that is not UTF-8 ({exc}); "
+                "drop the stored state so it is rebuilt from new events"
+            ) from exc
+
+    def labels(self, n: int) -> list[FraudLabel]:
+        times = self.ints(2 * n)
+        ids = self.ids(n)
+        return [(ids[i], times[2 * i], times[2 * i + 1]) for i in range(n)]
+
+    def finish(self) -> None:
+        if self._at != len(self._data):
+            raise InputDataError(
+                f"{self._kind} window state has {len(self._data) - self._at} trailing bytes; "
+                "drop the stored state so it is rebuilt from new events"
+            )

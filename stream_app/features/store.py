@@ -1,0 +1,234 @@
+"""Window stores: apply batches of labels and transactions, return feature rows and sequences.
+
+:func:`apply_batch` is the one batch algorithm; :class:`InMemoryWindowStore` runs it over
+dicts, and a Redis store runs it over the windows it loaded for the batch.
+:func:`replay_history` drives a store over a whole history in event time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from stream_app.features.batch import FeatureTable
+from stream_app.features.incremental import (
+    CustomerWindow,
+    IncrementalFeatures,
+    TerminalWindow,
+    apply_label,
+)
+from stream_app.features.spec import FeatureSet
+from stream_app.sources.history import NO_LABEL_US, TransactionHistory
+
+_REPLAY_BATCH = 4096
+
+
+class TransactionEvent(NamedTuple):
+    """One transaction as the window store needs it (times in µs since the epoch, UTC)."""
+
+    transaction_id: str
+    customer_id: str
+    terminal_id: str
+    event_time_us: int
+    amount: float
+
+
+class LabelEvent(NamedTuple):
+    """The outcome of a transaction, known from ``label_time_us`` on."""
+
+    transaction_id: str
+    customer_id: str
+    terminal_id: str
+    event_time_us: int
+    label_time_us: int
+    is_fraud: bool
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureBatch:
+    """Feature rows of a batch of transactions, in the order given.
+
+    ``values`` float64 [n, F]; ``sequences`` float32 [n, K, F]: the customer's last K rows,
+    oldest first, current last, zero rows as left padding; ``mask`` float32 [n, K] (1 real,
+    0 padding). ``duplicate[i]`` marks a re-delivered transaction: state was not changed,
+    its row is the first one when still cached (its customer's last K), else NaN, and it
+    must not be scored or alerted again.
+    """
+
+    transaction_id: tuple[str, ...]
+    columns: tuple[str, ...]
+    values: npt.NDArray[np.float64]
+    sequences: npt.NDArray[np.float32]
+    mask: npt.NDArray[np.float32]
+    duplicate: npt.NDArray[np.bool_]
+
+
+class WindowStore(Protocol):
+    """Keeps customer and terminal windows and turns event batches into feature rows."""
+
+    @property
+    def feature_set(self) -> FeatureSet:
+        """The feature set whose columns the batches hold."""
+        ...
+
+    def process(
+        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+    ) -> FeatureBatch:
+        """Apply ``labels``, then ``transactions`` in order; the rows of ``transactions``."""
+        ...
+
+
+def apply_batch(
+    features: IncrementalFeatures,
+    customers: MutableMapping[str, CustomerWindow],
+    terminals: MutableMapping[str, TerminalWindow],
+    transactions: Sequence[TransactionEvent],
+    labels: Sequence[LabelEvent],
+) -> FeatureBatch:
+    """Apply a batch to the windows in the mappings (missing keys get new, empty windows)."""
+    for label in labels:
+        customer = customers.get(label.customer_id)
+        if customer is None:
+            customer = customers[label.customer_id] = CustomerWindow()
+        terminal = terminals.get(label.terminal_id)
+        if terminal is None:
+            terminal = terminals[label.terminal_id] = TerminalWindow()
+        for window in (customer, terminal):
+            apply_label(
+                window, label.transaction_id, label.event_time_us, label.label_time_us,
+                label.is_fraud,
+            )
+    n = len(transactions)
+    k = features.sequence_length
+    width = len(features.feature_set.columns)
+    rows: list[list[float]] = []
+    earlier_rows: list[list[float]] = []
+    recent: dict[str, list[int]] = {}
+    index: list[int] = []
+    duplicate = np.zeros(n, dtype=np.bool_)
+    for i, (tx_id, customer_id, terminal_id, event_time_us, amount) in enumerate(transactions):
+        customer = customers.get(customer_id)
+        if customer is None:
+            customer = customers[customer_id] = CustomerWindow()
+        terminal = terminals.get(terminal_id)
+        if terminal is None:
+            terminal = terminals[terminal_id] = TerminalWindow()
+        ring = recent.get(customer_id)
+        if ring is None:
+            first = n + len(earlier_rows)
+            ring = recent[customer_id] = list(range(first, first + len(customer.recent_rows)))
+            earlier_rows.extend(customer.recent_rows)
+        if features.seen(customer, terminal, tx_id):
+            duplicate[i] = True
+            cached = features.cached_row(customer, tx_id)
+            if cached is None:
+                rows.append([float("nan")] * width)
+                index.extend([-1] * k)
+                continue
+            rows.append(cached)
+            steps = ring[: customer.recent_ids.index(tx_id) + 1]
+        else:
+            rows.append(features.apply_transaction(
+                customer, terminal, tx_id, event_time_us, amount
+            ))
+            ring.append(i)
+            if len(ring) > k:
+                del ring[0]
+            steps = ring
+        index.extend([-1] * (k - len(steps)))
+        index.extend(steps)
+    pool = np.array([*rows, *earlier_rows, [0.0] * width], dtype=np.float64).reshape(-1, width)
+    steps_index = np.array(index, dtype=np.int64).reshape(n, k)
+    return FeatureBatch(
+        transaction_id=tuple(tx.transaction_id for tx in transactions),
+        columns=features.feature_set.columns,
+        values=pool[:n],
+        sequences=pool.astype(np.float32)[steps_index],
+        mask=(steps_index >= 0).astype(np.float32),
+        duplicate=duplicate,
+    )
+
+
+class InMemoryWindowStore:
+    """A :class:`WindowStore` holding every window in process memory (tests, replays)."""
+
+    def __init__(self, fs: FeatureSet) -> None:
+        self._features = IncrementalFeatures(fs)
+        self.customers: dict[str, CustomerWindow] = {}
+        self.terminals: dict[str, TerminalWindow] = {}
+
+    @property
+    def feature_set(self) -> FeatureSet:
+        """The feature set whose columns the batches hold."""
+        return self._features.feature_set
+
+    def process(
+        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+    ) -> FeatureBatch:
+        """Apply ``labels``, then ``transactions`` in order; the rows of ``transactions``."""
+        return apply_batch(self._features, self.customers, self.terminals, transactions, labels)
+
+
+def replay_history(
+    history: TransactionHistory, fs: FeatureSet, store: WindowStore | None = None
+) -> FeatureTable:
+    """Drive a store (a new in-memory one by default) over ``history`` in event time.
+
+    Fraud labels are released at their ``label_time``: those with ``label_time <= t`` are
+    applied before the transaction at ``t`` (genuine labels change no window, so they are
+    not sent). ``sequence_index`` lists each customer's last K rows, as the store's
+    ``sequences`` do.
+    """
+    store = store or InMemoryWindowStore(fs)
+    frauds = np.flatnonzero((history.is_fraud == 1) & (history.label_time_us != NO_LABEL_US))
+    frauds = frauds[np.argsort(history.label_time_us[frauds], kind="stable")]
+    released = np.searchsorted(history.label_time_us[frauds], history.event_time_us, "right")
+    cuts = np.flatnonzero(np.diff(released)) + 1
+    bounds = np.unique(np.r_[0, cuts, np.arange(0, len(history), _REPLAY_BATCH), len(history)])
+    transactions = [
+        TransactionEvent(*fields)
+        for fields in zip(
+            history.transaction_id.tolist(), history.customer_id.tolist(),
+            history.terminal_id.tolist(), history.event_time_us.tolist(),
+            history.amount.tolist(), strict=True,
+        )
+    ]
+    values = np.empty((len(history), len(fs.columns)), dtype=np.float64)
+    applied = 0
+    for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        due = int(released[start])
+        labels = [_label_event(history, int(row)) for row in frauds[applied:due]]
+        applied = due
+        values[start:stop] = store.process(transactions[start:stop], labels).values
+    return FeatureTable(
+        transaction_id=history.transaction_id,
+        columns=fs.columns,
+        values=values,
+        sequence_index=_last_rows(history.customer_id.tolist(), fs.sequence_length),
+    )
+
+
+def _label_event(history: TransactionHistory, row: int) -> LabelEvent:
+    return LabelEvent(
+        str(history.transaction_id[row]), str(history.customer_id[row]),
+        str(history.terminal_id[row]), int(history.event_time_us[row]),
+        int(history.label_time_us[row]), bool(history.is_fraud[row]),
+    )
+
+
+def _last_rows(customer_ids: list[str], k: int) -> npt.NDArray[np.int64]:
+    """Row indices of each customer's last ``k`` rows up to each row, oldest first."""
+    flat: list[int] = []
+    recent: dict[str, list[int]] = {}
+    for i, customer_id in enumerate(customer_ids):
+        rows = recent.setdefault(customer_id, [])
+        rows.append(i)
+        if len(rows) > k:
+            del rows[0]
+        flat.extend([-1] * (k - len(rows)))
+        flat.extend(rows)
+    return np.array(flat, dtype=np.int64).reshape(len(customer_ids), k)
