@@ -1,0 +1,280 @@
+"""End-to-end stream benchmark: the batched worker against the naive per-event pipeline.
+
+On a private tansu broker and redis-server (free loopback ports), with the demo's model
+bundle (trained first when ``.run/demo/bundle`` is missing, or ``--bundle``):
+
+1. **throughput**: a simulated history (``--events`` transactions and their labels) is
+   pre-produced, then one ``fraudstream worker`` child process scores it; events/s counts
+   from the first to the last score record received.
+2. **naive**: ``benchmarks/naive_pipeline.py`` (the same code, one event at a time) scores
+   the first ``--naive-events`` transactions of the same records; events/s the same way.
+3. **latency**: a fresh worker gets transactions offered at a fixed ``--rate`` for
+   ``--seconds``; latency is the time from handing a transaction to the producer to
+   receiving its score record (alerts are published in the same batch, so this is the
+   ingest-to-alert latency), p50 and p99.
+
+Prints a table, then ONE JSON line with ``events_per_s``, ``naive_events_per_s``,
+``speedup``, ``latency_p50_ms`` and ``latency_p99_ms``.
+
+    .venv/bin/python benchmarks/bench_stream.py [--events 200000] [--naive-events 20000]
+        [--rate 2000] [--seconds 20] [--bundle DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from aiokafka import TopicPartition
+
+from stream_app.local_services import free_port, start_redis, start_tansu
+from stream_app.settings import Settings
+from stream_app.sources.history import TransactionHistory
+from stream_app.sources.simulator import simulate
+from stream_app.stream.demo import DemoPlan, demo_bundle
+from stream_app.stream.pipeline import TransactionScore
+from stream_app.stream.replay import replay, replay_order
+from stream_app.stream.topic_reader import read_topic
+from stream_app.stream.topics import ensure_topics_sync, stream_topics
+from stream_app.stream.worker_process import log_tail, stop_process_group, worker_process
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_DIR = REPO / ".run"
+STALL_TIMEOUT_S = 120.0
+_SCORE = msgspec.json.Decoder(TransactionScore)
+
+
+@dataclass(eq=False)
+class ScoreWatch:
+    """Counts score records as they arrive; keeps their arrival times per transaction id."""
+
+    expected: int
+    keep_times: bool = False
+    count: int = 0
+    first_at: float | None = None
+    first_count: int = 0
+    last_at: float = 0.0
+    received_at: dict[str, float] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __call__(self, _tp: TopicPartition, records: Sequence[Any]) -> None:
+        now = time.time()
+        if self.first_at is None:
+            self.first_at, self.first_count = now, len(records)
+        self.count += len(records)
+        self.last_at = now
+        if self.keep_times:
+            for record in records:
+                self.received_at[_SCORE.decode(record.value).transaction_id] = now
+        if self.count >= self.expected:
+            self.done.set()
+
+    @property
+    def events_per_s(self) -> float:
+        """Scores per second from the first to the last received (the first batch excluded)."""
+        if self.first_at is None or self.last_at <= self.first_at:
+            return 0.0
+        return (self.count - self.first_count) / (self.last_at - self.first_at)
+
+
+async def run_and_watch(
+    bootstrap: str,
+    topic: str,
+    watch: ScoreWatch,
+    start_child: Callable[[contextlib.ExitStack[Any]], Callable[[], None]],
+    offer: Callable[[], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Follow ``topic`` first, then start the child process (and ``offer`` records) and wait
+    until ``watch`` saw every score; fail when the child dies or progress stalls."""
+    stop = asyncio.Event()
+    reader = asyncio.create_task(read_topic(bootstrap, topic, watch, follow=True, stop=stop))
+    try:
+        with contextlib.ExitStack() as stack:
+            alive = await asyncio.to_thread(start_child, stack)
+            offering: asyncio.Task[None] | None = (
+                asyncio.create_task(offer()) if offer is not None else None
+            )
+            last, last_count = time.monotonic(), -1
+            while not watch.done.is_set():
+                alive()
+                for task in (reader, offering):
+                    if task is not None and task.done():
+                        task.result()
+                if watch.count != last_count:
+                    last, last_count = time.monotonic(), watch.count
+                elif time.monotonic() - last > STALL_TIMEOUT_S:
+                    raise RuntimeError(f"{topic}: {watch.count:,} of {watch.expected:,} "
+                                       f"scored, then nothing for {STALL_TIMEOUT_S:.0f} s")
+                await asyncio.sleep(0.1)
+            if offering is not None:
+                await offering
+    finally:
+        stop.set()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def naive_process(args: list[str], log_path: Path) -> Iterator[Callable[[], None]]:
+    """Run ``naive_pipeline.py`` with ``args``; yields its liveness check."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "benchmarks" / "naive_pipeline.py"), *args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def alive() -> None:
+        if process.poll() not in (None, 0):
+            raise RuntimeError(f"the naive pipeline failed:\n{log_tail(log_path)}")
+
+    try:
+        yield alive
+    finally:
+        stop_process_group(process)
+
+
+def bench_history(events: int, seed: int) -> TransactionHistory:
+    """A simulated history of (at least) ``events`` transactions, 5,000 customers."""
+    customers = 5_000
+    days = max(2, math.ceil(events / (customers * 2.0)) + 2)
+    history = simulate(customers, 10_000, days, dt.date(2018, 4, 1), seed)
+    return history.slice(0, min(events, len(history)))
+
+
+def worker_settings(kafka: str, redis_url: str, bundle: Path, namespace: str) -> Settings:
+    """Settings of a benchmark worker (scores published, its own web port)."""
+    return Settings.from_env(
+        kafka_bootstrap=kafka, redis_url=redis_url, namespace=namespace,
+        model_dir=str(bundle), publish_scores=True, web_port=free_port(),
+        metrics_port=free_port(),
+    )
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MiB (0 when unknown)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def main() -> None:
+    """Run the three measurements and print the table and the JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--naive-events", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=2_000.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--bundle", type=Path, default=None)
+    args = parser.parse_args()
+
+    bundle = args.bundle
+    if bundle is None:
+        plan = DemoPlan()
+        demo_history = simulate(plan.customers, plan.terminals, plan.warmup_days + 1,
+                                plan.start_date, plan.seed, plan.label_delay_days)
+        bundle = demo_bundle(RUN_DIR / "demo", plan, demo_history, print)
+    history = bench_history(args.events, seed=5)
+    log_dir = RUN_DIR / "bench"
+    print(f"{len(history):,} simulated transactions, bundle {bundle}")
+
+    with start_tansu() as kafka, start_redis() as redis_server:
+        settings = worker_settings(kafka.address, redis_server.url, bundle, "bench")
+        topics = stream_topics("bench")
+        ensure_topics_sync(kafka.address, topics.all, settings.topic_partitions, 1)
+        order = replay_order(history)
+        produced = asyncio.run(replay(history, order, kafka.address, topics, None,
+                                      progress=False))
+        print(produced.line(topics))
+
+        # 1. throughput of the batched worker on the pre-produced records
+        watch = ScoreWatch(order.transactions)
+        rss: list[float] = []
+
+        def batched(stack: contextlib.ExitStack[Any]) -> Callable[[], None]:
+            worker = stack.enter_context(worker_process(settings, log_dir / "worker.log"))
+            stack.callback(lambda: rss.append(rss_mb(worker.process.pid)))
+            return worker.check_alive
+
+        asyncio.run(run_and_watch(kafka.address, topics.scores, watch, batched))
+        print(f"batched worker: {watch.count:,} scored, {watch.events_per_s:,.0f} events/s, "
+              f"worker RSS {rss[0]:.0f} MiB")
+
+        # 2. the naive per-event pipeline on the first records of the same topics
+        naive = stream_topics("bench-naive")
+        ensure_topics_sync(kafka.address, naive.all, settings.topic_partitions, 1)
+        naive_watch = ScoreWatch(min(args.naive_events, order.transactions))
+        naive_args = [
+            "--bootstrap", kafka.address, "--redis-url", redis_server.url,
+            "--bundle", str(bundle), "--input-namespace", "bench",
+            "--namespace", "bench-naive", "--transactions", str(naive_watch.expected),
+        ]  # fmt: skip
+        asyncio.run(run_and_watch(
+            kafka.address, naive.scores, naive_watch,
+            lambda stack: stack.enter_context(naive_process(naive_args, log_dir / "naive.log")),
+        ))
+        print(f"naive pipeline: {naive_watch.count:,} scored, "
+              f"{naive_watch.events_per_s:,.0f} events/s")
+
+        # 3. latency at a fixed offered rate, fresh worker and namespace
+        paced = history.slice(0, min(len(history), int(args.rate * args.seconds)))
+        lat_settings = worker_settings(kafka.address, redis_server.url, bundle, "bench-lat")
+        lat_topics = stream_topics("bench-lat")
+        ensure_topics_sync(kafka.address, lat_topics.all, settings.topic_partitions, 1)
+        sent_at = np.full(len(paced), np.nan)
+        lat_watch = ScoreWatch(len(paced), keep_times=True)
+
+        def on_sent(rows: Any, at: float) -> None:
+            sent_at[rows] = at
+
+        async def offer() -> None:
+            await replay(paced, replay_order(paced), kafka.address, lat_topics, None,
+                         events_per_s=args.rate, progress=False, on_sent=on_sent)
+
+        asyncio.run(run_and_watch(
+            kafka.address, lat_topics.scores, lat_watch,
+            lambda stack: stack.enter_context(
+                worker_process(lat_settings, log_dir / "worker-latency.log")).check_alive,
+            offer,
+        ))
+        row_of = {str(t): i for i, t in enumerate(paced.transaction_id)}
+        latency_ms = np.array([(at - sent_at[row_of[tx]]) * 1000
+                               for tx, at in lat_watch.received_at.items()])
+        p50, p99 = (float(np.percentile(latency_ms, q)) for q in (50, 99))
+
+    speedup = watch.events_per_s / naive_watch.events_per_s if naive_watch.events_per_s else 0.0
+    print()
+    print(f"{'pipeline':<34}{'events/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'batched worker (getmany, 1 Lua)':<34}{watch.events_per_s:>12,.0f}"
+          f"{p50:>10.1f}{p99:>10.1f}")
+    print(f"{'naive per-event pipeline':<34}{naive_watch.events_per_s:>12,.0f}"
+          f"{'-':>10}{'-':>10}")
+    print(f"speedup {speedup:.1f}x; latency at {args.rate:,.0f} events/s offered for "
+          f"{args.seconds:.0f} s ({len(latency_ms):,} transactions)")
+    print(json.dumps({
+        "events_per_s": round(watch.events_per_s, 1),
+        "naive_events_per_s": round(naive_watch.events_per_s, 1),
+        "speedup": round(speedup, 2),
+        "latency_p50_ms": round(p50, 2),
+        "latency_p99_ms": round(p99, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()

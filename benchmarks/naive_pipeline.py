@@ -1,0 +1,117 @@
+"""The naive per-event version of the worker, the baseline of ``bench_stream.py``.
+
+Same code as the worker (contracts' decoding, :class:`RedisWindowStore`, the bundle's
+:class:`Scorer`, :class:`Pipeline` publishing scores and alerts), but driven one event at
+a time, as a straightforward consumer would be written: ``async for`` over the consumer,
+then per event one Redis round trip, one ONNX Runtime call per graph and one send.
+
+It reads the transactions and labels of ``--input-namespace`` (with its own consumer
+group) and writes windows, scores and alerts under ``--namespace``, so it can run on the
+records the batched worker was benchmarked on. Stops after ``--transactions`` events.
+
+    .venv/bin/python benchmarks/naive_pipeline.py --bootstrap 127.0.0.1:9092 \
+        --redis-url redis://127.0.0.1:6380/0 --bundle .run/demo/bundle \
+        --input-namespace bench --namespace bench-naive --transactions 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+from typing import Any
+
+import redis.asyncio as redis_asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream_app.features.redis_store import RedisWindowStore
+from stream_app.features.spec import feature_set
+from stream_app.scoring.bundle import load_bundle
+from stream_app.scoring.scorer import Scorer
+from stream_app.settings import Settings
+from stream_app.stream.metrics import WorkerMetrics
+from stream_app.stream.pipeline import Pipeline
+from stream_app.stream.publisher import BatchPublisher
+from stream_app.stream.topics import StreamTopics, stream_topics
+
+
+def naive_topics(input_namespace: str, namespace: str) -> StreamTopics:
+    """Inputs of ``input_namespace``; outputs, group and Redis keys of ``namespace``."""
+    source = stream_topics(input_namespace)
+    return dataclasses.replace(
+        stream_topics(namespace), transactions=source.transactions, labels=source.labels
+    )
+
+
+async def run_naive(
+    bootstrap: str, redis_url: str, bundle_dir: str, topics: StreamTopics, transactions: int
+) -> None:
+    """Process events one by one until ``transactions`` transactions were scored."""
+    settings = Settings.from_env(kafka_bootstrap=bootstrap, redis_url=redis_url)
+    bundle = load_bundle(bundle_dir)
+    metrics = WorkerMetrics()
+    redis = redis_asyncio.Redis.from_url(redis_url)
+    store = RedisWindowStore(
+        redis,
+        feature_set(bundle.manifest.feature_set, bundle.manifest.label_delay_days),
+        key_prefix=topics.redis_key_prefix,
+        ttl_days=settings.redis_key_ttl_days,
+        metrics=metrics,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(
+        topics.transactions, topics.labels,
+        bootstrap_servers=bootstrap,
+        group_id=topics.consumer_group,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+    )  # fmt: skip
+    pipeline = Pipeline(
+        topics=topics,
+        store=store,
+        scorer=Scorer.from_settings(bundle, settings),
+        publisher=BatchPublisher(producer),
+        metrics=metrics,
+        dlq_partitions=settings.topic_partitions,
+        publish_scores=True,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    await producer.start()
+    await consumer.start()
+    pending: list[Any] = []
+    scored = 0
+    try:
+        async for record in consumer:
+            tp = TopicPartition(record.topic, record.partition)
+            batch = pipeline.decode({tp: [record]}, generation=0)
+            sent = await pipeline.process(batch)
+            pending.extend(sent.futures)
+            scored += len(batch.transactions)
+            if scored >= transactions:
+                break
+        await asyncio.gather(*pending)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await redis.aclose()
+
+
+def main() -> None:
+    """Command line: see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--input-namespace", required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--transactions", type=int, default=20_000)
+    args = parser.parse_args()
+    topics = naive_topics(args.input_namespace, args.namespace)
+    asyncio.run(run_naive(args.bootstrap, args.redis_url, args.bundle, topics,
+                          args.transactions))
+
+
+if __name__ == "__main__":
+    main()
