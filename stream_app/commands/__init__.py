@@ -39,6 +39,8 @@ class Command(NamedTuple):
 COMMANDS: tuple[Command, ...] = (
     Command("simulate", "write a simulated history with the handbook's three fraud scenarios"),
     Command("features", "compute a feature set over a history file and write it as Parquet"),
+    Command("train", "train the models on a history and write a model bundle", "train"),
+    Command("evaluate", "run the handbook's prequential protocol and write a report", "train"),
     Command("worker", "run the stream worker: score transactions, publish alerts"),
     Command("replay", "publish a history to Kafka in event-time order"),
     Command("alerts", "print alerts"),

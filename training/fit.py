@@ -1,0 +1,345 @@
+"""Training loops: autoencoder, sequence classifier and the calibrated stacker.
+
+All three models of a run share one normaliser fitted on the training rows, so the
+bundle manifest's normalisation statistics hold for every graph.
+
+Deterministic on CPU: every loop seeds torch and draws its batches from its own seeded
+generator. The stacker never sees sequence probabilities of rows the sequence model was
+trained on: they come from cross-fitting (models trained on the other customers); its
+Platt scaling and the decision threshold come from the last ``calibration_share`` of the
+training rows (in time), which the stacker itself does not train on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+
+from stream_app.errors import InputDataError
+from training.datasets import Dataset, TensorView
+from training.models import (
+    Autoencoder,
+    FeatureNormaliser,
+    SequenceClassifier,
+    Stacker,
+    log_columns,
+)
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+Progress = Callable[[str], None]
+THRESHOLD_RULE = (
+    "maximum F1 of the calibrated combined score on the calibration window (the last "
+    "{share:.0%} of the training rows in time, unseen by the stacker's weights)"
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (the defaults are the product's run)."""
+
+    seed: int = 0
+    threads: int = 2
+    batch_size: int = 256
+    rows_per_epoch: int = 200_000
+    """Each epoch draws at most this many training rows (all rows when fewer)."""
+    autoencoder_epochs: int = 8
+    autoencoder_hidden: int = 32
+    autoencoder_code: int = 8
+    sequence_epochs: int = 8
+    sequence_hidden: int = 32
+    learning_rate: float = 1e-3
+    cross_fit_folds: int = 2
+    stacker_epochs: int = 20
+    stacker_hidden: int = 16
+    calibration_share: float = 0.25
+    inference_batch: int = 8192
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.calibration_share < 1.0:
+            raise InputDataError(
+                f"calibration_share={self.calibration_share} must be strictly between 0 and 1"
+            )
+        if self.cross_fit_folds < 2:
+            raise InputDataError(f"cross_fit_folds={self.cross_fit_folds} must be at least 2")
+
+
+@dataclass
+class FittedModels:
+    """The three trained models, the decision threshold and how it was chosen."""
+
+    columns: tuple[str, ...]
+    normaliser: FeatureNormaliser
+    autoencoder: Autoencoder
+    sequence: SequenceClassifier
+    stacker: Stacker
+    threshold: float
+    threshold_rule: str
+    losses: dict[str, list[float]] = field(default_factory=dict)
+
+
+def configure_torch(config: TrainConfig) -> None:
+    """Thread count and deterministic kernels for reproducible CPU training."""
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _chunks(rows: Tensor, size: int) -> list[Tensor]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def _epoch_batches(
+    rows: Tensor, config: TrainConfig, generator: torch.Generator
+) -> list[Tensor]:
+    order = torch.randperm(len(rows), generator=generator)[: config.rows_per_epoch]
+    return _chunks(rows[order], config.batch_size)
+
+
+def fit_normaliser(dataset: Dataset, rows: IntArray) -> FeatureNormaliser:
+    """The normaliser every model of a run shares (statistics of the training rows)."""
+    _require_rows(rows, "normaliser")
+    values = dataset.values[rows]
+    return FeatureNormaliser.fit(values, log_columns(values))
+
+
+def _require_rows(rows: IntArray, what: str) -> None:
+    if len(rows) == 0:
+        raise InputDataError(f"no training rows for the {what}; widen the training window")
+
+
+def fit_autoencoder(
+    dataset: Dataset, rows: IntArray, normaliser: FeatureNormaliser, config: TrainConfig,
+    progress: Progress | None = None,
+) -> tuple[Autoencoder, list[float]]:
+    """Train on the genuine transactions among ``rows`` (mean squared error)."""
+    genuine = rows[dataset.is_fraud[rows] == 0]
+    _require_rows(genuine, "autoencoder (genuine transactions)")
+    torch.manual_seed(config.seed)
+    model = Autoencoder(
+        copy.deepcopy(normaliser), config.autoencoder_hidden, config.autoencoder_code
+    )
+    view = TensorView(dataset)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    generator = _generator(config.seed)
+    losses: list[float] = []
+    for epoch in range(config.autoencoder_epochs):
+        total, count = 0.0, 0
+        for batch in _epoch_batches(torch.from_numpy(genuine), config, generator):
+            error, _ = model(view.features(batch))
+            loss = error.mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
+        losses.append(total / count)
+        if progress:
+            progress(f"autoencoder epoch {epoch + 1}/{config.autoencoder_epochs} "
+                     f"loss {losses[-1]:.4f}")
+    model.eval()
+    return model, losses
+
+
+def fit_sequence(
+    dataset: Dataset, rows: IntArray, normaliser: FeatureNormaliser, config: TrainConfig,
+    progress: Progress | None = None, label: str = "sequence",
+) -> tuple[SequenceClassifier, list[float]]:
+    """Train the LSTM on ``rows`` (binary cross-entropy on the latest transaction)."""
+    _require_rows(rows, "sequence model")
+    torch.manual_seed(config.seed)
+    model = SequenceClassifier(copy.deepcopy(normaliser), config.sequence_hidden)
+    view = TensorView(dataset)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    loss_fn = nn.BCEWithLogitsLoss()
+    generator = _generator(config.seed)
+    losses: list[float] = []
+    for epoch in range(config.sequence_epochs):
+        total, count = 0.0, 0
+        for batch in _epoch_batches(torch.from_numpy(rows), config, generator):
+            sequence, mask = view.sequences(batch)
+            loss = loss_fn(model.logits(sequence, mask), view.labels[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
+        losses.append(total / count)
+        if progress:
+            progress(f"{label} epoch {epoch + 1}/{config.sequence_epochs} "
+                     f"loss {losses[-1]:.4f}")
+    model.eval()
+    return model, losses
+
+
+def _batched(rows: IntArray, size: int) -> list[Tensor]:
+    return _chunks(torch.from_numpy(rows), size)
+
+
+@torch.no_grad()
+def autoencoder_errors(
+    model: Autoencoder, dataset: Dataset, rows: IntArray, config: TrainConfig
+) -> FloatArray:
+    """Reconstruction errors of ``rows``."""
+    view = TensorView(dataset)
+    parts = [model(view.features(b))[0] for b in _batched(rows, config.inference_batch)]
+    return torch.cat(parts).double().numpy() if parts else np.empty(0)
+
+
+@torch.no_grad()
+def sequence_probabilities(
+    model: SequenceClassifier, dataset: Dataset, rows: IntArray, config: TrainConfig
+) -> FloatArray:
+    """Fraud probabilities of ``rows``."""
+    view = TensorView(dataset)
+    parts = [model(*view.sequences(b)) for b in _batched(rows, config.inference_batch)]
+    return torch.cat(parts).double().numpy() if parts else np.empty(0)
+
+
+@torch.no_grad()
+def combined_scores(
+    models: FittedModels, dataset: Dataset, rows: IntArray, config: TrainConfig
+) -> dict[str, FloatArray]:
+    """``autoencoder`` error, ``lstm`` probability and ``combined`` score of ``rows``."""
+    error = autoencoder_errors(models.autoencoder, dataset, rows, config)
+    probability = sequence_probabilities(models.sequence, dataset, rows, config)
+    features = torch.from_numpy(dataset.values[rows])
+    score = models.stacker(features, torch.from_numpy(error).float(),
+                           torch.from_numpy(probability).float())
+    return {"autoencoder": error, "lstm": probability, "combined": score.double().numpy()}
+
+
+def cross_fitted_probabilities(
+    dataset: Dataset, rows: IntArray, normaliser: FeatureNormaliser, config: TrainConfig,
+    progress: Progress | None = None,
+) -> FloatArray:
+    """Sequence probabilities of ``rows``, each from a model trained on other customers."""
+    customers = np.unique(dataset.customer[rows])
+    shuffled = np.random.default_rng(config.seed).permutation(customers)
+    group_of = dict(zip(shuffled.tolist(), (np.arange(len(shuffled)) % config.cross_fit_folds)
+                        .tolist(), strict=True))
+    group = np.array([group_of[c] for c in dataset.customer[rows].tolist()], dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.float64)
+    for g in range(config.cross_fit_folds):
+        held_out = group == g
+        model, _ = fit_sequence(dataset, rows[~held_out], normaliser, config, progress,
+                                label=f"cross-fit {g + 1}/{config.cross_fit_folds}")
+        out[held_out] = sequence_probabilities(model, dataset, rows[held_out], config)
+    return out
+
+
+def fit_platt(logits: FloatArray, labels: npt.NDArray[np.integer]) -> tuple[float, float]:
+    """Platt scaling: ``(scale, bias)`` of the logistic regression of labels on logits.
+
+    Newton's method on the (slightly L2-regularised) log-loss, from the identity map.
+    """
+    y = (np.asarray(labels) != 0).astype(np.float64)
+    design = np.column_stack([logits, np.ones_like(logits)])
+    params = np.array([1.0, 0.0])
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-(design @ params)))
+        gradient = design.T @ (p - y) + 1e-6 * params
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        params -= step
+        if float(np.abs(step).max()) < 1e-9:
+            break
+    return float(params[0]), float(params[1])
+
+
+def max_f1_threshold(labels: npt.NDArray[np.integer], scores: FloatArray) -> float:
+    """The score threshold (decision ``score >= threshold``) with the highest F1."""
+    y = np.asarray(labels) != 0
+    if not y.any():
+        return 1.0
+    order = np.argsort(-scores, kind="mergesort")
+    s, hits = scores[order], np.cumsum(y[order])
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    flagged = np.arange(1, len(s) + 1)
+    f1 = 2 * hits / (flagged + y.sum())
+    best = int(np.argmax(np.where(last_of_tie, f1, -1.0)))
+    return float(s[best])
+
+
+def fit_stacker(
+    dataset: Dataset, rows: IntArray, error: FloatArray, probability: FloatArray,
+    normaliser: FeatureNormaliser, config: TrainConfig, progress: Progress | None = None,
+) -> tuple[Stacker, float, list[float]]:
+    """Stacker on the earlier rows, Platt scaling and threshold on the later ones."""
+    split = int(len(rows) * (1.0 - config.calibration_share))
+    fit_part, calibration = np.arange(split), np.arange(split, len(rows))
+    labels = torch.from_numpy(dataset.is_fraud[rows].astype(np.float32))
+    if labels[fit_part].sum() == 0 or labels[calibration].sum() == 0:
+        raise InputDataError(
+            "the stacker needs frauds both before and after the calibration split of the "
+            f"training window ({len(rows)} rows); widen the training window"
+        )
+    torch.manual_seed(config.seed)
+    stacker = Stacker(copy.deepcopy(normaliser), config.stacker_hidden)
+    features = torch.from_numpy(dataset.values[rows])
+    error_t = torch.from_numpy(error).float()
+    probability_t = torch.from_numpy(probability).float()
+    stacker.set_error_statistics(error_t[fit_part])
+    optimiser = torch.optim.Adam(stacker.parameters(), lr=3e-3, weight_decay=1e-4)
+    loss_fn = nn.BCEWithLogitsLoss()
+    generator = _generator(config.seed)
+    losses: list[float] = []
+    for _ in range(config.stacker_epochs):
+        total = 0.0
+        for batch in _epoch_batches(torch.from_numpy(fit_part), config, generator):
+            logits = stacker.logits(features[batch], error_t[batch], probability_t[batch])
+            loss = loss_fn(logits, labels[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(batch)
+        losses.append(total / min(len(fit_part), config.rows_per_epoch))
+    stacker.eval()
+    with torch.no_grad():
+        held = torch.from_numpy(calibration)
+        logits = stacker.logits(features[held], error_t[held], probability_t[held])
+    held_labels = dataset.is_fraud[rows][calibration]
+    scale, bias = fit_platt(logits.double().numpy(), held_labels)
+    stacker.platt_scale.fill_(scale)
+    stacker.platt_bias.fill_(bias)
+    with torch.no_grad():
+        calibrated = torch.sigmoid(scale * logits + bias).double().numpy()
+    threshold = max_f1_threshold(held_labels, calibrated)
+    if progress:
+        progress(f"stacker loss {losses[-1]:.4f}, Platt scale {scale:.3f} bias {bias:.3f}, "
+                 f"threshold {threshold:.4f}")
+    return stacker, threshold, losses
+
+
+def fit_models(
+    dataset: Dataset, rows: IntArray, config: TrainConfig, progress: Progress | None = None
+) -> FittedModels:
+    """Train the autoencoder, the sequence model and the stacker on ``rows`` (history order)."""
+    configure_torch(config)
+    normaliser = fit_normaliser(dataset, rows)
+    autoencoder, ae_losses = fit_autoencoder(dataset, rows, normaliser, config, progress)
+    error = autoencoder_errors(autoencoder, dataset, rows, config)
+    probability = cross_fitted_probabilities(dataset, rows, normaliser, config, progress)
+    sequence, seq_losses = fit_sequence(dataset, rows, normaliser, config, progress)
+    stacker, threshold, stack_losses = fit_stacker(
+        dataset, rows, error, probability, normaliser, config, progress
+    )
+    return FittedModels(
+        columns=dataset.columns,
+        normaliser=normaliser,
+        autoencoder=autoencoder,
+        sequence=sequence,
+        stacker=stacker,
+        threshold=threshold,
+        threshold_rule=THRESHOLD_RULE.format(share=config.calibration_share),
+        losses={"autoencoder": ae_losses, "sequence": seq_losses, "stacker": stack_losses},
+    )
