@@ -1,0 +1,141 @@
+"""Scorer: one ONNX run per model per batch, score semantics, reasons, shapes, threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from stream_app.errors import InputDataError
+from stream_app.scoring import ModelBundle, Scorer, load_bundle
+from stream_app.settings import Settings
+from tests.unit.model_bundles import random_rows, tiny_bundle
+
+pytestmark = pytest.mark.train
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ModelBundle:
+    return load_bundle(tiny_bundle().path)
+
+
+@pytest.fixture(scope="module")
+def scorer(bundle: ModelBundle) -> Scorer:
+    return Scorer(bundle)
+
+
+class _CountingSession:
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.calls: list[int] = []
+
+    def run(self, outputs: Any, feeds: dict[str, np.ndarray]) -> Any:
+        self.calls.append(len(next(iter(feeds.values()))))
+        return self.session.run(outputs, feeds)
+
+
+def test_scores_are_probabilities_and_alerts_follow_the_threshold(scorer: Scorer) -> None:
+    rows = random_rows(tiny_bundle().feature_set, 300, seed=11)
+    result = scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    assert len(result) == 300
+    for array in (result.score, result.autoencoder_error, result.sequence_probability):
+        assert array.shape == (300,)
+        assert np.all(np.isfinite(array))
+    assert np.all((result.score >= 0) & (result.score <= 1))
+    assert np.all((result.sequence_probability >= 0) & (result.sequence_probability <= 1))
+    assert np.all(result.autoencoder_error >= 0)
+    np.testing.assert_array_equal(
+        result.is_alert, result.score.astype(np.float64) >= tiny_bundle().threshold
+    )
+    assert 0 < int(result.is_alert.sum()) < 300, "random weights should put rows on both sides"
+
+
+def test_score_is_the_combined_model_of_the_other_two_outputs(
+    scorer: Scorer, bundle: ModelBundle
+) -> None:
+    rows = random_rows(tiny_bundle().feature_set, 50, seed=12)
+    result = scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    combined = ort.InferenceSession(bundle.onnx_models["combined"])
+    (expected,) = combined.run(None, {
+        "features": rows.values,
+        "reconstruction_error": result.autoencoder_error,
+        "sequence_probability": result.sequence_probability,
+    })
+    np.testing.assert_array_equal(result.score, expected)
+
+
+def test_reasons_are_the_three_largest_feature_errors_with_raw_values(
+    scorer: Scorer, bundle: ModelBundle
+) -> None:
+    rows = random_rows(tiny_bundle().feature_set, 40, seed=13)
+    result = scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    autoencoder = ort.InferenceSession(bundle.onnx_models["autoencoder"])
+    _, feature_errors = autoencoder.run(None, {"features": rows.values})
+    columns = bundle.feature_columns
+    for i, reasons in enumerate(result.reasons):
+        assert len(reasons) == 3
+        order = np.argsort(-feature_errors[i], kind="stable")[:3]
+        assert [r[0] for r in reasons] == [columns[j] for j in order]
+        for (feature, contribution, value), j in zip(reasons, order, strict=True):
+            assert contribution == pytest.approx(float(feature_errors[i, j]))
+            assert value == pytest.approx(float(rows.values[i, columns.index(feature)]))
+        assert reasons[0][1] >= reasons[1][1] >= reasons[2][1]
+    alerts = np.flatnonzero(result.is_alert)
+    assert result.reasons_for(alerts) == [result.reasons[i] for i in alerts]
+
+
+def test_each_model_runs_once_per_batch(bundle: ModelBundle) -> None:
+    scorer = Scorer(bundle)
+    counting = {role: _CountingSession(s) for role, s in scorer._sessions.items()}
+    scorer._sessions = counting
+    rows = random_rows(tiny_bundle().feature_set, 512, seed=14)
+    scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    assert {role: c.calls for role, c in counting.items()} == {
+        "autoencoder": [512], "sequence": [512], "combined": [512],
+    }
+
+
+def test_a_row_scores_the_same_alone_and_in_a_batch(scorer: Scorer) -> None:
+    rows = random_rows(tiny_bundle().feature_set, 64, seed=15)
+    together = scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    for i in (0, 31, 63):
+        alone = scorer.score_batch(rows.values[i : i + 1], rows.sequences[i : i + 1],
+                                   rows.mask[i : i + 1])
+        assert alone.score[0] == pytest.approx(together.score[i], abs=1e-6)
+        assert alone.reasons[0][0][0] == together.reasons[i][0][0]
+    again = scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    np.testing.assert_array_equal(again.score, together.score)
+
+
+def test_empty_batch_scores_nothing(scorer: Scorer) -> None:
+    rows = random_rows(tiny_bundle().feature_set, 0, seed=16)
+    result = scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    assert len(result) == 0
+    assert result.reasons == []
+    assert result.reason_columns.shape == (0, 3)
+
+
+def test_wrong_shapes_name_what_the_bundle_needs(scorer: Scorer) -> None:
+    rows = random_rows(tiny_bundle().feature_set, 4, seed=17)
+    f, k = rows.values.shape[1], rows.mask.shape[1]
+    with pytest.raises(InputDataError, match=rf"needs \[n, {f}\], \[n, {k}, {f}\] and \[n, {k}\]"):
+        scorer.score_batch(rows.values[:, :-1], rows.sequences, rows.mask)
+    with pytest.raises(InputDataError, match="mask"):
+        scorer.score_batch(rows.values, rows.sequences, rows.mask[:3])
+
+
+def test_session_threading_comes_from_settings(bundle: ModelBundle) -> None:
+    scorer = Scorer.from_settings(bundle, Settings(onnx_intra_op_threads=2))
+    options = scorer._sessions["sequence"].get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    default = Scorer(bundle)._sessions["autoencoder"].get_session_options()
+    assert default.intra_op_num_threads == Settings().onnx_intra_op_threads == 1
+
+
+def test_zero_threads_is_refused(bundle: ModelBundle) -> None:
+    with pytest.raises(InputDataError, match="intra_op_threads=0"):
+        Scorer(bundle, intra_op_threads=0)
