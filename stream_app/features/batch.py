@@ -52,7 +52,7 @@ def compute_features(history: TransactionHistory, fs: FeatureSet) -> FeatureTabl
     terminals = _Timeline(_codes(history.terminal_id), times)
     frauds = (history.is_fraud == 1) & (history.label_time_us != NO_LABEL_US)
     computed: dict[str, Floats] = {}
-    computed.update(_calendar(times))
+    computed.update(_transaction(history))
     customer_means = _customer_windows(history, fs, customers, computed)
     _customer_extras(history, fs, customers, frauds, customer_means, computed)
     _terminal_windows(history, fs, terminals, frauds, computed)
@@ -171,10 +171,12 @@ def _grouped_cumsum(ordered: Floats, keys: Ints) -> Floats:
     return out
 
 
-def _calendar(times: Ints) -> dict[str, Floats]:
+def _transaction(history: TransactionHistory) -> dict[str, Floats]:
+    times = history.event_time_us
     days, within_day = np.divmod(times, MICROS_PER_DAY)
     weekday = (days + EPOCH_WEEKDAY) % 7
     return {
+        "TX_AMOUNT": history.amount,
         "TX_DURING_WEEKEND": (weekday >= SATURDAY).astype(np.float64),
         "TX_DURING_NIGHT": (within_day // MICROS_PER_HOUR <= NIGHT_LAST_HOUR).astype(np.float64),
     }
@@ -214,7 +216,6 @@ def _customer_extras(
     times = history.event_time_us
     longest = fs.customer_windows_days[-1]
     horizon_us = longest * MICROS_PER_DAY
-    out["amount"] = history.amount.astype(np.float64)
     sorted_times = times[customers.order]
     gap = np.full(len(times), horizon_us, dtype=np.int64)
     has_previous = customers.sorted_group_start < np.arange(len(times))
@@ -247,8 +248,9 @@ def _terminal_windows(
 ) -> None:
     times = history.event_time_us
     delay_us = fs.label_delay_days * MICROS_PER_DAY
-    delayed_end = terminals.first_after(times - delay_us)
     here = np.arange(len(times))
+    # rows applied so far: only a zero delay can reach the current row and its later ties
+    delayed_end = np.minimum(terminals.first_after(times - delay_us), here + 1)
     event = times[frauds]
     fraud_keys = terminals.sorted_keys[terminals.position[frauds]]
     for n in fs.terminal_windows_days:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from math import fsum
 from operator import itemgetter
+from typing import Any
 
 from stream_app.errors import InputDataError
 from stream_app.features.spec import FeatureSet, supported_columns
@@ -67,26 +68,6 @@ class TerminalWindow:
     fraud_labels: list[FraudLabel] = field(default_factory=list)
 
 
-def apply_label(
-    window: CustomerWindow | TerminalWindow,
-    transaction_id: str,
-    event_time_us: int,
-    label_time_us: int,
-    is_fraud: bool,
-) -> None:
-    """Record (or, for ``is_fraud=False``, withdraw) the fraud label of a transaction."""
-    labels = window.fraud_labels
-    for i, (known_id, _, _) in enumerate(labels):
-        if known_id == transaction_id:
-            if is_fraud:
-                labels[i] = (transaction_id, event_time_us, label_time_us)
-            else:
-                del labels[i]
-            return
-    if is_fraud:
-        labels.append((transaction_id, event_time_us, label_time_us))
-
-
 class IncrementalFeatures:
     """Apply one transaction to its customer and terminal windows and return its row."""
 
@@ -106,6 +87,23 @@ class IncrementalFeatures:
         else:
             getter = itemgetter(*picks)
             self._select = lambda row: list(getter(row))
+
+    def apply_label(
+        self,
+        customer: CustomerWindow,
+        terminal: TerminalWindow,
+        transaction_id: str,
+        event_time_us: int,
+        label_time_us: int,
+        is_fraud: bool,
+    ) -> None:
+        """Record (or, for ``is_fraud=False``, withdraw) a transaction's fraud label.
+
+        A label of a transaction older than a window's horizon is not recorded there.
+        """
+        label = (transaction_id, event_time_us, label_time_us, is_fraud)
+        _record_label(customer, self._customer_horizon_us, *label)
+        _record_label(terminal, self._terminal_horizon_us, *label)
 
     def seen(self, customer: CustomerWindow, terminal: TerminalWindow, transaction_id: str) -> bool:
         """Whether the windows already hold this transaction (a re-delivery)."""
@@ -133,6 +131,7 @@ class IncrementalFeatures:
         t = event_time_us
         days, within_day = divmod(t, MICROS_PER_DAY)
         row = [
+            amount,
             1.0 if (days + EPOCH_WEEKDAY) % 7 >= SATURDAY else 0.0,
             1.0 if within_day // MICROS_PER_HOUR <= NIGHT_LAST_HOUR else 0.0,
         ]
@@ -152,6 +151,9 @@ class IncrementalFeatures:
 
         terminal_times = terminal.times
         _prune(terminal, t - self._terminal_horizon_us)
+        terminal_here = bisect_right(terminal_times, t)
+        terminal_times.insert(terminal_here, t)
+        terminal.transaction_ids.insert(terminal_here, transaction_id)
         delay = self._delay_us
         delayed_end = bisect_right(terminal_times, t - delay)
         terminal_frauds = terminal.fraud_labels
@@ -167,7 +169,6 @@ class IncrementalFeatures:
             row.append(float(count))
             row.append(risk)
 
-        row.append(amount)
         gap = min(t - times[here - 1], horizon) if here else horizon
         row.append(gap / MICROS_PER_SECOND)
         for mean in means:
@@ -178,7 +179,6 @@ class IncrementalFeatures:
         row.append(
             float(sum(1 for _, e, lt in customer.fraud_labels if lt <= t and t - horizon < e <= t))
         )
-        terminal_here = bisect_right(terminal_times, t)
         for window in self._terminal_windows_us:
             start = bisect_right(terminal_times, t - window, 0, terminal_here)
             row.append(float(terminal_here - start + 1))
@@ -186,8 +186,6 @@ class IncrementalFeatures:
         times.insert(here, t)
         amounts.insert(here, amount)
         customer.transaction_ids.insert(here, transaction_id)
-        terminal_times.insert(terminal_here, t)
-        terminal.transaction_ids.insert(terminal_here, transaction_id)
         selected = self._select(row)
         customer.recent_ids.append(transaction_id)
         customer.recent_rows.append(selected)
@@ -195,6 +193,27 @@ class IncrementalFeatures:
             del customer.recent_ids[0]
             del customer.recent_rows[0]
         return selected
+
+
+def _record_label(
+    window: CustomerWindow | TerminalWindow,
+    horizon_us: int,
+    transaction_id: str,
+    event_time_us: int,
+    label_time_us: int,
+    is_fraud: bool,
+) -> None:
+    labels = window.fraud_labels
+    for i, (known_id, _, _) in enumerate(labels):
+        if known_id == transaction_id:
+            if is_fraud:
+                labels[i] = (transaction_id, event_time_us, label_time_us)
+            else:
+                del labels[i]
+            return
+    beyond_horizon = bool(window.times) and event_time_us <= window.times[-1] - horizon_us
+    if is_fraud and not beyond_horizon:
+        labels.append((transaction_id, event_time_us, label_time_us))
 
 
 def _prune(window: CustomerWindow | TerminalWindow, cutoff_us: int) -> None:
@@ -305,14 +324,19 @@ class _Reader:
             )
         return n, n_labels, n_recent, width
 
+    def _array(self, code: str, n: int) -> array[Any]:
+        values = array(code)
+        values.frombytes(self._take(values.itemsize * n))
+        return values
+
     def ints(self, n: int) -> list[int]:
-        return array("q", self._take(8 * n)).tolist()
+        return self._array("q", n).tolist()
 
     def floats(self, n: int) -> list[float]:
-        return array("d", self._take(8 * n)).tolist()
+        return self._array("d", n).tolist()
 
     def ids(self, n: int) -> list[str]:
-        lengths = array("H", self._take(2 * n)).tolist()
+        lengths = self._array("H", n).tolist()
         blob = bytes(self._take(sum(lengths)))
         ends = list(accumulate(lengths))
         try:

@@ -1,21 +1,23 @@
 """Feature set definitions: the column names, their windows and the feature hash.
 
 Columns are named from their parameters. The ``handbook`` set is exactly the Fraud
-Detection Handbook's 15 published features in published order; ``default`` adds the
-amount and a few cheap customer/terminal ratios aimed at the three fraud scenarios
-(large amounts, compromised terminals, leaked credentials with inflated amounts).
+Detection Handbook's 15 model inputs (``TX_AMOUNT`` and the 14 engineered features) in
+the handbook's order; ``default`` adds a few cheap customer/terminal features aimed at the
+three fraud scenarios (large amounts, compromised terminals, leaked credentials with
+inflated amounts).
 
 Definitions, for a transaction of customer c at terminal k at time t (int64 µs, UTC),
-with label delay D days; customer windows are right-closed ``(t - N days, t]`` over the
-transactions applied so far (the current one included), terminal windows
-``(t - (D+N) days, t - D days]`` with fraud labels whose ``label_time <= t``:
+with label delay D days; windows hold the transactions applied so far (the current one
+included, later ones with the same time not yet): customer windows are right-closed
+``(t - N days, t]``, terminal windows ``(t - (D+N) days, t - D days]`` with the fraud labels
+whose ``label_time <= t``:
 
+- ``TX_AMOUNT``: the transaction amount.
 - ``TX_DURING_WEEKEND`` / ``TX_DURING_NIGHT``: Saturday or Sunday / hour <= 6, in UTC.
 - ``CUSTOMER_ID_NB_TX_{N}DAY_WINDOW`` / ``CUSTOMER_ID_AVG_AMOUNT_{N}DAY_WINDOW``: count and
   mean amount of c's transactions in the window.
 - ``TERMINAL_ID_NB_TX_{N}DAY_WINDOW`` / ``TERMINAL_ID_RISK_{N}DAY_WINDOW``: count of k's
   transactions in the delayed window and the fraction of them labelled fraud (0 if none).
-- ``amount``: the transaction amount.
 - ``customer_seconds_since_prev_tx_capped_{M}d``: seconds since c's previous transaction,
   M days (the longest customer window) when there is none within M days.
 - ``amount_to_customer_mean_{N}d_ratio``: amount / c's mean amount over N days (1 if 0).
@@ -47,7 +49,7 @@ def handbook_columns(
     customer_windows_days: tuple[int, ...], terminal_windows_days: tuple[int, ...]
 ) -> tuple[str, ...]:
     """The handbook's feature names for these windows, in the published order."""
-    names = ["TX_DURING_WEEKEND", "TX_DURING_NIGHT"]
+    names = ["TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT"]
     for n in customer_windows_days:
         names += [f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"]
     for n in terminal_windows_days:
@@ -62,7 +64,6 @@ def supported_columns(
     longest = customer_windows_days[-1]
     return (
         *handbook_columns(customer_windows_days, terminal_windows_days),
-        "amount",
         f"customer_seconds_since_prev_tx_capped_{longest}d",
         *(f"amount_to_customer_mean_{n}d_ratio" for n in customer_windows_days),
         *(f"customer_avg_amount_{n}d_to_{longest}d_ratio" for n in customer_windows_days[:-1]),
@@ -111,14 +112,13 @@ class FeatureSet:
 
 
 def feature_set(name: str, label_delay_days: int = 7) -> FeatureSet:
-    """The ``handbook`` (15 published features) or ``default`` (handbook + 8) feature set."""
+    """The ``handbook`` (its 15 model inputs) or ``default`` (handbook + 7) feature set."""
     windows = (1, 7, 30)
     if name == HANDBOOK:
         columns = handbook_columns(windows, windows)
     elif name == DEFAULT:
         columns = (
             *handbook_columns(windows, windows),
-            "amount",
             "customer_seconds_since_prev_tx_capped_30d",
             "amount_to_customer_mean_7d_ratio",
             "amount_to_customer_mean_30d_ratio",

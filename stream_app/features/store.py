@@ -19,7 +19,6 @@ from stream_app.features.incremental import (
     CustomerWindow,
     IncrementalFeatures,
     TerminalWindow,
-    apply_label,
 )
 from stream_app.features.spec import FeatureSet
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
@@ -97,11 +96,10 @@ def apply_batch(
         terminal = terminals.get(label.terminal_id)
         if terminal is None:
             terminal = terminals[label.terminal_id] = TerminalWindow()
-        for window in (customer, terminal):
-            apply_label(
-                window, label.transaction_id, label.event_time_us, label.label_time_us,
-                label.is_fraud,
-            )
+        features.apply_label(
+            customer, terminal, label.transaction_id, label.event_time_us,
+            label.label_time_us, label.is_fraud,
+        )  # fmt: skip
     n = len(transactions)
     k = features.sequence_length
     width = len(features.feature_set.columns)

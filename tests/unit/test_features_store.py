@@ -1,0 +1,205 @@
+"""The in-memory window store: batches, sequences, re-deliveries and state bytes."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import numpy.testing as npt
+import pytest
+
+from stream_app.errors import InputDataError
+from stream_app.features.batch import compute_features
+from stream_app.features.incremental import (
+    CustomerWindow,
+    TerminalWindow,
+    customer_from_bytes,
+    customer_to_bytes,
+    terminal_from_bytes,
+    terminal_to_bytes,
+)
+from stream_app.features.spec import feature_set
+from stream_app.features.store import (
+    FeatureBatch,
+    InMemoryWindowStore,
+    LabelEvent,
+    TransactionEvent,
+    WindowStore,
+    replay_history,
+)
+from stream_app.sources.history import NO_LABEL_US, TransactionHistory
+from tests.unit.feature_histories import DAY, T0, random_history
+
+FS = feature_set("default")
+
+
+def _events(history: TransactionHistory, rows: range) -> list[TransactionEvent]:
+    return [
+        TransactionEvent(
+            str(history.transaction_id[i]), str(history.customer_id[i]),
+            str(history.terminal_id[i]), int(history.event_time_us[i]), float(history.amount[i]),
+        )
+        for i in rows
+    ]  # fmt: skip
+
+
+def _labels(history: TransactionHistory) -> list[LabelEvent]:
+    """Every label of the history, in label time order."""
+    rows = np.flatnonzero(history.label_time_us != NO_LABEL_US)
+    rows = rows[np.argsort(history.label_time_us[rows], kind="stable")]
+    return [
+        LabelEvent(
+            str(history.transaction_id[i]), str(history.customer_id[i]),
+            str(history.terminal_id[i]), int(history.event_time_us[i]),
+            int(history.label_time_us[i]), bool(history.is_fraud[i]),
+        )
+        for i in rows
+    ]  # fmt: skip
+
+
+def _drive(store: WindowStore, history: TransactionHistory, seed: int) -> list[FeatureBatch]:
+    """Random batch sizes; every label (genuine ones too) sent in the first batch that
+    starts at or after its label time, as a stream would deliver them."""
+    rng = np.random.default_rng(seed)
+    labels = _labels(history)
+    label_times = np.array([label.label_time_us for label in labels], dtype=np.int64)
+    released = np.searchsorted(label_times, history.event_time_us, "right")
+    cuts = set((np.flatnonzero(np.diff(released)) + 1).tolist())
+    cuts |= set(np.cumsum(rng.integers(1, 40, len(history))).tolist())
+    bounds = sorted(c for c in cuts | {0, len(history)} if c <= len(history))
+    batches, sent = [], 0
+    for start, stop in itertools.pairwise(bounds):
+        due = int(released[start])
+        batches.append(store.process(_events(history, range(start, stop)), labels[sent:due]))
+        sent = due
+    return batches
+
+
+def _state(store: InMemoryWindowStore) -> dict[str, bytes]:
+    return {
+        **{f"c:{k}": customer_to_bytes(w) for k, w in store.customers.items()},
+        **{f"k:{k}": terminal_to_bytes(w) for k, w in store.terminals.items()},
+    }
+
+
+def test_random_batches_give_the_batch_rows_and_sequences() -> None:
+    history = random_history(11)
+    expected = compute_features(history, FS)
+    batches = _drive(InMemoryWindowStore(FS), history, seed=11)
+    values = np.concatenate([b.values for b in batches])
+    npt.assert_allclose(values, expected.values, rtol=1e-9, atol=1e-9)
+    sequences = np.concatenate([b.sequences for b in batches])
+    mask = np.concatenate([b.mask for b in batches])
+    index = expected.sequence_index
+    npt.assert_array_equal(mask, (index >= 0).astype(np.float32))
+    want = np.where((index >= 0)[..., None], expected.values[index], 0.0).astype(np.float32)
+    npt.assert_allclose(sequences, want, rtol=1e-6)
+    assert sequences.dtype == np.float32 and sequences.shape == (len(history), 5, len(FS.columns))
+    assert not np.concatenate([b.duplicate for b in batches]).any()
+    assert batches[0].columns == FS.columns
+
+
+def test_redelivered_transactions_and_labels_change_nothing() -> None:
+    history = random_history(12, n=800)
+    store = InMemoryWindowStore(FS)
+    first = replay_history(history, FS, store)
+    before = _state(store)
+    tail = range(len(history) - 60, len(history))
+    delivered = [
+        label for label in _labels(history)
+        if label.label_time_us <= history.event_time_us[-1]
+    ]  # fmt: skip
+    again = store.process(_events(history, tail), delivered)
+    assert _state(store) == before
+    assert again.duplicate.all()
+    last_five: dict[str, list[int]] = {}
+    for i, customer in enumerate(history.customer_id.tolist()):
+        last_five[customer] = [*last_five.get(customer, []), i][-5:]
+    recent = {i for rows in last_five.values() for i in rows}
+    assert recent & set(tail) and set(tail) - recent, "the tail mixes cached and older rows"
+    for j, i in enumerate(tail):
+        if i in recent:
+            npt.assert_array_equal(again.values[j], first.values[i])
+        else:
+            assert np.isnan(again.values[j]).all()
+            assert again.mask[j].sum() == 0
+
+
+def test_the_latest_transaction_redelivered_gets_its_first_row_and_sequence() -> None:
+    store = InMemoryWindowStore(FS)
+    events = [TransactionEvent(f"t{i}", "c", "k", T0 + i * 3_600_000_000, 10.0 + i)
+              for i in range(7)]  # fmt: skip
+    first = store.process(events, [])
+    again = store.process(events[-1:], [])
+    assert again.duplicate.tolist() == [True]
+    npt.assert_array_equal(again.values[0], first.values[-1])
+    npt.assert_array_equal(again.sequences[0], first.sequences[-1])
+    npt.assert_array_equal(again.mask[0], first.mask[-1])
+
+
+def test_windows_forget_what_no_window_can_reach() -> None:
+    store = InMemoryWindowStore(FS)
+    store.process([TransactionEvent("a", "c", "k", T0, 1.0),
+                   TransactionEvent("b", "c", "k", T0 + 20 * DAY, 2.0)], [])  # fmt: skip
+    store.process([], [LabelEvent("a", "c", "k", T0, T0 + 7 * DAY, True)])
+    assert store.customers["c"].fraud_labels == [("a", T0, T0 + 7 * DAY)]
+    store.process([TransactionEvent("x", "c", "k", T0 + 30 * DAY, 3.0)], [])
+    assert store.customers["c"].transaction_ids == ["b", "x"]  # T0 is exactly 30 days back
+    assert store.customers["c"].fraud_labels == []
+    assert store.terminals["k"].transaction_ids == ["a", "b", "x"]  # kept for D + 30 days
+    store.process([TransactionEvent("y", "d", "k", T0 + 37 * DAY, 3.0)], [])
+    assert store.terminals["k"].transaction_ids == ["b", "x", "y"]
+    assert store.customers["c"].recent_ids == ["a", "b", "x"]  # sequences outlive windows
+
+
+def test_a_genuine_label_withdraws_a_fraud_label() -> None:
+    store = InMemoryWindowStore(FS)
+    store.process([], [LabelEvent("a", "c", "k", T0, T0 + DAY, True)])
+    store.process([], [LabelEvent("a", "c", "k", T0, T0 + 2 * DAY, False)])
+    assert store.customers["c"].fraud_labels == store.terminals["k"].fraud_labels == []
+
+
+def test_state_bytes_round_trip_and_processing_continues_identically() -> None:
+    history = random_history(13, n=1000)
+    head, tail = history.slice(0, 700), history.slice(700, 1000)
+    original = InMemoryWindowStore(FS)
+    replay_history(head, FS, original)
+    restored = InMemoryWindowStore(FS)
+    for key, window in original.customers.items():
+        restored.customers[key] = customer_from_bytes(customer_to_bytes(window))
+        assert restored.customers[key] == window
+    for key, terminal in original.terminals.items():
+        restored.terminals[key] = terminal_from_bytes(terminal_to_bytes(terminal))
+        assert restored.terminals[key] == terminal
+    a = _drive(original, tail, seed=1)
+    b = _drive(restored, tail, seed=1)
+    for x, y in zip(a, b, strict=True):
+        npt.assert_array_equal(x.values, y.values)
+        npt.assert_array_equal(x.sequences, y.sequences)
+
+
+def test_state_bytes_are_compact() -> None:
+    window = CustomerWindow(
+        times=[T0, T0 + 1], transaction_ids=["1234567", "é"], amounts=[1.0, 2.0],
+        fraud_labels=[("1234567", T0, T0 + 7 * DAY)], recent_ids=["1234567"],
+        recent_rows=[[1.0, 2.0, 3.0]],
+    )  # fmt: skip
+    header = 9
+    ids = 2 * 2 + 7 + 2
+    assert len(customer_to_bytes(window)) == header + 2 * 16 + ids + (16 + 2 + 7) + (2 + 7) + 24
+    terminal = TerminalWindow(times=[T0], transaction_ids=["42"])
+    assert len(terminal_to_bytes(terminal)) == header + 8 + 2 + 2
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"", "truncated"),
+        (terminal_to_bytes(TerminalWindow([T0], ["42"])) + b"\x00", "trailing"),
+        (b"\x09" + terminal_to_bytes(TerminalWindow())[1:], "format 9"),
+        (terminal_to_bytes(TerminalWindow([T0], ["42"]))[:-1], "truncated"),
+    ],
+)
+def test_malformed_state_bytes_are_refused(data: bytes, match: str) -> None:
+    with pytest.raises(InputDataError, match=match):
+        terminal_from_bytes(data)
