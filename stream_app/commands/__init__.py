@@ -41,6 +41,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("features", "compute a feature set over a history file and write it as Parquet"),
     Command("train", "train the models on a history and write a model bundle", "train"),
     Command("evaluate", "run the handbook's prequential protocol and write a report", "train"),
+    Command("backtest", "replay a history through the stream's features and a model bundle"),
     Command("worker", "run the stream worker: score transactions, publish alerts"),
     Command("replay", "publish a history to Kafka in event-time order"),
     Command("alerts", "print alerts"),
