@@ -45,6 +45,11 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.duplicates = Counter(
+            "fraudstream_duplicates",
+            "Re-delivered transactions recognised by id: not applied, scored or alerted again.",
+            registry=r,
+        )
         self.late_events = Counter(
             "fraudstream_late_events",
             "Events older than the window horizon of their key, counted and dropped.",

@@ -1,0 +1,71 @@
+"""``fraudstream worker``: score the transactions stream and publish alerts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from stream_app.settings import Settings
+
+DESCRIPTION = """\
+Run the stream worker (a Faust app): consume transactions and labels of the namespace in
+micro-batches, keep the feature windows in Redis, score with the model bundle, publish
+alerts (and scores when FRAUDSTREAM_PUBLISH_SCORES=1); invalid events go to the DLQ
+topic. Topics are created at start-up. /metrics and /health are served on
+FRAUDSTREAM_WEB_HOST:FRAUDSTREAM_WEB_PORT. Other settings come from FRAUDSTREAM_* variables
+(broker, Redis, batch size and wait, label barrier timeout, key TTL). Stop with Ctrl-C or
+SIGTERM: batches in flight are finished and committed first."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Register ``worker``."""
+    parser = subparsers.add_parser(
+        "worker",
+        help="run the stream worker: score transactions, publish alerts",
+        description=DESCRIPTION,
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        metavar="DIR",
+        help="model bundle directory (default FRAUDSTREAM_MODEL_DIR)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=None,
+        metavar="NAME",
+        help="topics/group/Redis prefix (default FRAUDSTREAM_NAMESPACE)",
+    )
+    parser.add_argument(
+        "--loglevel",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="log level",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the worker; returns when it was stopped (exit code 0)."""
+    import faust
+
+    from stream_app.scoring.bundle import load_bundle
+    from stream_app.stream.app import create_app
+    from stream_app.stream.topics import validate_namespace
+
+    overrides: dict[str, Any] = {}
+    if args.models is not None:
+        overrides["model_dir"] = args.models
+    if args.namespace is not None:
+        overrides["namespace"] = validate_namespace(args.namespace)
+    settings = Settings.from_env(**overrides)
+    validate_namespace(settings.namespace)
+    bundle = load_bundle(settings.model_dir)  # a bad bundle is an error line, not a crash
+    app = create_app(settings, bundle)
+    worker = faust.Worker(app, loglevel=args.loglevel.upper(), redirect_stdouts=False)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 0
+    return 0

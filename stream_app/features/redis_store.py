@@ -1,0 +1,317 @@
+"""RedisWindowStore: the window states of :mod:`stream_app.features.incremental` in Redis.
+
+The maths is :func:`stream_app.features.store.apply_batch`, the same function
+:class:`~stream_app.features.store.InMemoryWindowStore` runs; this module only decides
+where the states live and when they are written:
+
+- one Redis hash per window, ``{v: version, s: state bytes}`` (the incremental module's
+  compact encoding), named ``<prefix>v1:cust:<customer_id>`` / ``<prefix>v1:term:<terminal_id>``
+  (``fraudstream:<namespace>:``, ``v1`` = this key layout), with a TTL renewed on write;
+- windows are cached in the process with the version they were read at. A batch is
+  computed on the cache (:meth:`RedisWindowStore.compute`; keys not cached yet are read
+  first, in one pipelined round trip) and written later with one Lua call
+  (``redis_windows.lua``, :meth:`RedisWindowStore.write`) that stores the changed states
+  only if no version moved since they were read. In steady state a batch costs one round
+  trip. Customer windows belong to the worker owning the customer's partition; terminal
+  windows are shared, and a moved version (another worker, or a worker that lost its
+  partitions) makes the write re-apply the batch's events to the fresh states: updates of
+  one window depend only on that window, and re-applied events are recognised by id.
+- Events are idempotent: a re-delivered transaction or label leaves every state
+  byte-identical, so nothing is written and no version changes.
+- A transaction older than a window horizon relative to its customer's or terminal's newest
+  event (30 / 37 days by default) is *late*: it is not applied (its id could no longer be
+  recognised on re-delivery) and is marked in :attr:`ComputedBatch.late`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from stream_app.features.incremental import (
+    CustomerWindow,
+    IncrementalFeatures,
+    TerminalWindow,
+    customer_from_bytes,
+    customer_to_bytes,
+    terminal_from_bytes,
+    terminal_to_bytes,
+)
+from stream_app.features.spec import FeatureSet
+from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent, apply_batch
+from stream_app.sources.history import MICROS_PER_DAY
+
+KEY_LAYOUT = "v1"
+LUA_SCRIPT = files("stream_app.features").joinpath("redis_windows.lua").read_text()
+SECONDS_PER_DAY = 86_400
+DEFAULT_MAX_CACHED_WINDOWS = 2_000_000
+
+W = TypeVar("W", CustomerWindow, TerminalWindow)
+
+
+@dataclass(slots=True)
+class _Cached(Generic[W]):
+    """A window as this process knows it: state, its bytes and the version they will have."""
+
+    window: W
+    state: bytes
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One changed window: its key, the version it was computed from, its new state."""
+
+    key: str
+    expected_version: int
+    after: bytes
+
+
+@dataclass(frozen=True, eq=False)
+class ComputedBatch:
+    """Rows of a batch computed on cached windows, and the writes that make them durable.
+
+    ``features`` holds a row per applied transaction (``applied`` indexes the input);
+    ``late[i]`` marks input transactions that were too old to apply.
+    """
+
+    features: FeatureBatch
+    applied: npt.NDArray[np.intp]
+    late: npt.NDArray[np.bool_]
+    transactions: tuple[TransactionEvent, ...]
+    labels: tuple[LabelEvent, ...]
+    writes: tuple[_Write, ...]
+
+
+class RedisWindowStore:
+    """Customer and terminal windows in Redis (``redis.asyncio`` client), cached in process."""
+
+    def __init__(
+        self,
+        client: Any,
+        fs: FeatureSet,
+        *,
+        key_prefix: str,
+        ttl_days: int,
+        max_cached_windows: int = DEFAULT_MAX_CACHED_WINDOWS,
+    ) -> None:
+        self._client = client
+        self._features = IncrementalFeatures(fs)
+        self._prefix = f"{key_prefix}{KEY_LAYOUT}:"
+        self._ttl_s = ttl_days * SECONDS_PER_DAY
+        self._max_cached = max_cached_windows
+        self._customers: dict[str, _Cached[CustomerWindow]] = {}
+        self._terminals: dict[str, _Cached[TerminalWindow]] = {}
+        self._script = client.register_script(LUA_SCRIPT)
+        self._customer_horizon_us = fs.customer_windows_days[-1] * MICROS_PER_DAY
+        self._terminal_horizon_us = (
+            fs.label_delay_days + fs.terminal_windows_days[-1]
+        ) * MICROS_PER_DAY
+
+    @property
+    def feature_set(self) -> FeatureSet:
+        """The feature set whose columns the batches hold."""
+        return self._features.feature_set
+
+    def customer_key(self, customer_id: str) -> str:
+        """Redis key of a customer's window."""
+        return f"{self._prefix}cust:{customer_id}"
+
+    def terminal_key(self, terminal_id: str) -> str:
+        """Redis key of a terminal's window."""
+        return f"{self._prefix}term:{terminal_id}"
+
+    def forget_cached_state(self) -> None:
+        """Drop every cached window (after a rebalance: other workers may have written)."""
+        self._customers.clear()
+        self._terminals.clear()
+
+    async def process_async(
+        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+    ) -> FeatureBatch:
+        """:meth:`compute` then :meth:`write`: apply and store a batch, return its rows."""
+        computed = await self.compute(transactions, labels)
+        await self.write(computed)
+        return computed.features
+
+    async def compute(
+        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+    ) -> ComputedBatch:
+        """Apply ``labels`` then ``transactions`` to the cached windows (reading missing ones).
+
+        Nothing is written to Redis: pass the result to :meth:`write` once the batch's
+        outputs are safe.
+        """
+        customers, terminals = self._missing(transactions, labels)
+        if customers or terminals:
+            replies = await self._read(customers, terminals)
+            self._install(customers, terminals, replies)
+        return self._compute(tuple(transactions), tuple(labels))
+
+    async def write(self, computed: ComputedBatch) -> None:
+        """Store the batch's changed windows atomically; redo on fresh states if one moved."""
+        writes = computed.writes
+        while writes:
+            reply = await self._script(keys=[w.key for w in writes], args=self._args(writes))
+            if not reply:
+                return
+            writes = self._redo(computed, writes, reply)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _missing(
+        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+    ) -> tuple[list[str], list[str]]:
+        customers: dict[str, None] = {}
+        terminals: dict[str, None] = {}
+        for event in _events(transactions, labels):
+            if event.customer_id not in self._customers:
+                customers[event.customer_id] = None
+            if event.terminal_id not in self._terminals:
+                terminals[event.terminal_id] = None
+        cached = len(self._customers) + len(self._terminals)
+        if cached and cached + len(customers) + len(terminals) > self._max_cached:
+            self.forget_cached_state()  # bounded memory: start over, no recency bookkeeping
+            return self._missing(transactions, labels)
+        return list(customers), list(terminals)
+
+    async def _read(self, customers: Sequence[str], terminals: Sequence[str]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for customer_id in customers:
+            pipe.hmget(self.customer_key(customer_id), "v", "s")
+        for terminal_id in terminals:
+            pipe.hmget(self.terminal_key(terminal_id), "v", "s")
+        return list(await pipe.execute())
+
+    def _install(
+        self, customers: Sequence[str], terminals: Sequence[str], replies: Sequence[Any]
+    ) -> None:
+        for customer_id, (version, state) in zip(customers, replies, strict=False):
+            self._customers[customer_id] = _customer(version, state)
+        for terminal_id, (version, state) in zip(terminals, replies[len(customers) :], strict=True):
+            self._terminals[terminal_id] = _terminal(version, state)
+
+    # -- computing -------------------------------------------------------------------------
+
+    def _compute(
+        self, transactions: tuple[TransactionEvent, ...], labels: tuple[LabelEvent, ...]
+    ) -> ComputedBatch:
+        customers = {
+            e.customer_id: self._customers[e.customer_id] for e in _events(transactions, labels)
+        }
+        terminals = {
+            e.terminal_id: self._terminals[e.terminal_id] for e in _events(transactions, labels)
+        }
+        customer_windows = {key: entry.window for key, entry in customers.items()}
+        terminal_windows = {key: entry.window for key, entry in terminals.items()}
+        late = np.array(
+            [self._is_late(tx, customer_windows, terminal_windows) for tx in transactions],
+            dtype=np.bool_,
+        )
+        applied = np.flatnonzero(~late)
+        on_time = [transactions[i] for i in applied.tolist()] if late.any() else transactions
+        features = apply_batch(self._features, customer_windows, terminal_windows, on_time, labels)
+        writes = [
+            *_changes(customers, self.customer_key, customer_to_bytes),
+            *_changes(terminals, self.terminal_key, terminal_to_bytes),
+        ]
+        return ComputedBatch(features, applied, late, transactions, labels, tuple(writes))
+
+    def _is_late(
+        self,
+        tx: TransactionEvent,
+        customers: dict[str, CustomerWindow],
+        terminals: dict[str, TerminalWindow],
+    ) -> bool:
+        customer_times = customers[tx.customer_id].times
+        terminal_times = terminals[tx.terminal_id].times
+        t = tx.event_time_us
+        return bool(
+            (customer_times and t <= customer_times[-1] - self._customer_horizon_us)
+            or (terminal_times and t <= terminal_times[-1] - self._terminal_horizon_us)
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _args(self, writes: Sequence[_Write]) -> list[Any]:
+        args: list[Any] = [self._ttl_s]
+        for write in writes:
+            args.append(str(write.expected_version))
+            args.append(write.after)
+        return args
+
+    def _redo(
+        self, computed: ComputedBatch, writes: tuple[_Write, ...], reply: Sequence[Any]
+    ) -> tuple[_Write, ...]:
+        """The writes again, stale ones recomputed: the batch's events on their fresh states.
+
+        The script wrote nothing, so the writes that were not stale are kept as they were.
+        """
+        stale: dict[int, tuple[Any, Any]] = {
+            int(reply[at]) - 1: (reply[at + 1], reply[at + 2]) for at in range(0, len(reply), 3)
+        }
+        customer_prefix, terminal_prefix = self.customer_key(""), self.terminal_key("")
+        customers: dict[str, _Cached[CustomerWindow]] = {}
+        terminals: dict[str, _Cached[TerminalWindow]] = {}
+        for index, (version, state) in stale.items():
+            key = writes[index].key
+            if key.startswith(customer_prefix):
+                customer_id = key.removeprefix(customer_prefix)
+                customers[customer_id] = _customer(version, state)
+                self._customers.pop(customer_id, None)  # later batches read it again
+            else:
+                terminal_id = key.removeprefix(terminal_prefix)
+                terminals[terminal_id] = _terminal(version, state)
+                self._terminals.pop(terminal_id, None)
+        on_time = [computed.transactions[i] for i in computed.applied.tolist()]
+        customer_windows = {key: entry.window for key, entry in customers.items()}
+        terminal_windows = {key: entry.window for key, entry in terminals.items()}
+        apply_batch(self._features, customer_windows, terminal_windows, on_time, computed.labels)
+        kept = [write for index, write in enumerate(writes) if index not in stale]
+        return (
+            *kept,
+            *_changes(customers, self.customer_key, customer_to_bytes),
+            *_changes(terminals, self.terminal_key, terminal_to_bytes),
+        )
+
+
+def _events(
+    transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+) -> Iterator[TransactionEvent | LabelEvent]:
+    yield from labels
+    yield from transactions
+
+
+def _customer(version: Any, state: Any) -> _Cached[CustomerWindow]:
+    if not state:
+        empty = CustomerWindow()
+        return _Cached(empty, customer_to_bytes(empty), 0)
+    raw = bytes(state)
+    return _Cached(customer_from_bytes(raw), raw, int(version))
+
+
+def _terminal(version: Any, state: Any) -> _Cached[TerminalWindow]:
+    if not state:
+        empty = TerminalWindow()
+        return _Cached(empty, terminal_to_bytes(empty), 0)
+    raw = bytes(state)
+    return _Cached(terminal_from_bytes(raw), raw, int(version))
+
+
+def _changes(
+    entries: dict[str, _Cached[W]], key: Callable[[str], str], encode: Callable[[W], bytes]
+) -> list[_Write]:
+    """Writes for the entries whose window changed; each entry moves to its new version."""
+    writes = []
+    for entity_id, entry in entries.items():
+        after = encode(entry.window)
+        if after != entry.state:
+            writes.append(_Write(key(entity_id), entry.version, after))
+            entry.state = after
+            entry.version += 1
+    return writes

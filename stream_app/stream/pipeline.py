@@ -1,0 +1,340 @@
+"""One batch, end to end: decode -> windows -> score -> publish. Orchestration only.
+
+The decoding is the contracts' codec, the window maths the feature store's, the scoring
+the bundle's :class:`~stream_app.scoring.scorer.Scorer`; this module wires them for a
+batch of consumed records and measures each stage. :class:`~stream_app.stream.worker.
+BatchWorker` decides when batches run and commits their offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import msgspec
+import numpy as np
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from stream_app.contracts import (
+    Alert,
+    Label,
+    Reason,
+    Transaction,
+    decode_label,
+    decode_transaction,
+    encode_alert,
+)
+from stream_app.errors import ContractError
+from stream_app.features.redis_store import ComputedBatch
+from stream_app.features.store import LabelEvent, TransactionEvent
+from stream_app.scoring.scorer import Scorer
+from stream_app.stream.dlq import dead_letter
+from stream_app.stream.metrics import WorkerMetrics
+from stream_app.stream.publisher import BatchPublisher, OutRecord
+from stream_app.stream.retry import Backoff
+from stream_app.stream.topics import StreamTopics
+
+MICROS_PER_MS = 1_000
+
+
+class TransactionScore(msgspec.Struct, frozen=True, tag_field="schema", tag="score.v1"):
+    """One scored transaction, published to the scores topic when ``publish_scores`` is on."""
+
+    transaction_id: str
+    customer_id: str
+    score: float
+    threshold: float
+    is_alert: bool
+    model_version: str
+    event_time: datetime
+
+
+class BatchWindowStore(Protocol):
+    """The window store as the pipeline drives it (:class:`RedisWindowStore`)."""
+
+    async def compute(
+        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+    ) -> ComputedBatch:
+        """Apply ``labels`` then ``transactions`` in process; nothing written yet."""
+        ...
+
+    async def write(self, computed: ComputedBatch) -> None:
+        """Make a computed batch's window changes durable."""
+        ...
+
+    def forget_cached_state(self) -> None:
+        """Drop windows cached in the process (after a rebalance)."""
+        ...
+
+
+@dataclass(eq=False)
+class DecodedBatch:
+    """Validated records of one fetch, and the offsets to commit once it is processed."""
+
+    generation: int
+    transactions: list[Transaction] = field(default_factory=list)
+    transaction_sources: list[tuple[int, int]] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
+    dead_letters: list[OutRecord] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    last_label_time_us: dict[TopicPartition, int] = field(default_factory=dict)
+    max_event_time_us: int = -1
+
+    def merge_labels(self, other: DecodedBatch) -> None:
+        """Add the labels (and dead letters, offsets) of a label-only batch."""
+        self.labels.extend(other.labels)
+        self.dead_letters.extend(other.dead_letters)
+        self.offsets.update(other.offsets)
+        self.last_label_time_us.update(other.last_label_time_us)
+
+
+@dataclass(eq=False)
+class SentBatch:
+    """A processed batch: its outputs handed to the producer, its windows not yet written."""
+
+    batch: DecodedBatch
+    computed: ComputedBatch | None
+    records: list[OutRecord]
+    futures: list[asyncio.Future[Any]]
+
+
+class Pipeline:
+    """Decodes, windows, scores and publishes batches for one namespace and bundle."""
+
+    def __init__(
+        self,
+        *,
+        topics: StreamTopics,
+        store: BatchWindowStore,
+        scorer: Scorer,
+        publisher: BatchPublisher,
+        metrics: WorkerMetrics,
+        dlq_partitions: int,
+        publish_scores: bool,
+        max_payload_bytes: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._topics = topics
+        self._store = store
+        self._scorer = scorer
+        self._publisher = publisher
+        self._metrics = metrics
+        self._dlq_partitions = dlq_partitions
+        self._publish_scores = publish_scores
+        self._max_bytes = max_payload_bytes
+        self._clock = clock
+        self._model_version = scorer.bundle.model_version
+        self._kafka = Backoff("kafka", (KafkaError, OSError), metrics)
+        self._redis = Backoff("redis", (RedisError, OSError), metrics)
+
+    def forget_cached_state(self) -> None:
+        """Drop windows cached in the process (the partitions moved)."""
+        self._store.forget_cached_state()
+
+    def decode(
+        self, fetched: Mapping[TopicPartition, Sequence[Any]], generation: int
+    ) -> DecodedBatch:
+        """Validate every record of a fetch; invalid ones become dead letters.
+
+        Transactions are ordered by event time (stable: ties keep partition order), the
+        order in which their windows are applied.
+        """
+        batch = DecodedBatch(generation)
+        transactions: list[tuple[int, Transaction, tuple[int, int]]] = []
+        labels_topic = self._topics.labels
+        for tp, records in fetched.items():
+            if not records:
+                continue
+            is_label = tp.topic == labels_topic
+            kind = "label" if is_label else "transaction"
+            self._metrics.events_in.labels(kind).inc(len(records))
+            self._metrics.batch_size.labels(kind).observe(len(records))
+            batch.offsets[tp] = records[-1].offset + 1
+            for record in records:
+                try:
+                    if record.value is None:
+                        raise ContractError(
+                            "$", "the record has no value (a tombstone); send one JSON event"
+                        )
+                    if is_label:
+                        label = decode_label(record.value, self._max_bytes)
+                        batch.labels.append(label)
+                        batch.last_label_time_us[tp] = label.label_time_us
+                    else:
+                        tx = decode_transaction(record.value, self._max_bytes)
+                        transactions.append((tx.event_time_us, tx, (tp.partition, record.offset)))
+                except ContractError as error:
+                    self._metrics.dlq.labels(kind).inc()
+                    batch.dead_letters.append(
+                        dead_letter(
+                            self._topics.dlq,
+                            self._dlq_partitions,
+                            source_topic=tp.topic,
+                            source_partition=tp.partition,
+                            source_offset=record.offset,
+                            key=record.key,
+                            value=record.value,
+                            timestamp_ms=record.timestamp,
+                            error=error,
+                        )
+                    )
+        transactions.sort(key=lambda item: item[0])
+        batch.transactions = [tx for _, tx, _ in transactions]
+        batch.transaction_sources = [source for _, _, source in transactions]
+        if transactions:
+            batch.max_event_time_us = transactions[-1][0]
+        return batch
+
+    async def process(self, batch: DecodedBatch) -> SentBatch:
+        """Windows on the cached states, one scorer call, outputs handed to the producer.
+
+        The windows are written by :meth:`confirm`, after the outputs are acknowledged: a
+        crash in between recomputes the same rows from Redis and re-sends the same alerts.
+        """
+        records = list(batch.dead_letters)
+        computed = None
+        if batch.transactions or batch.labels:
+            transactions = [
+                TransactionEvent(
+                    tx.transaction_id,
+                    tx.customer_id,
+                    tx.terminal_id,
+                    tx.event_time_us,
+                    tx.amount_float,
+                )
+                for tx in batch.transactions
+            ]
+            labels = [
+                LabelEvent(
+                    label.transaction_id,
+                    label.customer_id,
+                    label.terminal_id,
+                    label.event_time_us,
+                    label.label_time_us,
+                    label.is_fraud,
+                )
+                for label in batch.labels
+            ]
+            start = time.perf_counter()
+            computed = await self._redis.call(lambda: self._store.compute(transactions, labels))
+            self._observe("redis", start)
+            if computed.late.any():
+                self._metrics.late_events.labels("transaction").inc(int(computed.late.sum()))
+            if batch.transactions:
+                records.extend(self._score(batch, computed))
+        start = time.perf_counter()
+        futures = await self._kafka.call(lambda: self._publisher.send(records))
+        self._observe("publish", start)
+        return SentBatch(batch, computed, records, futures)
+
+    async def confirm(self, sent: SentBatch) -> None:
+        """Wait until the broker acknowledged ``sent`` (re-sending while it fails), then
+        write its windows to Redis (retrying while Redis is down)."""
+        start = time.perf_counter()
+        futures: list[asyncio.Future[Any]] | None = sent.futures
+
+        async def acknowledged() -> None:
+            nonlocal futures
+            if futures is None:
+                futures = await self._publisher.send(sent.records)
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failure = next((r for r in results if isinstance(r, BaseException)), None)
+            if failure is not None:
+                futures = None
+                raise failure
+
+        await self._kafka.call(acknowledged)
+        self._observe("publish", start)
+        computed = sent.computed
+        if computed is not None and computed.writes:
+            start = time.perf_counter()
+            await self._redis.call(lambda: self._store.write(computed))
+            self._observe("redis", start)
+
+    def _score(self, batch: DecodedBatch, computed: ComputedBatch) -> list[OutRecord]:
+        """Score the batch's new transactions (not re-deliveries, not late ones) at once."""
+        features = computed.features
+        fresh = np.flatnonzero(~features.duplicate)
+        duplicates = len(features.duplicate) - len(fresh)
+        if duplicates:
+            self._metrics.duplicates.inc(duplicates)
+        if not len(fresh):
+            return []
+        rows = computed.applied[fresh]
+        start = time.perf_counter()
+        scores = self._scorer.score_batch(
+            features.values[fresh], features.sequences[fresh], features.mask[fresh]
+        )
+        self._observe("scoring", start)
+        self._metrics.event_time_lag.set(time.time() - batch.max_event_time_us / 1_000_000)
+        transactions = [batch.transactions[i] for i in rows.tolist()]
+        records: list[OutRecord] = []
+        alerts = np.flatnonzero(scores.is_alert)
+        if len(alerts):
+            processed_at = self._clock()
+            columns = self._scorer.columns
+            threshold = self._scorer.threshold
+            reasons = scores.reasons_for(alerts)
+            values = features.values[fresh]
+            for row, row_reasons in zip(alerts.tolist(), reasons, strict=True):
+                tx = transactions[row]
+                alert = Alert.for_transaction(
+                    tx,
+                    score=float(scores.score[row]),
+                    threshold=threshold,
+                    model_version=self._model_version,
+                    reasons=tuple(Reason(f, c, v) for f, c, v in row_reasons),
+                    features=dict(zip(columns, values[row].tolist(), strict=True)),
+                    processed_at=processed_at,
+                )
+                records.append(
+                    OutRecord(
+                        topic=self._topics.alerts,
+                        key=tx.customer_id.encode(),
+                        value=encode_alert(alert),
+                        timestamp_ms=tx.event_time_us // MICROS_PER_MS,
+                    )
+                )
+            self._metrics.alerts_out.inc(len(alerts))
+        if self._publish_scores:
+            records.extend(
+                self._score_records(transactions, scores.score.tolist(), scores.is_alert)
+            )
+        return records
+
+    def _score_records(
+        self, transactions: list[Transaction], scores: list[float], is_alert: Any
+    ) -> list[OutRecord]:
+        encode = msgspec.json.encode
+        threshold = self._scorer.threshold
+        topic = self._topics.scores
+        out = [
+            OutRecord(
+                topic=topic,
+                key=tx.customer_id.encode(),
+                value=encode(
+                    TransactionScore(
+                        tx.transaction_id,
+                        tx.customer_id,
+                        score,
+                        threshold,
+                        bool(alert),
+                        self._model_version,
+                        tx.event_time,
+                    )
+                ),
+                timestamp_ms=tx.event_time_us // MICROS_PER_MS,
+            )
+            for tx, score, alert in zip(transactions, scores, is_alert.tolist(), strict=True)
+        ]
+        self._metrics.scores_out.inc(len(out))
+        return out
+
+    def _observe(self, stage: str, start: float) -> None:
+        self._metrics.stage_seconds.labels(stage).observe(time.perf_counter() - start)

@@ -1,0 +1,240 @@
+"""The batch loop: transactions and labels consumed with ``getmany``, two batches in flight.
+
+Faust dispatches one message at a time (~5k events/s here, see the performance notes), so
+the hot topics are read by one aiokafka consumer in the worker's consumer group,
+subscribed to ``transactions`` and ``labels`` (co-partitioned by ``customer_id``: the
+range assignor gives a worker the same partition numbers of both). Three tasks run:
+
+1. **fetch**: ``getmany`` -> decode and validate (:meth:`Pipeline.decode`) -> label
+   barrier -> queue. It decodes batch k+1 while batch k waits on Redis or the broker.
+2. **process**: windows in Redis (one round trip), one scorer call, alerts/scores/dead
+   letters handed to the producer without waiting (:meth:`Pipeline.process`).
+3. **commit**: waits for the broker's acknowledgements, then commits the batch's offsets.
+
+Offsets are committed only after Redis and the broker acknowledged a batch
+(at-least-once); every effect is idempotent, so a redelivered batch changes nothing.
+
+**Label barrier.** Before a batch of transactions whose newest event time is t goes on,
+each owned labels partition must be caught up (position at the high watermark of the
+last fetch response; tansu's ListOffsets is wrong) or have delivered a label with
+``label_time > t``. The fetch task reads more labels until then, at most
+``label_barrier_timeout_ms`` (``fraudstream_label_barrier_timeouts`` counts give-ups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from stream_app.settings import Settings
+from stream_app.stream.metrics import WorkerMetrics
+from stream_app.stream.pipeline import DecodedBatch, Pipeline, SentBatch
+from stream_app.stream.retry import Backoff
+from stream_app.stream.topics import StreamTopics
+
+log = logging.getLogger(__name__)
+
+_QUEUE_DEPTH = 1
+_STOP_DRAIN_S = 10.0
+
+
+@dataclass(eq=False)
+class _Progress:
+    """Batches handed to the pipeline and not yet committed, for draining on rebalance."""
+
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def started(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
+
+class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Consumes, processes and commits batches until :meth:`stop`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: StreamTopics,
+        pipeline: Pipeline,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=topics.consumer_group,
+            client_id=f"{topics.consumer_group}-worker",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+            max_poll_interval_ms=300_000,
+        )
+        self._kafka = Backoff("kafka", (KafkaError, OSError), metrics)
+        self._decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(_QUEUE_DEPTH)
+        self._sent: asyncio.Queue[SentBatch] = asyncio.Queue(_QUEUE_DEPTH)
+        self._progress = _Progress()
+        self._progress.idle.set()
+        self._generation = 0
+        self._label_time_us: dict[TopicPartition, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Join the group and start the fetch, process and commit tasks."""
+        self._consumer.subscribe([self._topics.transactions, self._topics.labels], listener=self)
+        await self._kafka.call(self._consumer.start)
+        for name, loop in (
+            ("fetch", self._fetch_loop),
+            ("process", self._process_loop),
+            ("commit", self._commit_loop),
+        ):
+            self._tasks.append(asyncio.create_task(loop(), name=f"fraudstream-{name}"))
+
+    async def run(self) -> None:
+        """Wait for the tasks; the first that fails stops the others and raises."""
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                await self.stop()
+                raise task.exception()  # type: ignore[misc]
+
+    async def stop(self) -> None:
+        """Stop fetching, finish what is in flight (at most 10 s), leave the group."""
+        if self._tasks:
+            fetch, *others = self._tasks
+            fetch.cancel()
+            try:
+                await asyncio.wait_for(self._progress.idle.wait(), timeout=_STOP_DRAIN_S)
+            except TimeoutError:
+                log.warning("stopping with %d batches uncommitted", self._progress.in_flight)
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+        await self._consumer.stop()
+
+    # -- rebalance listener ----------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        """Finish and commit every batch already fetched before the partitions move."""
+        await self._progress.idle.wait()
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """Start a new generation: forget cached windows and label progress."""
+        self._generation += 1
+        self._label_time_us.clear()
+        self._pipeline.forget_cached_state()
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+    # -- the three tasks -------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        settings = self._settings
+        while True:
+            fetched = await self._consumer.getmany(
+                timeout_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_events
+            )
+            if not fetched:
+                continue
+            self._progress.started()
+            try:
+                batch = self._decode(fetched, self._generation)
+                if batch.transactions:
+                    await self._label_barrier(batch)
+                await self._decoded.put(batch)
+            except BaseException:
+                self._progress.finished()  # not handed over: redelivered after a restart
+                raise
+
+    async def _process_loop(self) -> None:
+        while True:
+            batch = await self._decoded.get()
+            if batch.generation != self._generation:
+                self._progress.finished()  # fetched before a rebalance: redelivered later
+                continue
+            await self._sent.put(await self._pipeline.process(batch))
+
+    async def _commit_loop(self) -> None:
+        while True:
+            sent = await self._sent.get()
+            try:
+                await self._pipeline.confirm(sent)
+                if sent.batch.generation == self._generation:
+                    await self._commit(sent.batch.offsets)
+            finally:
+                self._progress.finished()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _decode(
+        self, fetched: Mapping[TopicPartition, Sequence[Any]], generation: int
+    ) -> DecodedBatch:
+        start = time.perf_counter()
+        batch = self._pipeline.decode(fetched, generation)
+        self._metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
+        self._label_time_us.update(batch.last_label_time_us)
+        return batch
+
+    async def _label_barrier(self, batch: DecodedBatch) -> None:
+        start = time.perf_counter()
+        deadline = start + self._settings.label_barrier_timeout_ms / 1000
+        t = batch.max_event_time_us
+        while not await self._labels_ready(t):
+            remaining_ms = int((deadline - time.perf_counter()) * 1000)
+            if remaining_ms <= 0:
+                self._metrics.label_barrier_timeouts.inc()
+                break
+            label_tps = self._label_partitions()
+            more = await self._consumer.getmany(
+                *label_tps,
+                timeout_ms=min(remaining_ms, self._settings.batch_max_wait_ms),
+                max_records=self._settings.batch_max_events,
+            )
+            if more:
+                batch.merge_labels(self._decode(more, batch.generation))
+        self._metrics.stage_seconds.labels("barrier").observe(time.perf_counter() - start)
+
+    def _label_partitions(self) -> list[TopicPartition]:
+        return [tp for tp in self._consumer.assignment() if tp.topic == self._topics.labels]
+
+    async def _labels_ready(self, t: int) -> bool:
+        for tp in self._label_partitions():
+            if self._label_time_us.get(tp, -1) > t:
+                continue
+            try:
+                highwater = self._consumer.highwater(tp)
+                position = await self._consumer.position(tp)
+            except (IllegalStateError, AssertionError):
+                continue  # revoked meanwhile: not ours to wait for
+            if highwater is None or position < highwater:
+                return False
+        return True
+
+    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        start = time.perf_counter()
+
+        async def commit() -> None:
+            try:
+                await self._consumer.commit(dict(offsets))
+            except (CommitFailedError, IllegalStateError) as exc:  # retrying cannot help
+                self._metrics.commit_failures.inc()
+                log.warning("commit refused (%r); the batch will be redelivered", exc)
+
+        await self._kafka.call(commit)
+        self._metrics.stage_seconds.labels("commit").observe(time.perf_counter() - start)
