@@ -61,12 +61,19 @@ class ScoreBatch:
         return self.reasons_for(np.arange(len(self)))
 
     def reasons_for(self, rows: npt.NDArray[np.integer[Any]]) -> list[tuple[Reason, ...]]:
-        """The reasons of the given rows only (e.g. the alerts)."""
-        features = self.reason_features[rows].tolist()
-        contributions = self.reason_contributions[rows].tolist()
-        values = self.reason_values[rows].tolist()
-        return [tuple(zip(f, c, v, strict=True)) for f, c, v in zip(
-            features, contributions, values, strict=True)]
+        """The reasons of the given rows only (e.g. the alerts).
+
+        All loops run in C: one ``zip`` makes every (feature, contribution, value) triple,
+        a second groups each row's consecutive triples.
+        """
+        triples = list(zip(
+            self.reason_features[rows].reshape(-1).tolist(),
+            self.reason_contributions[rows].reshape(-1).tolist(),
+            self.reason_values[rows].reshape(-1).tolist(),
+            strict=True,
+        ))
+        k = self.reason_columns.shape[1]
+        return list(zip(*(triples[j::k] for j in range(k)), strict=True))
 
 
 class Scorer:
