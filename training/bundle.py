@@ -90,6 +90,7 @@ def write_bundle(
         "autoencoder": autoencoder, "sequence": sequence_model, "combined": stacker,
     }
     _check_target(target)
+    _check_arguments(feature_set, normalisation, threshold)
     staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
@@ -114,6 +115,21 @@ def write_bundle(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _check_arguments(
+    feature_set: FeatureSet,
+    normalisation: Mapping[str, Mapping[str, float | bool]],
+    threshold: float,
+) -> None:
+    if list(normalisation) != list(feature_set.columns):
+        raise BundleError(
+            f"normalisation has columns {list(normalisation)}, feature set "
+            f"{feature_set.name!r} has {list(feature_set.columns)}; pass "
+            "FeatureNormaliser.statistics(feature_set.columns)"
+        )
+    if not 0.0 <= threshold <= 1.0:
+        raise BundleError(f"threshold={threshold} is outside 0..1; scores are probabilities")
 
 
 def _export_all(

@@ -90,6 +90,7 @@ def export_model(
     written_opset = _default_opset(path)
     absolute, scaled = differences(module, role, path.read_bytes(), arrays)
     if not scaled <= tolerance:
+        path.unlink()
         raise BundleError(
             f"the ONNX export of the {role} model differs from PyTorch by {scaled:.3g} "
             f"(|difference| / max(1, |value|); bound {tolerance:g}); the graph uses an "

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from stream_app.errors import BundleError, InputDataError
+from stream_app.errors import BundleError, ConfigError, InputDataError
 from stream_app.scoring.bundle import ModelBundle
 from stream_app.scoring.contract import CONTRACTS, ROLES, ModelRole
 from stream_app.settings import Settings
@@ -90,8 +90,9 @@ class Scorer:
         allow_spinning: bool = Settings.onnx_allow_spinning,
     ) -> None:
         if intra_op_threads < 1:
-            raise InputDataError(
-                f"intra_op_threads={intra_op_threads}; use 1 or more ONNX Runtime threads"
+            raise ConfigError(
+                f"ONNX Runtime intra-op threads = {intra_op_threads}; set "
+                "FRAUDSTREAM_ONNX_INTRA_OP_THREADS to 1 or more"
             )
         self.bundle = bundle
         self.columns = bundle.feature_columns

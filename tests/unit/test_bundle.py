@@ -190,24 +190,36 @@ def test_missing_or_broken_manifest_is_named(tmp_path: Path) -> None:
         load_bundle(path)
 
 
+def _write(out_dir: Path, **changes: Any) -> Path:
+    bundle = tiny_bundle()
+    arguments: dict[str, Any] = {
+        "autoencoder": bundle.modules["autoencoder"],
+        "sequence_model": bundle.modules["sequence"],
+        "stacker": bundle.modules["combined"],
+        "feature_set": bundle.feature_set,
+        "normalisation": _manifest(bundle.path)["normalisation"],
+        "threshold": 0.5,
+        "threshold_rule": "x",
+        "training_range": (dt.date(2018, 1, 1), dt.date(2018, 1, 8)),
+        "metrics": {},
+        "sample_inputs": bundle.sample,
+    }
+    return write_bundle(out_dir, **{**arguments, **changes})
+
+
 def test_write_bundle_never_replaces_a_directory_that_is_not_a_bundle(tmp_path: Path) -> None:
     keep = tmp_path / "important"
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
-    bundle = tiny_bundle()
     with pytest.raises(BundleError, match="is not a model bundle"):
-        write_bundle(
-            keep,
-            autoencoder=bundle.modules["autoencoder"],
-            sequence_model=bundle.modules["sequence"],
-            stacker=bundle.modules["combined"],
-            feature_set=bundle.feature_set,
-            normalisation={},
-            threshold=0.5,
-            threshold_rule="x",
-            training_range=(dt.date(2018, 1, 1), dt.date(2018, 1, 8)),
-            metrics={},
-            sample_inputs=bundle.sample,
-        )
+        _write(keep)
     assert (keep / "notes.txt").read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir()] == ["important"]
+
+
+def test_write_bundle_checks_its_arguments_before_exporting(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"normalisation has columns \[\]"):
+        _write(tmp_path / "b", normalisation={})
+    with pytest.raises(BundleError, match=r"threshold=1\.5 is outside 0\.\.1"):
+        _write(tmp_path / "b", threshold=1.5)
+    assert list(tmp_path.iterdir()) == []

@@ -144,6 +144,7 @@ def test_export_refuses_a_difference_above_the_bound(tmp_path: Path) -> None:
     module = tiny_bundle().modules["autoencoder"]
     with pytest.raises(BundleError, match=r"differs from PyTorch by .*bound 1e-12\)"):
         export_model(module, "autoencoder", [rows.values], tmp_path / "ae.onnx", tolerance=1e-12)
+    assert not (tmp_path / "ae.onnx").exists()
 
 
 def test_export_needs_two_sample_rows(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from stream_app.errors import InputDataError
+from stream_app.errors import ConfigError, InputDataError
 from stream_app.scoring import ModelBundle, Scorer, load_bundle
 from stream_app.settings import Settings
 from tests.unit.model_bundles import random_rows, tiny_bundle
@@ -137,5 +137,5 @@ def test_session_threading_comes_from_settings(bundle: ModelBundle) -> None:
 
 
 def test_zero_threads_is_refused(bundle: ModelBundle) -> None:
-    with pytest.raises(InputDataError, match="intra_op_threads=0"):
+    with pytest.raises(ConfigError, match="threads = 0; set FRAUDSTREAM_ONNX_INTRA_OP_THREADS"):
         Scorer(bundle, intra_op_threads=0)
