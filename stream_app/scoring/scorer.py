@@ -137,14 +137,15 @@ class Scorer:
              "sequence_probability": probability},
         )
         top = np.argsort(-feature_errors, axis=1, kind="stable")[:, :N_REASONS]
+        row = np.arange(n)[:, None]
         return ScoreBatch(
             score=score,
             is_alert=score.astype(np.float64) >= self.threshold,
             autoencoder_error=error,
             sequence_probability=probability,
             reason_columns=top,
-            reason_contributions=np.take_along_axis(feature_errors, top, axis=1),
-            reason_values=np.take_along_axis(features, top, axis=1),
+            reason_contributions=feature_errors[row, top],
+            reason_values=features[row, top],
             columns=self.columns,
         )
 
