@@ -4,8 +4,9 @@ The maths is :func:`stream_app.features.store.apply_batch`, the same function
 :class:`~stream_app.features.store.InMemoryWindowStore` runs; this module only decides
 where the states live and when they are written:
 
-- one Redis hash per window, ``{v: version, s: state bytes}`` (the incremental module's
-  compact encoding), named ``<prefix>v1:cust:<customer_id>`` / ``<prefix>v1:term:<terminal_id>``
+- one Redis hash per window, ``{v: version, s: state}``, the state being the window
+  dataclass as msgpack (msgspec encodes it ~9x faster than the incremental module's own
+  byte layout), named ``<prefix>v1:cust:<customer_id>`` / ``<prefix>v1:term:<terminal_id>``
   (``fraudstream:<namespace>:``, ``v1`` = this key layout), with a TTL renewed on write;
 - windows are cached in the process with the version they were read at. A batch is
   computed on the cache (:meth:`RedisWindowStore.compute`; keys not cached yet are read
@@ -30,18 +31,12 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Generic, TypeVar
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from stream_app.features.incremental import (
-    CustomerWindow,
-    IncrementalFeatures,
-    TerminalWindow,
-    customer_from_bytes,
-    customer_to_bytes,
-    terminal_from_bytes,
-    terminal_to_bytes,
-)
+from stream_app.errors import InputDataError
+from stream_app.features.incremental import CustomerWindow, IncrementalFeatures, TerminalWindow
 from stream_app.features.spec import FeatureSet
 from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent, apply_batch
 from stream_app.sources.history import MICROS_PER_DAY
@@ -52,6 +47,10 @@ SECONDS_PER_DAY = 86_400
 DEFAULT_MAX_CACHED_WINDOWS = 2_000_000
 
 W = TypeVar("W", CustomerWindow, TerminalWindow)
+
+_ENCODER = msgspec.msgpack.Encoder()
+_CUSTOMER = msgspec.msgpack.Decoder(CustomerWindow)
+_TERMINAL = msgspec.msgpack.Decoder(TerminalWindow)
 
 
 @dataclass(slots=True)
@@ -217,8 +216,8 @@ class RedisWindowStore:
         on_time = [transactions[i] for i in applied.tolist()] if late.any() else transactions
         features = apply_batch(self._features, customer_windows, terminal_windows, on_time, labels)
         writes = [
-            *_changes(customers, self.customer_key, customer_to_bytes),
-            *_changes(terminals, self.terminal_key, terminal_to_bytes),
+            *_changes(customers, self.customer_key),
+            *_changes(terminals, self.terminal_key),
         ]
         return ComputedBatch(features, applied, late, transactions, labels, tuple(writes))
 
@@ -275,8 +274,8 @@ class RedisWindowStore:
         kept = [write for index, write in enumerate(writes) if index not in stale]
         return (
             *kept,
-            *_changes(customers, self.customer_key, customer_to_bytes),
-            *_changes(terminals, self.terminal_key, terminal_to_bytes),
+            *_changes(customers, self.customer_key),
+            *_changes(terminals, self.terminal_key),
         )
 
 
@@ -290,26 +289,34 @@ def _events(
 def _customer(version: Any, state: Any) -> _Cached[CustomerWindow]:
     if not state:
         empty = CustomerWindow()
-        return _Cached(empty, customer_to_bytes(empty), 0)
+        return _Cached(empty, _ENCODER.encode(empty), 0)
     raw = bytes(state)
-    return _Cached(customer_from_bytes(raw), raw, int(version))
+    return _Cached(_decode(_CUSTOMER, raw), raw, int(version))
 
 
 def _terminal(version: Any, state: Any) -> _Cached[TerminalWindow]:
     if not state:
         empty = TerminalWindow()
-        return _Cached(empty, terminal_to_bytes(empty), 0)
+        return _Cached(empty, _ENCODER.encode(empty), 0)
     raw = bytes(state)
-    return _Cached(terminal_from_bytes(raw), raw, int(version))
+    return _Cached(_decode(_TERMINAL, raw), raw, int(version))
 
 
-def _changes(
-    entries: dict[str, _Cached[W]], key: Callable[[str], str], encode: Callable[[W], bytes]
-) -> list[_Write]:
+def _decode(decoder: msgspec.msgpack.Decoder[W], raw: bytes) -> W:
+    try:
+        return decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InputDataError(
+            f"a window state in Redis cannot be read ({exc}); it was written by another "
+            f"layout than {KEY_LAYOUT}: delete the namespace's keys or use a new namespace"
+        ) from None
+
+
+def _changes(entries: dict[str, _Cached[W]], key: Callable[[str], str]) -> list[_Write]:
     """Writes for the entries whose window changed; each entry moves to its new version."""
     writes = []
     for entity_id, entry in entries.items():
-        after = encode(entry.window)
+        after = _ENCODER.encode(entry.window)
         if after != entry.state:
             writes.append(_Write(key(entity_id), entry.version, after))
             entry.state = after
