@@ -13,17 +13,18 @@ Rows equal :func:`stream_app.features.batch.compute_features` when transactions 
 in history order with every label whose ``label_time <= t`` applied before the transaction
 at ``t``.
 
-Re-delivery guarantee: a transaction id still held by its customer's or terminal's window
-(30 days for the default windows, resp. 37) is recognised by :meth:`seen`; callers do not
-apply it again, so state is unchanged, and :meth:`cached_row` returns its first row while
-it is among the customer's last K transactions. Re-applying a label leaves state unchanged.
+Re-delivery guarantee: a transaction whose id and event time are still held by its
+customer's or terminal's window (30 days for the default windows, resp. D + 30 days), or
+which is among the customer's last K, is not applied again (state unchanged), and
+:meth:`cached_row` returns its first row while it is among the customer's last K.
+Re-applying a label leaves state unchanged.
 """
 
 from __future__ import annotations
 
 import struct
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -105,14 +106,6 @@ class IncrementalFeatures:
         _record_label(customer, self._customer_horizon_us, *label)
         _record_label(terminal, self._terminal_horizon_us, *label)
 
-    def seen(self, customer: CustomerWindow, terminal: TerminalWindow, transaction_id: str) -> bool:
-        """Whether the windows already hold this transaction (a re-delivery)."""
-        return (
-            transaction_id in customer.recent_ids
-            or transaction_id in customer.transaction_ids
-            or transaction_id in terminal.transaction_ids
-        )
-
     def cached_row(self, customer: CustomerWindow, transaction_id: str) -> list[float] | None:
         """The row first returned for one of the customer's last K transactions, else None."""
         if transaction_id in customer.recent_ids:
@@ -126,20 +119,38 @@ class IncrementalFeatures:
         transaction_id: str,
         event_time_us: int,
         amount: float,
-    ) -> list[float]:
-        """Add a new transaction to both windows; its row in ``feature_set.columns`` order."""
+    ) -> list[float] | None:
+        """Add a transaction to both windows; its row in ``feature_set.columns`` order.
+
+        Returns None, changing nothing, when the windows already hold this transaction id
+        at this event time (a re-delivery).
+        """
         t = event_time_us
+        times = customer.times
+        terminal_times = terminal.times
+        first_tie = bisect_left(times, t)
+        here = bisect_right(times, t, first_tie)
+        terminal_first_tie = bisect_left(terminal_times, t)
+        terminal_here = bisect_right(terminal_times, t, terminal_first_tie)
+        if (
+            transaction_id in customer.recent_ids
+            or (first_tie < here and transaction_id in customer.transaction_ids[first_tie:here])
+            or (
+                terminal_first_tie < terminal_here
+                and transaction_id in terminal.transaction_ids[terminal_first_tie:terminal_here]
+            )
+        ):
+            return None
+        horizon = self._customer_horizon_us
+        here -= _prune(customer, t - horizon)
+        terminal_here -= _prune(terminal, t - self._terminal_horizon_us)
         days, within_day = divmod(t, MICROS_PER_DAY)
         row = [
             amount,
             1.0 if (days + EPOCH_WEEKDAY) % 7 >= SATURDAY else 0.0,
             1.0 if within_day // MICROS_PER_HOUR <= NIGHT_LAST_HOUR else 0.0,
         ]
-        times = customer.times
         amounts = customer.amounts
-        horizon = self._customer_horizon_us
-        _prune(customer, t - horizon)
-        here = bisect_right(times, t)
         means = []
         for window in self._customer_windows_us:
             start = bisect_right(times, t - window, 0, here)
@@ -149,13 +160,10 @@ class IncrementalFeatures:
             row.append(mean)
             means.append(mean)
 
-        terminal_times = terminal.times
-        _prune(terminal, t - self._terminal_horizon_us)
-        terminal_here = bisect_right(terminal_times, t)
         terminal_times.insert(terminal_here, t)
         terminal.transaction_ids.insert(terminal_here, transaction_id)
         delay = self._delay_us
-        delayed_end = bisect_right(terminal_times, t - delay)
+        delayed_end = bisect_right(terminal_times, t - delay, 0, terminal_here + 1)
         terminal_frauds = terminal.fraud_labels
         for window in self._terminal_windows_us:
             opens = t - delay - window
@@ -169,16 +177,17 @@ class IncrementalFeatures:
             row.append(float(count))
             row.append(risk)
 
-        gap = min(t - times[here - 1], horizon) if here else horizon
-        row.append(gap / MICROS_PER_SECOND)
+        row.append((min(t - times[here - 1], horizon) if here else horizon) / MICROS_PER_SECOND)
         for mean in means:
             row.append(amount / mean if mean > 0 else 1.0)
         longest_mean = means[-1]
         for mean in means[:-1]:
             row.append(mean / longest_mean if longest_mean > 0 else 1.0)
-        row.append(
-            float(sum(1 for _, e, lt in customer.fraud_labels if lt <= t and t - horizon < e <= t))
-        )
+        frauds = customer.fraud_labels
+        known_frauds = 0
+        if frauds:
+            known_frauds = sum(1 for _, e, lt in frauds if lt <= t and t - horizon < e <= t)
+        row.append(float(known_frauds))
         for window in self._terminal_windows_us:
             start = bisect_right(terminal_times, t - window, 0, terminal_here)
             row.append(float(terminal_here - start + 1))
@@ -187,10 +196,11 @@ class IncrementalFeatures:
         amounts.insert(here, amount)
         customer.transaction_ids.insert(here, transaction_id)
         selected = self._select(row)
-        customer.recent_ids.append(transaction_id)
+        recent_ids = customer.recent_ids
+        recent_ids.append(transaction_id)
         customer.recent_rows.append(selected)
-        if len(customer.recent_ids) > self.sequence_length:
-            del customer.recent_ids[0]
+        if len(recent_ids) > self.sequence_length:
+            del recent_ids[0]
             del customer.recent_rows[0]
         return selected
 
@@ -216,18 +226,23 @@ def _record_label(
         labels.append((transaction_id, event_time_us, label_time_us))
 
 
-def _prune(window: CustomerWindow | TerminalWindow, cutoff_us: int) -> None:
-    """Drop transactions and fraud labels at or before ``cutoff_us`` (outside every window)."""
-    times = window.times
-    if times and times[0] <= cutoff_us:
-        stale = bisect_right(times, cutoff_us)
-        del times[:stale]
-        del window.transaction_ids[:stale]
-        if isinstance(window, CustomerWindow):
-            del window.amounts[:stale]
+def _prune(window: CustomerWindow | TerminalWindow, cutoff_us: int) -> int:
+    """Drop transactions and fraud labels at or before ``cutoff_us`` (outside every window).
+
+    Returns how many transactions were dropped.
+    """
     labels = window.fraud_labels
     if labels and any(e <= cutoff_us for _, e, _ in labels):
         window.fraud_labels = [label for label in labels if label[1] > cutoff_us]
+    times = window.times
+    if not times or times[0] > cutoff_us:
+        return 0
+    stale = bisect_right(times, cutoff_us)
+    del times[:stale]
+    del window.transaction_ids[:stale]
+    if isinstance(window, CustomerWindow):
+        del window.amounts[:stale]
+    return stale
 
 
 def customer_to_bytes(window: CustomerWindow) -> bytes:

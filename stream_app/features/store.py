@@ -108,6 +108,8 @@ def apply_batch(
     recent: dict[str, list[int]] = {}
     index: list[int] = []
     duplicate = np.zeros(n, dtype=np.bool_)
+    padding = [-1] * k
+    apply = features.apply_transaction
     for i, (tx_id, customer_id, terminal_id, event_time_us, amount) in enumerate(transactions):
         customer = customers.get(customer_id)
         if customer is None:
@@ -116,28 +118,33 @@ def apply_batch(
         if terminal is None:
             terminal = terminals[terminal_id] = TerminalWindow()
         ring = recent.get(customer_id)
-        if ring is None:
+        if ring is None:  # the customer's rows from earlier batches its sequences still need
+            needed = customer.recent_rows[max(0, len(customer.recent_rows) - k + 1) :]
             first = n + len(earlier_rows)
-            ring = recent[customer_id] = list(range(first, first + len(customer.recent_rows)))
-            earlier_rows.extend(customer.recent_rows)
-        if features.seen(customer, terminal, tx_id):
-            duplicate[i] = True
-            cached = features.cached_row(customer, tx_id)
-            if cached is None:
-                rows.append([float("nan")] * width)
-                index.extend([-1] * k)
-                continue
-            rows.append(cached)
-            steps = ring[: customer.recent_ids.index(tx_id) + 1]
-        else:
-            rows.append(features.apply_transaction(
-                customer, terminal, tx_id, event_time_us, amount
-            ))
+            ring = recent[customer_id] = list(range(first, first + len(needed)))
+            earlier_rows.extend(needed)
+        row = apply(customer, terminal, tx_id, event_time_us, amount)
+        if row is not None:
+            rows.append(row)
             ring.append(i)
             if len(ring) > k:
                 del ring[0]
             steps = ring
-        index.extend([-1] * (k - len(steps)))
+        else:
+            duplicate[i] = True
+            cached = features.cached_row(customer, tx_id)
+            if cached is None:
+                rows.append([float("nan")] * width)
+                index.extend(padding)
+                continue
+            rows.append(cached)
+            at = customer.recent_ids.index(tx_id)
+            cached_steps = customer.recent_rows[max(0, at - k + 1) : at + 1]
+            first = n + len(earlier_rows)
+            steps = list(range(first, first + len(cached_steps)))
+            earlier_rows.extend(cached_steps)
+        if len(steps) < k:
+            index.extend(padding[: k - len(steps)])
         index.extend(steps)
     pool = np.array([*rows, *earlier_rows, [0.0] * width], dtype=np.float64).reshape(-1, width)
     steps_index = np.array(index, dtype=np.int64).reshape(n, k)
