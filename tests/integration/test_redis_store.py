@@ -1,0 +1,274 @@
+"""RedisWindowStore on a real redis-server: the window-store contract suite (run against
+the in-memory store too), idempotence down to the bytes, TTLs, restarts, two workers
+sharing terminals, late events, and the memory a customer costs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import numpy.testing as npt
+import pytest
+import redis
+import redis.asyncio as redis_asyncio
+
+from stream_app.features.batch import compute_features
+from stream_app.features.redis_store import RedisWindowStore
+from stream_app.features.spec import feature_set
+from stream_app.features.store import (
+    FeatureBatch,
+    InMemoryWindowStore,
+    LabelEvent,
+    TransactionEvent,
+    WindowStore,
+)
+from stream_app.sources.history import NO_LABEL_US, TransactionHistory
+from tests.unit.feature_histories import DAY, T0, random_history
+
+pytestmark = pytest.mark.integration
+
+FS = feature_set("default")
+PREFIX = "fraudstream:test:"
+TTL_DAYS = 45
+
+
+class BlockingRedisStore:
+    """The async RedisWindowStore behind the synchronous WindowStore protocol (own loop)."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.client = redis_asyncio.Redis.from_url(url)
+        self.store = RedisWindowStore(self.client, FS, key_prefix=PREFIX, ttl_days=TTL_DAYS)
+
+    @property
+    def feature_set(self) -> Any:
+        return self.store.feature_set
+
+    def process(
+        self, transactions: list[TransactionEvent], labels: list[LabelEvent]
+    ) -> FeatureBatch:
+        return self.loop.run_until_complete(self.store.process_async(transactions, labels))
+
+    def run(self, awaitable: Any) -> Any:
+        return self.loop.run_until_complete(awaitable)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
+
+
+@pytest.fixture
+def redis_store(redis_client: redis.Redis, redis_url: str) -> Iterator[BlockingRedisStore]:
+    store = BlockingRedisStore(redis_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture(params=["in-memory", "redis"])
+def any_store(request: pytest.FixtureRequest) -> WindowStore:
+    if request.param == "in-memory":
+        return InMemoryWindowStore(FS)
+    store: WindowStore = request.getfixturevalue("redis_store")
+    return store
+
+
+def _events(history: TransactionHistory, rows: range) -> list[TransactionEvent]:
+    return [
+        TransactionEvent(
+            str(history.transaction_id[i]), str(history.customer_id[i]),
+            str(history.terminal_id[i]), int(history.event_time_us[i]), float(history.amount[i]),
+        )
+        for i in rows
+    ]  # fmt: skip
+
+
+def _labels(history: TransactionHistory) -> list[LabelEvent]:
+    rows = np.flatnonzero(history.label_time_us != NO_LABEL_US)
+    rows = rows[np.argsort(history.label_time_us[rows], kind="stable")]
+    return [
+        LabelEvent(
+            str(history.transaction_id[i]), str(history.customer_id[i]),
+            str(history.terminal_id[i]), int(history.event_time_us[i]),
+            int(history.label_time_us[i]), bool(history.is_fraud[i]),
+        )
+        for i in rows
+    ]  # fmt: skip
+
+
+def _drive(
+    store: WindowStore, history: TransactionHistory, seed: int, start: int = 0, stop: int = -1
+) -> list[FeatureBatch]:
+    """Transactions ``start:stop`` in random batch sizes; each label (genuine ones too) in
+    the first batch starting at or after its label time, as the stream delivers them
+    (labels due before ``start`` are delivered again with the first batch)."""
+    stop = len(history) if stop < 0 else stop
+    rng = np.random.default_rng(seed)
+    labels = _labels(history)
+    label_times = np.array([label.label_time_us for label in labels], dtype=np.int64)
+    released = np.searchsorted(label_times, history.event_time_us, "right")
+    cuts = set((np.flatnonzero(np.diff(released)) + 1).tolist())
+    cuts |= set(np.cumsum(rng.integers(1, 60, len(history))).tolist())
+    bounds = sorted(c for c in cuts | {start, stop} if start <= c <= stop)
+    batches, sent = [], 0
+    for lo, hi in itertools.pairwise(bounds):
+        due = int(released[lo])
+        batches.append(store.process(_events(history, range(lo, hi)), labels[sent:due]))
+        sent = due
+    return batches
+
+
+def _redis_state(client: redis.Redis) -> dict[bytes, dict[bytes, bytes]]:
+    return {key: client.hgetall(key) for key in sorted(client.scan_iter(f"{PREFIX}*"))}
+
+
+# -- the contract suite: every WindowStore -------------------------------------------------
+
+
+def test_random_batches_give_the_batch_features_row_for_row(any_store: WindowStore) -> None:
+    history = random_history(21, n=900)
+    expected = compute_features(history, FS)
+    batches = _drive(any_store, history, seed=21)
+    npt.assert_allclose(
+        np.concatenate([b.values for b in batches]), expected.values, rtol=1e-9, atol=1e-9
+    )
+    index = expected.sequence_index
+    want = np.where((index >= 0)[..., None], expected.values[index], 0.0).astype(np.float32)
+    npt.assert_allclose(np.concatenate([b.sequences for b in batches]), want, rtol=1e-6)
+    npt.assert_array_equal(
+        np.concatenate([b.mask for b in batches]), (index >= 0).astype(np.float32)
+    )
+    assert not np.concatenate([b.duplicate for b in batches]).any()
+
+
+def test_redelivered_events_are_flagged_and_keep_their_first_rows(any_store: WindowStore) -> None:
+    events = [TransactionEvent(f"t{i}", "c", f"k{i % 2}", T0 + i * 3_600_000_000, 10.0 + i)
+              for i in range(7)]  # fmt: skip
+    label = LabelEvent("t1", "c", "k1", events[1].event_time_us, T0 + 5 * 3_600_000_000, True)
+    first = any_store.process(events[:5], [label])
+    rest = any_store.process(events[5:], [])
+    again = any_store.process(events[3:], [label])
+    assert again.duplicate.all()
+    npt.assert_array_equal(again.values[:2], first.values[3:5])
+    npt.assert_array_equal(again.values[2:], rest.values)
+    npt.assert_array_equal(again.sequences[-1], rest.sequences[-1])
+
+
+def test_a_genuine_label_withdraws_a_fraud_label(any_store: WindowStore) -> None:
+    fraud_column = FS.columns.index("customer_nb_fraud_known_30d")
+    any_store.process([TransactionEvent("a", "c", "k", T0, 5.0)], [])
+    any_store.process([], [LabelEvent("a", "c", "k", T0, T0 + DAY, True)])
+    counted = any_store.process([TransactionEvent("b", "c", "k", T0 + 2 * DAY, 5.0)], [])
+    any_store.process([], [LabelEvent("a", "c", "k", T0, T0 + 3 * DAY, False)])
+    withdrawn = any_store.process([TransactionEvent("d", "c", "k", T0 + 4 * DAY, 5.0)], [])
+    assert counted.values[0, fraud_column] == 1.0
+    assert withdrawn.values[0, fraud_column] == 0.0
+
+
+# -- Redis only ------------------------------------------------------------------------------
+
+
+def test_keys_are_namespaced_versioned_hashes_with_a_ttl(
+    redis_store: BlockingRedisStore, redis_client: redis.Redis
+) -> None:
+    redis_store.process([TransactionEvent("a", "c1", "k1", T0, 5.0)], [])
+    keys = sorted(redis_client.scan_iter("*"))
+    assert keys == [b"fraudstream:test:v1:cust:c1", b"fraudstream:test:v1:term:k1"]
+    for key in keys:
+        assert redis_client.hget(key, "v") == b"1"
+        assert 0 < redis_client.ttl(key) <= TTL_DAYS * 86_400
+
+
+def test_redelivery_leaves_redis_byte_identical(
+    redis_store: BlockingRedisStore, redis_client: redis.Redis
+) -> None:
+    history = random_history(22, n=600)
+    _drive(redis_store, history, seed=22)
+    before = _redis_state(redis_client)
+    tail = range(len(history) - 80, len(history))
+    delivered = [lab for lab in _labels(history) if lab.label_time_us <= history.event_time_us[-1]]
+    again = redis_store.process(_events(history, tail), delivered)
+    assert again.duplicate.all()
+    assert _redis_state(redis_client) == before
+
+
+def test_a_restarted_store_continues_exactly_where_redis_left_off(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    history = random_history(23, n=900)
+    expected = compute_features(history, FS)
+    first = BlockingRedisStore(redis_url)
+    try:
+        _drive(first, history, seed=1, stop=500)
+    finally:
+        first.close()
+    second = BlockingRedisStore(redis_url)  # nothing cached: reads what the first wrote
+    try:
+        batches = _drive(second, history, seed=2, start=500)
+    finally:
+        second.close()
+    npt.assert_allclose(
+        np.concatenate([b.values for b in batches]), expected.values[500:], rtol=1e-9, atol=1e-9
+    )
+
+
+def test_two_workers_sharing_terminals_lose_no_update(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    a, b = BlockingRedisStore(redis_url), BlockingRedisStore(redis_url)
+    try:
+        a.process([TransactionEvent("a1", "ca", "k", T0, 1.0)], [])
+        b.process([TransactionEvent("b1", "cb", "k", T0 + 1, 1.0)], [])  # reads k fresh
+        # a's cached k is now stale: its write must merge, not overwrite b1
+        a.process([TransactionEvent("a2", "ca", "k", T0 + 2, 1.0)], [])
+        b.process([TransactionEvent("b2", "cb", "k", T0 + 3, 1.0)], [])
+    finally:
+        a.close()
+        b.close()
+    check = BlockingRedisStore(redis_url)
+    try:
+        nb = FS.columns.index("terminal_nb_tx_1d_undelayed")
+        row = check.process([TransactionEvent("c1", "cc", "k", T0 + 4, 1.0)], [])
+        assert row.values[0, nb] == 5.0  # a1, b1, a2, b2 and c1 itself
+    finally:
+        check.close()
+    assert redis_client.hget(f"{PREFIX}v1:term:k", "v") == b"5"
+
+
+def test_late_transactions_are_flagged_and_not_applied(redis_store: BlockingRedisStore) -> None:
+    store = redis_store.store
+    redis_store.process([TransactionEvent("new", "c", "k", T0 + 40 * DAY, 5.0)], [])
+    computed = redis_store.run(
+        store.compute(
+            [
+                TransactionEvent("old", "c", "k2", T0 + 5 * DAY, 5.0),
+                TransactionEvent("ok", "c", "k2", T0 + 39 * DAY, 5.0),
+            ],
+            [],
+        )
+    )
+    assert computed.late.tolist() == [True, False]
+    assert computed.applied.tolist() == [1]
+    assert computed.features.transaction_id == ("ok",)
+
+
+def test_bytes_per_customer(redis_store: BlockingRedisStore, redis_client: redis.Redis) -> None:
+    """30 days of a busy customer (6 transactions a day): the window is bounded by the
+    horizon, so the key stops growing; prints MEMORY USAGE for the report."""
+    events = [
+        TransactionEvent(f"{1_000_000 + i}", "42", f"{i % 97}", T0 + i * 4 * 3_600_000_000, 57.16)
+        for i in range(6 * 60)
+    ]
+    sizes = []
+    for day in range(0, len(events), 6):
+        redis_store.process(events[day : day + 6], [])
+        sizes.append(redis_client.memory_usage(f"{PREFIX}v1:cust:42"))
+    print(
+        f"\nMEMORY USAGE of a customer key, 30 / 60 days at 6 tx/day: {sizes[29]} / {sizes[-1]} B"
+    )
+    assert sizes[-1] <= sizes[29] * 1.1
+    assert sizes[-1] < 8_000
