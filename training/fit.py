@@ -45,7 +45,9 @@ class TrainConfig:
     """Hyper-parameters of one training run (the defaults are the product's run)."""
 
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
+    """Intra-op threads: the models are small, and one thread per process avoids
+    oversubscription on a shared 2-core machine (benchmarks/bench_training.py)."""
     batch_size: int = 256
     rows_per_epoch: int = 200_000
     """Each epoch draws at most this many training rows (all rows when fewer)."""

@@ -10,6 +10,7 @@ extra (torch).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from stream_app.commands.train import add_history_arguments, parse_date, progress
@@ -38,6 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         "test window ends on the last day of the data)")
     parser.add_argument("--training", choices=("handbook", "all_history", "both"),
                         default="both", help="training variants to run (default both)")
+    parser.add_argument("--epochs", type=int, metavar="N",
+                        help="epochs of the autoencoder and the LSTM (default: the product's)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="directory for metrics.json, report.md and the plots")
 
@@ -60,7 +63,14 @@ def run(args: argparse.Namespace) -> int:
     progress(f"read {len(history)} transactions from {args.data}")
     dataset = build_dataset(history, args.feature_set)
     progress(f"features: {len(dataset)} rows x {len(dataset.columns)} ({args.feature_set})")
-    evaluation = evaluate(dataset, params, TrainConfig(seed=args.seed), trainings, progress)
+    config = TrainConfig(seed=args.seed)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ConfigError(f"--epochs {args.epochs}: use 1 or more")
+        config = dataclasses.replace(
+            config, autoencoder_epochs=args.epochs, sequence_epochs=args.epochs
+        )
+    evaluation = evaluate(dataset, params, config, trainings, progress)
     metrics_path, _ = write_metrics(evaluation, args.out)
     report_path = write_report(evaluation, args.out)
     print(table(evaluation))
