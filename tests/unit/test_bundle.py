@@ -41,6 +41,27 @@ def _rewrite(path: Path, document: dict[str, Any], *, resign: bool) -> None:
     (path / "manifest.json").write_text(json.dumps(document))
 
 
+def test_manifest_schema_is_valid_and_describes_every_field() -> None:
+    schema = load_schema("manifest.v1")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    undescribed: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if not isinstance(node, dict):
+            return
+        for name, child in node.get("properties", {}).items():
+            if "description" not in child:
+                undescribed.append(f"{where}.{name}")
+            walk(child, f"{where}.{name}")
+        for key in ("additionalProperties", "items"):
+            walk(node.get(key), f"{where}[{key}]")
+        for name, child in node.get("$defs", {}).items():
+            walk(child, f"$defs.{name}")
+
+    walk(schema, "$")
+    assert undescribed == []
+
+
 def test_written_manifest_validates_against_the_schema() -> None:
     document = _manifest(tiny_bundle().path)
     schema = load_schema("manifest.v1")
