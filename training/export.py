@@ -34,6 +34,16 @@ up to 1 (probabilities, scores), relative above (a large reconstruction error ca
 float32 rounding proportional to its size)."""
 
 _log = logging.getLogger(__name__)
+
+
+def _not_about_torchvision(record: logging.LogRecord) -> bool:
+    """Drop the exporter's notices that torchvision (which we never use) is absent."""
+    return "torchvision is not installed" not in record.getMessage()
+
+
+logging.getLogger("torch.onnx._internal.exporter._registration").addFilter(
+    _not_about_torchvision
+)
 FloatArray = npt.NDArray[np.float32]
 
 
