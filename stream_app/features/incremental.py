@@ -23,14 +23,12 @@ Re-applying a label leaves state unchanged.
 from __future__ import annotations
 
 import struct
-from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
 from math import fsum
 from operator import itemgetter
-from typing import Any
 
 from stream_app.errors import InputDataError
 from stream_app.features.spec import FeatureSet, supported_columns
@@ -246,130 +244,101 @@ def _prune(window: CustomerWindow | TerminalWindow, cutoff_us: int) -> int:
 
 
 def customer_to_bytes(window: CustomerWindow) -> bytes:
-    """Compact little-endian encoding of a customer window (see :func:`customer_from_bytes`)."""
+    """Compact little-endian encoding of a customer window (see :func:`customer_from_bytes`).
+
+    Layout: a header (format, counts, row width); one packed block of the times, amounts,
+    fraud label times, recent rows and the length of every id; then all ids as one UTF-8
+    string.
+    """
+    n, n_labels, n_recent = len(window.times), len(window.fraud_labels), len(window.recent_ids)
     width = len(window.recent_rows[0]) if window.recent_rows else 0
-    return b"".join(
-        (
-            _HEADER.pack(
-                STATE_FORMAT, len(window.times), len(window.fraud_labels),
-                len(window.recent_ids), width,
-            ),
-            array("q", window.times).tobytes(),
-            array("d", window.amounts).tobytes(),
-            _pack_ids(window.transaction_ids),
-            _pack_labels(window.fraud_labels),
-            _pack_ids(window.recent_ids),
-            array("d", [v for row in window.recent_rows for v in row]).tobytes(),
-        )
-    )
+    ids = [*window.transaction_ids, *(label[0] for label in window.fraud_labels),
+           *window.recent_ids]  # fmt: skip
+    block = struct.pack(
+        f"<{n}q{n}d{2 * n_labels}q{n_recent * width}d{len(ids)}H",
+        *window.times, *window.amounts,
+        *(v for _, e, lt in window.fraud_labels for v in (e, lt)),
+        *(v for row in window.recent_rows for v in row), *map(len, ids),
+    )  # fmt: skip
+    header = _HEADER.pack(STATE_FORMAT, n, n_labels, n_recent, width)
+    return header + block + "".join(ids).encode()
 
 
 def customer_from_bytes(data: bytes) -> CustomerWindow:
     """Decode :func:`customer_to_bytes` output."""
-    reader = _Reader(data, "customer")
-    n, n_labels, n_recent, width = reader.header()
-    times = reader.ints(n)
-    amounts = reader.floats(n)
-    ids = reader.ids(n)
-    labels = reader.labels(n_labels)
-    recent_ids = reader.ids(n_recent)
-    flat = reader.floats(n_recent * width)
-    reader.finish()
-    rows = [flat[i * width : (i + 1) * width] for i in range(n_recent)]
-    return CustomerWindow(times, ids, amounts, labels, recent_ids, rows)
+    n, n_labels, n_recent, width = _header(data, "customer")
+    n_ids = n + n_labels + n_recent
+    layout = f"<{n}q{n}d{2 * n_labels}q{n_recent * width}d{n_ids}H"
+    values, ids = _block(data, layout, n_ids, "customer")
+    at = 2 * n + 2 * n_labels
+    label_times: list[int] = list(values[2 * n : at])  # type: ignore[arg-type]
+    flat: list[float] = list(values[at : at + n_recent * width])
+    return CustomerWindow(
+        times=list(values[:n]),  # type: ignore[arg-type]
+        transaction_ids=ids[:n],
+        amounts=list(values[n : 2 * n]),
+        fraud_labels=_labels(ids[n : n + n_labels], label_times),
+        recent_ids=ids[n + n_labels :],
+        recent_rows=[flat[i * width : (i + 1) * width] for i in range(n_recent)],
+    )
 
 
 def terminal_to_bytes(window: TerminalWindow) -> bytes:
     """Compact little-endian encoding of a terminal window (see :func:`terminal_from_bytes`)."""
-    return b"".join(
-        (
-            _HEADER.pack(STATE_FORMAT, len(window.times), len(window.fraud_labels), 0, 0),
-            array("q", window.times).tobytes(),
-            _pack_ids(window.transaction_ids),
-            _pack_labels(window.fraud_labels),
-        )
-    )
+    n, n_labels = len(window.times), len(window.fraud_labels)
+    ids = [*window.transaction_ids, *(label[0] for label in window.fraud_labels)]
+    block = struct.pack(
+        f"<{n}q{2 * n_labels}q{len(ids)}H",
+        *window.times, *(v for _, e, lt in window.fraud_labels for v in (e, lt)),
+        *map(len, ids),
+    )  # fmt: skip
+    return _HEADER.pack(STATE_FORMAT, n, n_labels, 0, 0) + block + "".join(ids).encode()
 
 
 def terminal_from_bytes(data: bytes) -> TerminalWindow:
     """Decode :func:`terminal_to_bytes` output."""
-    reader = _Reader(data, "terminal")
-    n, n_labels, _, _ = reader.header()
-    times = reader.ints(n)
-    ids = reader.ids(n)
-    labels = reader.labels(n_labels)
-    reader.finish()
-    return TerminalWindow(times, ids, labels)
+    n, n_labels, _, _ = _header(data, "terminal")
+    values, ids = _block(data, f"<{n}q{2 * n_labels}q{n + n_labels}H", n + n_labels, "terminal")
+    return TerminalWindow(
+        times=list(values[:n]),  # type: ignore[arg-type]
+        transaction_ids=ids[:n],
+        fraud_labels=_labels(ids[n:], list(values[n : n + 2 * n_labels])),  # type: ignore[arg-type]
+    )
 
 
-def _pack_ids(ids: Sequence[str]) -> bytes:
-    encoded = [i.encode() for i in ids]
-    return array("H", [len(e) for e in encoded]).tobytes() + b"".join(encoded)
+def _labels(ids: list[str], times: list[int]) -> list[FraudLabel]:
+    return [(ids[i], times[2 * i], times[2 * i + 1]) for i in range(len(ids))]
 
 
-def _pack_labels(labels: Sequence[FraudLabel]) -> bytes:
-    times = array("q", [v for _, e, lt in labels for v in (e, lt)])
-    return times.tobytes() + _pack_ids([i for i, _, _ in labels])
+def _corrupt(kind: str, problem: str) -> InputDataError:
+    return InputDataError(
+        f"{kind} window state {problem}; drop the stored state so it is rebuilt from new events"
+    )
 
 
-class _Reader:
-    """Sequential decoder of the state encodings; malformed bytes raise InputDataError."""
+def _header(data: bytes, kind: str) -> tuple[int, int, int, int]:
+    if len(data) < _HEADER.size:
+        raise _corrupt(kind, f"of {len(data)} bytes is truncated")
+    version, n, n_labels, n_recent, width = _HEADER.unpack_from(data)
+    if version != STATE_FORMAT:
+        raise _corrupt(kind, f"has format {version}, this code reads {STATE_FORMAT}")
+    return n, n_labels, n_recent, width
 
-    def __init__(self, data: bytes, kind: str) -> None:
-        self._data = memoryview(data)
-        self._kind = kind
-        self._at = 0
 
-    def _take(self, size: int) -> memoryview:
-        if self._at + size > len(self._data):
-            raise InputDataError(
-                f"{self._kind} window state of {len(self._data)} bytes is truncated; "
-                "drop the stored state so it is rebuilt from new events"
-            )
-        chunk = self._data[self._at : self._at + size]
-        self._at += size
-        return chunk
-
-    def header(self) -> tuple[int, int, int, int]:
-        version, n, n_labels, n_recent, width = _HEADER.unpack(self._take(_HEADER.size))
-        if version != STATE_FORMAT:
-            raise InputDataError(
-                f"{self._kind} window state has format {version}, this code reads "
-                f"{STATE_FORMAT}; drop the stored state or use a matching fraudstream version"
-            )
-        return n, n_labels, n_recent, width
-
-    def _array(self, code: str, n: int) -> array[Any]:
-        values = array(code)
-        values.frombytes(self._take(values.itemsize * n))
-        return values
-
-    def ints(self, n: int) -> list[int]:
-        return self._array("q", n).tolist()
-
-    def floats(self, n: int) -> list[float]:
-        return self._array("d", n).tolist()
-
-    def ids(self, n: int) -> list[str]:
-        lengths = self._array("H", n).tolist()
-        blob = bytes(self._take(sum(lengths)))
-        ends = list(accumulate(lengths))
-        try:
-            return [blob[end - n : end].decode() for end, n in zip(ends, lengths, strict=True)]
-        except UnicodeDecodeError as exc:
-            raise InputDataError(
-                f"{self._kind} window state holds an id that is not UTF-8 ({exc}); "
-                "drop the stored state so it is rebuilt from new events"
-            ) from exc
-
-    def labels(self, n: int) -> list[FraudLabel]:
-        times = self.ints(2 * n)
-        ids = self.ids(n)
-        return [(ids[i], times[2 * i], times[2 * i + 1]) for i in range(n)]
-
-    def finish(self) -> None:
-        if self._at != len(self._data):
-            raise InputDataError(
-                f"{self._kind} window state has {len(self._data) - self._at} trailing bytes; "
-                "drop the stored state so it is rebuilt from new events"
-            )
+def _block(
+    data: bytes, layout: str, n_ids: int, kind: str
+) -> tuple[tuple[float, ...], list[str]]:
+    """The packed numbers after the header, and the ids (their lengths end the numbers)."""
+    size = struct.calcsize(layout)
+    if len(data) < _HEADER.size + size:
+        raise _corrupt(kind, f"of {len(data)} bytes is truncated")
+    values: tuple[float, ...] = struct.unpack_from(layout, data, _HEADER.size)
+    try:
+        text = data[_HEADER.size + size :].decode()
+    except UnicodeDecodeError as exc:
+        raise _corrupt(kind, f"holds ids that are not UTF-8 ({exc})") from exc
+    lengths: list[int] = list(values[len(values) - n_ids :]) if n_ids else []  # type: ignore[arg-type]
+    if sum(lengths) != len(text):
+        raise _corrupt(kind, f"has {len(text)} characters of ids where {sum(lengths)} belong")
+    ends = list(accumulate(lengths))
+    return values, [text[end - size : end] for end, size in zip(ends, lengths, strict=True)]

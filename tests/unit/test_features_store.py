@@ -195,9 +195,11 @@ def test_state_bytes_are_compact() -> None:
     ("data", "match"),
     [
         (b"", "truncated"),
-        (terminal_to_bytes(TerminalWindow([T0], ["42"])) + b"\x00", "trailing"),
+        (terminal_to_bytes(TerminalWindow([T0], ["42"])) + b"\x00", "3 characters of ids"),
         (b"\x09" + terminal_to_bytes(TerminalWindow())[1:], "format 9"),
-        (terminal_to_bytes(TerminalWindow([T0], ["42"]))[:-1], "truncated"),
+        (terminal_to_bytes(TerminalWindow([T0], ["42"]))[:-1], "1 characters of ids"),
+        (terminal_to_bytes(TerminalWindow([T0], ["42"]))[:12], "truncated"),
+        (terminal_to_bytes(TerminalWindow([T0], ["42"]))[:-2] + b"\xff", "not UTF-8"),
     ],
 )
 def test_malformed_state_bytes_are_refused(data: bytes, match: str) -> None:

@@ -1,0 +1,89 @@
+"""Throughput of the feature code on the handbook data (or its first --rows rows).
+
+Prints seconds and rows/s for reading the handbook Parquet file, for batch features
+(``handbook`` and ``default`` sets), events/s of the in-memory window store driven by
+``replay_history`` (and of ``process`` in batches of --batch without labels), the bytes of
+serialised window state per customer and per terminal at the end, and the peak RSS.
+
+    .venv/bin/python benchmarks/bench_features.py [--rows 300000] [--batch 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from pathlib import Path
+
+from stream_app.features.batch import compute_features
+from stream_app.features.incremental import customer_to_bytes, terminal_to_bytes
+from stream_app.features.spec import feature_set
+from stream_app.features.store import InMemoryWindowStore, TransactionEvent, replay_history
+from stream_app.sources.handbook import read_handbook
+
+HANDBOOK = Path(__file__).resolve().parent.parent.parent / "shared/data/handbook"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=HANDBOOK / "transactions.parquet")
+    parser.add_argument("--rows", type=int, default=0, help="first N rows only (0 = all)")
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    history = read_handbook(args.data)
+    seconds = time.perf_counter() - started
+    _line("read handbook parquet", len(history), seconds, "rows")
+    if args.rows:
+        history = history.slice(0, args.rows)
+    n = len(history)
+
+    for name in ("handbook", "default"):
+        started = time.perf_counter()
+        compute_features(history, feature_set(name))
+        _line(f"batch features {name}", n, time.perf_counter() - started, "rows")
+
+    fs = feature_set("default")
+    store = InMemoryWindowStore(fs)
+    started = time.perf_counter()
+    replay_history(history, fs, store)
+    _line("incremental replay default", n, time.perf_counter() - started, "events")
+
+    events = [
+        TransactionEvent(*fields)
+        for fields in zip(
+            history.transaction_id.tolist(), history.customer_id.tolist(),
+            history.terminal_id.tolist(), history.event_time_us.tolist(),
+            history.amount.tolist(), strict=True,
+        )
+    ]  # fmt: skip
+    batched = InMemoryWindowStore(fs)
+    started = time.perf_counter()
+    for start in range(0, n, args.batch):
+        batched.process(events[start : start + args.batch], [])
+    _line(f"store.process batches of {args.batch}", n, time.perf_counter() - started, "events")
+
+    customer_bytes = [len(customer_to_bytes(w)) for w in store.customers.values()]
+    terminal_bytes = [len(terminal_to_bytes(w)) for w in store.terminals.values()]
+    started = time.perf_counter()
+    for window in store.customers.values():
+        customer_to_bytes(window)
+    encode_us = (time.perf_counter() - started) / len(customer_bytes) * 1e6
+    print(f"state bytes per customer: mean {statistics.mean(customer_bytes):.0f}, "
+          f"max {max(customer_bytes)} ({len(customer_bytes)} customers, "
+          f"{encode_us:.1f} µs to encode one)")
+    print(f"state bytes per terminal: mean {statistics.mean(terminal_bytes):.0f}, "
+          f"max {max(terminal_bytes)} ({len(terminal_bytes)} terminals)")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak_mb:.0f} MB")
+
+
+def _line(what: str, n: int, seconds: float, unit: str) -> None:
+    print(f"{what:<34} {n:>9} {unit}  {seconds:7.2f} s  {n / seconds:>11,.0f} {unit}/s  "
+          f"({seconds / n * 1e6:.1f} µs each)")
+
+
+if __name__ == "__main__":
+    main()
