@@ -16,18 +16,20 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from stream_app.features.spec import FeatureSet
+from stream_app.features.spec import (
+    EPOCH_WEEKDAY,
+    MICROS_PER_HOUR,
+    MICROS_PER_SECOND,
+    NIGHT_LAST_HOUR,
+    SATURDAY,
+    FeatureSet,
+)
 from stream_app.sources.history import MICROS_PER_DAY, NO_LABEL_US, TransactionHistory
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 _N = TypeVar("_N", bound=np.generic)
 
-MICROS_PER_SECOND = 1_000_000
-MICROS_PER_HOUR = 3_600 * MICROS_PER_SECOND
-NIGHT_LAST_HOUR = 6
-EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
-SATURDAY = 5
 _CUMSUM_BLOCK_CELLS = 1 << 22
 
 

@@ -31,17 +31,20 @@ from math import fsum
 from operator import itemgetter
 
 from stream_app.errors import InputDataError
-from stream_app.features.spec import FeatureSet, supported_columns
+from stream_app.features.spec import (
+    EPOCH_WEEKDAY,
+    MICROS_PER_HOUR,
+    MICROS_PER_SECOND,
+    NIGHT_LAST_HOUR,
+    SATURDAY,
+    FeatureSet,
+    supported_columns,
+)
 from stream_app.sources.history import MICROS_PER_DAY
 
 FraudLabel = tuple[str, int, int]
 """``(transaction_id, event_time_us, label_time_us)`` of a transaction labelled fraud."""
 
-MICROS_PER_SECOND = 1_000_000
-MICROS_PER_HOUR = 3_600 * MICROS_PER_SECOND
-NIGHT_LAST_HOUR = 6
-EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
-SATURDAY = 5
 STATE_FORMAT = 1
 _HEADER = struct.Struct("<BHHHH")
 

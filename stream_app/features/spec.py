@@ -43,6 +43,11 @@ HANDBOOK = "handbook"
 DEFAULT = "default"
 FEATURE_SET_NAMES = (HANDBOOK, DEFAULT)
 IMPLEMENTATION_MODULES = ("spec.py", "batch.py", "incremental.py")
+MICROS_PER_SECOND = 1_000_000
+MICROS_PER_HOUR = 3_600 * MICROS_PER_SECOND
+NIGHT_LAST_HOUR = 6
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+SATURDAY = 5
 
 
 def handbook_columns(
