@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from stream_app.errors import ConfigError, InputDataError
+from stream_app.errors import BundleError, ConfigError, InputDataError
 from stream_app.scoring import ModelBundle, Scorer, load_bundle
+from stream_app.scoring.manifest import model_version
 from stream_app.settings import Settings
 from tests.unit.model_bundles import random_rows, tiny_bundle
 
@@ -139,3 +144,28 @@ def test_session_threading_comes_from_settings(bundle: ModelBundle) -> None:
 def test_zero_threads_is_refused(bundle: ModelBundle) -> None:
     with pytest.raises(ConfigError, match="threads = 0; set FRAUDSTREAM_ONNX_INTRA_OP_THREADS"):
         Scorer(bundle, intra_op_threads=0)
+
+
+def _bundle_with(tmp_path: Path, file: str, data: bytes) -> ModelBundle:
+    """A copy of the test bundle whose ``file`` holds ``data``, manifest re-signed."""
+    path = Path(shutil.copytree(tiny_bundle().path, tmp_path / "bundle"))
+    (path / file).write_bytes(data)
+    document = json.loads((path / "manifest.json").read_text())
+    document["files"][file] = hashlib.sha256(data).hexdigest()
+    document["model_version"] = model_version(document)
+    (path / "manifest.json").write_text(json.dumps(document))
+    return load_bundle(path)
+
+
+def test_a_graph_with_other_names_than_the_contract_is_refused(tmp_path: Path) -> None:
+    autoencoder = (tiny_bundle().path / "autoencoder.onnx").read_bytes()
+    bundle = _bundle_with(tmp_path, "combined.onnx", autoencoder)
+    with pytest.raises(BundleError, match=r"combined\.onnx .* takes \('features',\) and returns "
+                       r"\('reconstruction_error', 'feature_errors'\); the ONNX contract needs"):
+        Scorer(bundle)
+
+
+def test_a_graph_onnx_runtime_cannot_load_is_refused(tmp_path: Path) -> None:
+    bundle = _bundle_with(tmp_path, "sequence.onnx", b"not an onnx model")
+    with pytest.raises(BundleError, match=r"ONNX Runtime cannot load sequence\.onnx"):
+        Scorer(bundle)
