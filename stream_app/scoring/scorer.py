@@ -51,9 +51,11 @@ class ScoreBatch:
     @cached_property
     def reason_features(self) -> npt.NDArray[np.object_]:
         """Feature names of ``reason_columns`` [n, 3]."""
-        names = np.asarray(self.columns, dtype=object)
-        selected: npt.NDArray[np.object_] = names[self.reason_columns]
-        return selected
+        return self._names(self.reason_columns)
+
+    def _names(self, columns: npt.NDArray[np.intp]) -> npt.NDArray[np.object_]:
+        names: npt.NDArray[np.object_] = np.asarray(self.columns, dtype=object)[columns]
+        return names
 
     @cached_property
     def reasons(self) -> list[tuple[Reason, ...]]:
@@ -67,7 +69,7 @@ class ScoreBatch:
         a second groups each row's consecutive triples.
         """
         triples = list(zip(
-            self.reason_features[rows].reshape(-1).tolist(),
+            self._names(self.reason_columns[rows]).reshape(-1).tolist(),
             self.reason_contributions[rows].reshape(-1).tolist(),
             self.reason_values[rows].reshape(-1).tolist(),
             strict=True,
