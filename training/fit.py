@@ -13,6 +13,8 @@ training rows (in time), which the stacker itself does not train on.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +29,7 @@ from training.models import (
     Autoencoder,
     FeatureNormaliser,
     SequenceClassifier,
+    SequenceEnsemble,
     Stacker,
     log_columns,
 )
@@ -56,6 +59,8 @@ class TrainConfig:
     autoencoder_code: int = 8
     sequence_epochs: int = 8
     sequence_hidden: int = 32
+    sequence_members: int = 1
+    """Served sequence model: the mean logit of this many LSTMs (seeds seed, seed+1, ...)."""
     learning_rate: float = 1e-3
     cross_fit_folds: int = 2
     stacker_epochs: int = 20
@@ -68,6 +73,8 @@ class TrainConfig:
             raise InputDataError(
                 f"calibration_share={self.calibration_share} must be strictly between 0 and 1"
             )
+        if self.sequence_members < 1:
+            raise InputDataError(f"sequence_members={self.sequence_members} must be at least 1")
         if self.cross_fit_folds < 2:
             raise InputDataError(f"cross_fit_folds={self.cross_fit_folds} must be at least 2")
 
@@ -79,11 +86,13 @@ class FittedModels:
     columns: tuple[str, ...]
     normaliser: FeatureNormaliser
     autoencoder: Autoencoder
-    sequence: SequenceClassifier
+    sequence: SequenceClassifier | SequenceEnsemble
     stacker: Stacker
     threshold: float
     threshold_rule: str
     losses: dict[str, list[float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each training stage."""
 
 
 def configure_torch(config: TrainConfig) -> None:
@@ -199,7 +208,8 @@ def autoencoder_errors(
 
 @torch.no_grad()
 def sequence_probabilities(
-    model: SequenceClassifier, dataset: Dataset, rows: IntArray, config: TrainConfig
+    model: SequenceClassifier | SequenceEnsemble, dataset: Dataset, rows: IntArray,
+    config: TrainConfig,
 ) -> FloatArray:
     """Fraud probabilities of ``rows``."""
     view = TensorView(dataset)
@@ -218,6 +228,25 @@ def combined_scores(
     score = models.stacker(features, torch.from_numpy(error).float(),
                            torch.from_numpy(probability).float())
     return {"autoencoder": error, "lstm": probability, "combined": score.double().numpy()}
+
+
+def fit_sequence_members(
+    dataset: Dataset, rows: IntArray, normaliser: FeatureNormaliser, config: TrainConfig,
+    progress: Progress | None = None,
+) -> tuple[SequenceClassifier | SequenceEnsemble, list[float]]:
+    """The served sequence model: one LSTM, or an ensemble of ``sequence_members``."""
+    members, losses = [], []
+    for i in range(config.sequence_members):
+        member_config = dataclasses.replace(config, seed=config.seed + i)
+        label = "sequence" if config.sequence_members == 1 else (
+            f"sequence member {i + 1}/{config.sequence_members}")
+        model, member_losses = fit_sequence(dataset, rows, normaliser, member_config,
+                                            progress, label)
+        members.append(model)
+        losses.append(member_losses[-1])
+    if len(members) == 1:
+        return members[0], member_losses
+    return SequenceEnsemble(members), losses
 
 
 def cross_fitted_probabilities(
@@ -327,14 +356,27 @@ def fit_models(
 ) -> FittedModels:
     """Train the autoencoder, the sequence model and the stacker on ``rows`` (history order)."""
     configure_torch(config)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = now - clock
+        clock = now
+
     normaliser = fit_normaliser(dataset, rows)
     autoencoder, ae_losses = fit_autoencoder(dataset, rows, normaliser, config, progress)
     error = autoencoder_errors(autoencoder, dataset, rows, config)
+    lap("autoencoder")
     probability = cross_fitted_probabilities(dataset, rows, normaliser, config, progress)
-    sequence, seq_losses = fit_sequence(dataset, rows, normaliser, config, progress)
+    lap("cross_fit")
+    sequence, seq_losses = fit_sequence_members(dataset, rows, normaliser, config, progress)
+    lap("sequence")
     stacker, threshold, stack_losses = fit_stacker(
         dataset, rows, error, probability, normaliser, config, progress
     )
+    lap("stacker")
     return FittedModels(
         columns=dataset.columns,
         normaliser=normaliser,
@@ -344,4 +386,5 @@ def fit_models(
         threshold=threshold,
         threshold_rule=THRESHOLD_RULE.format(share=config.calibration_share),
         losses={"autoencoder": ae_losses, "sequence": seq_losses, "stacker": stack_losses},
+        seconds=seconds,
     )

@@ -7,6 +7,8 @@ weights into the ONNX graph. Scores: higher means more suspicious.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -118,6 +120,25 @@ class SequenceClassifier(nn.Module):
         states, _ = self.lstm(torch.cat([z, m], dim=-1))
         out: Tensor = self.head(torch.cat([states[:, -1], z[:, -1]], dim=-1))
         return out.squeeze(-1)
+
+    def forward(self, sequence: Tensor, mask: Tensor) -> Tensor:
+        return torch.sigmoid(self.logits(sequence, mask))
+
+
+class SequenceEnsemble(nn.Module):
+    """Several :class:`SequenceClassifier` (different seeds): the sigmoid of their mean logit.
+
+    Same inputs and output as one classifier, so it exports to the same ONNX contract.
+    """
+
+    def __init__(self, members: list[SequenceClassifier]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def logits(self, sequence: Tensor, mask: Tensor) -> Tensor:
+        """Mean of the members' logits [batch]."""
+        members = [cast(SequenceClassifier, m) for m in self.members]
+        return torch.stack([m.logits(sequence, mask) for m in members]).mean(dim=0)
 
     def forward(self, sequence: Tensor, mask: Tensor) -> Tensor:
         return torch.sigmoid(self.logits(sequence, mask))

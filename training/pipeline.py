@@ -94,9 +94,8 @@ def train_run(
         else (until - _EPOCH).days * MICROS_PER_DAY
     )
     rows = labelled_rows(dataset, until_us)
-    started = time.perf_counter()
     models = fit_models(dataset, rows, config, progress)
-    seconds["fit"] = time.perf_counter() - started
+    seconds.update(models.seconds)
     days = day_number(dataset.event_time_us[rows])
     training_range = (
         _EPOCH + dt.timedelta(days=int(days[0])), _EPOCH + dt.timedelta(days=int(days[-1]) + 1)

@@ -10,10 +10,9 @@ extra (torch).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
-from stream_app.commands.train import add_history_arguments, parse_date, progress
+from stream_app.commands.train import add_history_arguments, parse_date, progress, train_config
 from stream_app.errors import ConfigError
 from stream_app.settings import Settings
 from stream_app.sources.load import load_history
@@ -39,8 +38,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         "test window ends on the last day of the data)")
     parser.add_argument("--training", choices=("handbook", "all_history", "both"),
                         default="both", help="training variants to run (default both)")
-    parser.add_argument("--epochs", type=int, metavar="N",
-                        help="epochs of the autoencoder and the LSTM (default: the product's)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="directory for metrics.json, report.md and the plots")
 
@@ -49,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
     """Load, featurise, run every fold, write the outputs, print the table."""
     from training.datasets import build_dataset
     from training.evaluate import evaluate, write_metrics
-    from training.fit import TrainConfig
     from training.protocol import TRAININGS, PrequentialParams
     from training.report import table, write_report
 
@@ -63,14 +59,7 @@ def run(args: argparse.Namespace) -> int:
     progress(f"read {len(history)} transactions from {args.data}")
     dataset = build_dataset(history, args.feature_set)
     progress(f"features: {len(dataset)} rows x {len(dataset.columns)} ({args.feature_set})")
-    config = TrainConfig(seed=args.seed)
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise ConfigError(f"--epochs {args.epochs}: use 1 or more")
-        config = dataclasses.replace(
-            config, autoencoder_epochs=args.epochs, sequence_epochs=args.epochs
-        )
-    evaluation = evaluate(dataset, params, config, trainings, progress)
+    evaluation = evaluate(dataset, params, train_config(args), trainings, progress)
     metrics_path, _ = write_metrics(evaluation, args.out)
     report_path = write_report(evaluation, args.out)
     print(table(evaluation))

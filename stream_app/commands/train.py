@@ -8,15 +8,20 @@ whole history), with the product's default hyper-parameters, and writes the mode
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stream_app.errors import ConfigError
 from stream_app.features.spec import FEATURE_SET_NAMES
 from stream_app.settings import Settings
 from stream_app.sources.load import FORMATS, load_history
+
+if TYPE_CHECKING:
+    from training.fit import TrainConfig
 
 NAME = "train"
 
@@ -45,6 +50,21 @@ def add_history_arguments(parser: argparse.ArgumentParser, settings: Settings) -
         "FRAUDSTREAM_LABEL_DELAY_DAYS)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--epochs", type=int, metavar="N",
+                        help="epochs of the autoencoder and the LSTM (default: the product's)")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The product's training configuration with ``--seed`` and ``--epochs`` applied."""
+    from training.fit import TrainConfig
+
+    config = TrainConfig(seed=args.seed)
+    if args.epochs is None:
+        return config
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs}: use 1 or more")
+    return dataclasses.replace(config, autoencoder_epochs=args.epochs,
+                               sequence_epochs=args.epochs)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,7 +90,6 @@ _STARTED = time.perf_counter()
 
 def run(args: argparse.Namespace) -> int:
     """Load, train, write the bundle; print where it went."""
-    from training.fit import TrainConfig
     from training.pipeline import train_run, write_run
 
     if not args.out.parent.is_dir():
@@ -78,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
                           "create it first")
     history = load_history(args.data, args.format, args.label_delay_days)
     progress(f"read {len(history)} transactions from {args.data}")
-    trained = train_run(history, args.feature_set, args.until, TrainConfig(seed=args.seed),
-                        progress)
+    trained = train_run(history, args.feature_set, args.until, train_config(args), progress)
     path = write_run(trained, args.out, args.feature_set, args.label_delay_days)
     progress(f"bundle written ({trained.seconds['bundle']:.0f}s)")
     print(f"wrote model bundle to {path} (threshold {trained.models.threshold:.4f}, trained on "

@@ -1,0 +1,79 @@
+"""``fraudstream evaluate`` and ``fraudstream train`` end to end on a small simulated history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stream_app.cli import main
+
+pytestmark = pytest.mark.train
+
+MODELS = {"autoencoder", "lstm", "combined"}
+TRAININGS = {"handbook", "all_history"}
+METRICS = {"auc_roc", "average_precision", "card_precision_at_100"}
+
+
+@pytest.fixture(scope="module")
+def history_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("history") / "history.parquet"
+    assert main(["simulate", "--customers", "200", "--terminals", "400", "--days", "30",
+                 "--seed", "5", "--output", str(path)]) == 0
+    return path
+
+
+def test_evaluate_writes_metrics_report_and_plots(
+    history_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "evaluation"
+    code = main(["evaluate", "--data", str(history_file), "--protocol", "handbook",
+                 "--folds", "2", "--epochs", "1", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == MODELS
+    for model in MODELS:
+        assert set(metrics[model]) == TRAININGS
+        for training in TRAININGS:
+            assert set(metrics[model][training]) == METRICS
+            for entry in metrics[model][training].values():
+                assert set(entry) == {"mean", "std", "folds"} and len(entry["folds"]) == 2
+                assert 0.0 <= entry["mean"] <= 1.0
+    protocol = json.loads((out / "protocol.json").read_text())
+    assert [f["train"][0] for f in protocol["folds"]["all_history"]] == [
+        "2018-04-01", "2018-04-01"
+    ]
+    report = (out / "report.md").read_text()
+    assert "| XGBoost | 0.869 | 0.687 | 0.303 |" in report
+    assert "ours: Combined" in report
+    for name in ("precision_recall_handbook.png", "score_distribution_all_history.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG")
+    printed = capsys.readouterr().out
+    assert "combined" in printed and "all_history" in printed
+
+
+def test_evaluate_refuses_folds_that_do_not_fit(
+    history_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["evaluate", "--data", str(history_file), "--folds", "4", "--train-days", "14",
+                 "--out", str(tmp_path / "e")])
+    assert code == 2
+    assert "do not fit the data's days 2018-04-01..2018-04-30" in capsys.readouterr().err
+
+
+def test_train_writes_a_bundle(
+    history_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bundle"
+    code = main(["train", "--data", str(history_file), "--until", "2018-05-01",
+                 "--epochs", "1", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training_data"] == {"from": "2018-04-01", "to": "2018-04-24"}
+    assert 0.0 < manifest["threshold"] < 1.0
+    assert "maximum F1" in manifest["threshold_rule"]
+    assert {"autoencoder.onnx", "sequence.onnx", "combined.onnx"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert "wrote model bundle" in capsys.readouterr().out
