@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 from pathlib import Path
 from types import FrameType
@@ -28,6 +29,10 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; SIGTERM stops it like Ctrl-C (everything started is stopped)."""
     from stream_app.stream.demo import DemoPlan, run_demo
+
+    # A Ctrl-C reaches the broker (same process group) before the demo's own clients stop;
+    # their reconnect complaints would bury the output. Failures surface as exceptions.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
