@@ -1,9 +1,11 @@
 """Throughput of the feature code on the handbook data (or its first --rows rows).
 
-Prints seconds and rows/s for reading the handbook Parquet file, for batch features
+Prints wall seconds, CPU seconds of this process (the machine is shared: CPU time is the
+steadier figure) and rows/s for reading the handbook Parquet file, for batch features
 (``handbook`` and ``default`` sets), events/s of the in-memory window store driven by
 ``replay_history`` (and of ``process`` in batches of --batch without labels), the bytes of
-serialised window state per customer and per terminal at the end, and the peak RSS.
+serialised window state per customer and per terminal at the end, a pure-Python loop as a
+yardstick of how fast this machine runs Python right now, and the peak RSS.
 
     .venv/bin/python benchmarks/bench_features.py [--rows 300000] [--batch 1000]
 """
@@ -32,24 +34,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     args = parser.parse_args()
 
-    started = time.perf_counter()
+    clock = _Clock()
     history = read_handbook(args.data)
-    seconds = time.perf_counter() - started
-    _line("read handbook parquet", len(history), seconds, "rows")
+    clock.line("read handbook parquet", len(history), "rows")
     if args.rows:
         history = history.slice(0, args.rows)
     n = len(history)
 
     for name in ("handbook", "default"):
-        started = time.perf_counter()
+        clock.restart()
         compute_features(history, feature_set(name))
-        _line(f"batch features {name}", n, time.perf_counter() - started, "rows")
+        clock.line(f"batch features {name}", n, "rows")
 
     fs = feature_set("default")
     store = InMemoryWindowStore(fs)
-    started = time.perf_counter()
+    clock.restart()
     replay_history(history, fs, store)
-    _line("incremental replay default", n, time.perf_counter() - started, "events")
+    clock.line("incremental replay default", n, "events")
 
     events = [
         TransactionEvent(*fields)
@@ -60,10 +61,10 @@ def main() -> None:
         )
     ]  # fmt: skip
     batched = InMemoryWindowStore(fs)
-    started = time.perf_counter()
+    clock.restart()
     for start in range(0, n, args.batch):
         batched.process(events[start : start + args.batch], [])
-    _line(f"store.process batches of {args.batch}", n, time.perf_counter() - started, "events")
+    clock.line(f"store.process batches of {args.batch}", n, "events")
 
     customer_bytes = [len(customer_to_bytes(w)) for w in store.customers.values()]
     terminal_bytes = [len(terminal_to_bytes(w)) for w in store.terminals.values()]
@@ -76,13 +77,28 @@ def main() -> None:
           f"{encode_us:.1f} µs to encode one)")
     print(f"state bytes per terminal: mean {statistics.mean(terminal_bytes):.0f}, "
           f"max {max(terminal_bytes)} ({len(terminal_bytes)} terminals)")
+    clock.restart()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    clock.line("calibration: python loop adds", 10_000_000, "adds")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak_mb:.0f} MB")
 
 
-def _line(what: str, n: int, seconds: float, unit: str) -> None:
-    print(f"{what:<34} {n:>9} {unit}  {seconds:7.2f} s  {n / seconds:>11,.0f} {unit}/s  "
-          f"({seconds / n * 1e6:.1f} µs each)")
+class _Clock:
+    """Wall and process CPU time since the last restart."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def line(self, what: str, n: int, unit: str) -> None:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        print(f"{what:<34} {n:>9} {unit}  wall {wall:7.2f} s  cpu {cpu:7.2f} s  "
+              f"{n / cpu:>11,.0f} {unit}/cpu-s  ({cpu / n * 1e6:.1f} µs cpu each)")
 
 
 if __name__ == "__main__":
