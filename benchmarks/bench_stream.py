@@ -261,7 +261,7 @@ def main() -> None:
     speedup = watch.events_per_s / naive_watch.events_per_s if naive_watch.events_per_s else 0.0
     print()
     print(f"{'pipeline':<34}{'events/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
-    print(f"{'batched worker (getmany, 1 Lua)':<34}{watch.events_per_s:>12,.0f}"
+    print(f"{'batched worker (micro-batches)':<34}{watch.events_per_s:>12,.0f}"
           f"{p50:>10.1f}{p99:>10.1f}")
     print(f"{'naive per-event pipeline':<34}{naive_watch.events_per_s:>12,.0f}"
           f"{'-':>10}{'-':>10}")

@@ -56,7 +56,6 @@ async def run_naive(
         feature_set(bundle.manifest.feature_set, bundle.manifest.label_delay_days),
         key_prefix=topics.redis_key_prefix,
         ttl_days=settings.redis_key_ttl_days,
-        metrics=metrics,
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(
