@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from stream_app.errors import InputDataError
 from stream_app.sources.history import MICROS_PER_DAY, TransactionHistory
@@ -67,8 +68,6 @@ def labelled_rows(dataset: Dataset, until_us: int) -> npt.NDArray[np.int64]:
 def sample_rows(dataset: Dataset, rows: npt.NDArray[np.int64]) -> SampleRows:
     """``SAMPLE_ROWS`` evenly spread rows as export check inputs."""
     picked = rows[np.linspace(0, len(rows) - 1, min(SAMPLE_ROWS, len(rows))).astype(np.int64)]
-    import torch
-
     view = TensorView(dataset)
     index = torch.from_numpy(picked)
     sequences, mask = view.sequences(index)
