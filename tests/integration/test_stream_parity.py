@@ -49,11 +49,11 @@ def _history() -> TransactionHistory:
 
 
 async def _stream_scores(
-    history: TransactionHistory, bootstrap: str, redis_url: str, bundle: Path
+    history: TransactionHistory, bootstrap: str, redis_url: str, bundle: Path, partitions: int
 ) -> tuple[dict[str, TransactionScore], set[str]]:
     """Replay ``history`` through a worker; its score records and alerted transaction ids."""
-    settings = worker_settings(bootstrap, redis_url, publish_scores=True,
-                               model_dir=str(bundle), batch_max_events=128)
+    settings = worker_settings(bootstrap, redis_url, publish_scores=True, model_dir=str(bundle),
+                               batch_max_events=128, topic_partitions=partitions)
     topics: StreamTopics = await create_topics(settings)
     scores: dict[str, TransactionScore] = {}
     alerts: set[str] = set()
@@ -86,12 +86,16 @@ async def _stream_scores(
     return scores, alerts
 
 
+@pytest.mark.parametrize("partitions", [1, 2])
 def test_stream_scores_and_alerts_equal_the_backtest(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, partitions: int
 ) -> None:
+    # With 2 partitions the worker must still apply transactions in event-time order
+    # across them: terminal windows are shared by customers of every partition.
     history = _history()
     bundle = tiny_bundle().path
-    scores, alerts = asyncio.run(_stream_scores(history, kafka_bootstrap, redis_url, bundle))
+    scores, alerts = asyncio.run(
+        _stream_scores(history, kafka_bootstrap, redis_url, bundle, partitions))
 
     path = tmp_path / "history.jsonl"
     write_jsonl(history, path)
