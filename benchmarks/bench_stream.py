@@ -31,6 +31,8 @@ import math
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ from typing import Any
 import msgspec
 import numpy as np
 from aiokafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.local_services import free_port, start_redis, start_tansu
 from stream_app.settings import Settings
@@ -173,6 +176,29 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def worker_profile(settings: Settings) -> str:
+    """Seconds the worker spent per stage and its mean batch sizes, from its /metrics."""
+    url = f"http://{settings.web_host}:{settings.web_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError) as exc:
+        return f"worker profile unavailable: {url} answered {exc}"
+    sums: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("fraudstream_stage_seconds_sum", "fraudstream_batch_size_sum",
+                               "fraudstream_batch_size_count"):
+                key = sample.labels.get("stage") or sample.labels.get("kind", "")
+                sums[(sample.name, key)] = sample.value
+    stages = ", ".join(f"{key} {value:.1f}" for (name, key), value in sorted(sums.items())
+                       if name == "fraudstream_stage_seconds_sum")
+    batches = ", ".join(
+        f"{key} {value / max(sums.get(('fraudstream_batch_size_count', key), 1), 1):.0f}"
+        for (name, key), value in sorted(sums.items()) if name == "fraudstream_batch_size_sum")
+    return f"worker seconds by stage: {stages}; mean records per fetch: {batches}"
+
+
 def main() -> None:
     """Run the three measurements and print the table and the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -210,6 +236,7 @@ def main() -> None:
         def batched(stack: contextlib.ExitStack[Any]) -> Callable[[], None]:
             worker = stack.enter_context(worker_process(settings, log_dir / "worker.log"))
             stack.callback(lambda: rss.append(rss_mb(worker.process.pid)))
+            stack.callback(lambda: print(worker_profile(settings)))
             return worker.check_alive
 
         asyncio.run(run_and_watch(kafka.address, topics.scores, watch, batched))
