@@ -56,6 +56,11 @@ class WorkerApp(faust.App):
     BootStrategy = _BatchRuntimeBoot
     runtime: StreamRuntime
 
+    async def on_start(self) -> None:
+        """Faust's start without touching ``self.consumer``: that would build Faust's
+        Kafka consumer (and its thread's event loop) although it never runs here."""
+        self.finalize()
+
 
 class StreamRuntime(Service):
     """Topics, bundle, Redis store, producer and batch worker, started and stopped together."""

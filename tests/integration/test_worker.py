@@ -1,0 +1,216 @@
+"""The worker on the real tansu broker and redis-server, run in-process.
+
+Transactions in -> alerts (and scores) out; invalid records -> DLQ with reason and source
+offsets while the worker goes on; labels -> terminal risk of later transactions;
+re-delivered events -> nothing changes in Redis and no new alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import msgspec
+import pytest
+import redis
+from aiokafka import AIOKafkaProducer
+
+from stream_app.contracts import (
+    Label,
+    Transaction,
+    alert_id,
+    decode_alert,
+    encode_label,
+    encode_transaction,
+)
+from stream_app.scoring.bundle import ModelBundle, load_bundle
+from stream_app.settings import Settings
+from stream_app.stream import dlq
+from stream_app.stream.pipeline import TransactionScore
+from stream_app.stream.topics import StreamTopics
+from tests.integration.worker_support import (
+    bundle_with_threshold,
+    counter_value,
+    create_topics,
+    read_all,
+    replay_history,
+    running_worker,
+    small_history,
+    wait_for,
+    worker_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = dt.datetime(2018, 4, 2, 10, 0, tzinfo=dt.UTC)
+TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def alert_everything() -> ModelBundle:
+    """A bundle whose threshold is 0: every scored transaction is an alert."""
+    return load_bundle(bundle_with_threshold(0.0))
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis) -> Settings:
+    return worker_settings(kafka_bootstrap, redis_url)
+
+
+def _tx(tx_id: str, customer: str, terminal: str, at: dt.datetime, amount: str = "12.50") -> bytes:
+    return encode_transaction(Transaction(tx_id, customer, terminal, amount, "EUR", at))
+
+
+async def _produce(settings: Settings, topic: str, records: list[tuple[str, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+def _namespace_state(client: redis.Redis, settings: Settings) -> dict[bytes, dict[bytes, bytes]]:
+    pattern = f"fraudstream:{settings.namespace}:*"
+    return {key: client.hgetall(key) for key in sorted(client.scan_iter(pattern))}
+
+
+def test_transactions_in_alerts_and_scores_out(
+    settings: Settings, alert_everything: ModelBundle
+) -> None:
+    settings = settings.replace(publish_scores=True)
+    history = small_history()
+    n = len(history)
+
+    async def scenario() -> tuple[list[bytes], list[bytes], list[bytes]]:
+        topics = await create_topics(settings)
+        async with running_worker(settings, alert_everything) as app:
+            await replay_history(history, settings)
+            await wait_for(
+                lambda: counter_value(app, "fraudstream_alerts_out_total") >= n, TIMEOUT_S, "alerts"
+            )
+        alerts = await read_all(settings.kafka_bootstrap, topics.alerts)
+        scores = await read_all(settings.kafka_bootstrap, topics.scores)
+        return [r.value for r in alerts], [r.key for r in alerts], [r.value for r in scores]
+
+    alert_values, alert_keys, score_values = asyncio.run(scenario())
+    version = alert_everything.model_version
+    alerts = [decode_alert(value) for value in alert_values]
+    by_tx = {a.transaction_id: a for a in alerts}
+    assert len(alerts) == len(by_tx) == n  # exactly once on a clean run
+    customers = dict(
+        zip(history.transaction_id.tolist(), history.customer_id.tolist(), strict=True)
+    )
+    for alert, key in zip(alerts, alert_keys, strict=True):
+        assert alert.alert_id == alert_id(alert.transaction_id, version)
+        assert key == alert.customer_id.encode() == customers[alert.transaction_id].encode()
+        assert alert.model_version == version and alert.threshold == 0.0
+        assert len(alert.reasons) == 3 and set(alert.features) == set(
+            alert_everything.feature_columns
+        )
+    scores = [msgspec.json.decode(v, type=TransactionScore) for v in score_values]
+    assert sorted(s.transaction_id for s in scores) == sorted(by_tx)
+    assert all(s.is_alert and 0.0 <= s.score <= 1.0 for s in scores)
+
+
+def test_invalid_records_go_to_the_dlq_with_reason_and_offsets(
+    settings: Settings, alert_everything: ModelBundle
+) -> None:
+    good = [_tx("g1", "c1", "k1", T0), _tx("g2", "c1", "k1", T0 + dt.timedelta(hours=1))]
+    bad_amount = good[0].replace(b'"12.50"', b'"-3"').replace(b'"g1"', b'"b1"')
+    records: list[tuple[str, bytes | None]] = [
+        ("c1", good[0]),
+        ("c1", b"not json at all"),
+        ("c1", bad_amount),
+        ("c1", None),
+        ("c1", good[1]),
+    ]
+
+    async def scenario(topics_out: list[StreamTopics]) -> list[object]:
+        topics = await create_topics(settings)
+        topics_out.append(topics)
+        async with running_worker(settings, alert_everything) as app:
+            await _produce(settings, topics.transactions, records)
+            await wait_for(
+                lambda: counter_value(app, "fraudstream_alerts_out_total") >= 2, TIMEOUT_S, "alerts"
+            )
+            assert counter_value(app, "fraudstream_dlq_total", kind="transaction") == 3
+        return [*await read_all(settings.kafka_bootstrap, topics.dlq)]
+
+    topics_seen: list[StreamTopics] = []
+    dead = asyncio.run(scenario(topics_seen))
+    topics = topics_seen[0]
+    assert len(dead) == 3
+    by_offset = {}
+    for record in dead:
+        headers = dict(record.headers)  # type: ignore[attr-defined]
+        assert headers[dlq.SOURCE_TOPIC] == topics.transactions.encode()
+        by_offset[int(headers[dlq.SOURCE_OFFSET])] = (record, headers)
+    assert sorted(by_offset) == [1, 2, 3]
+    garbage, headers = by_offset[1]
+    assert garbage.value == b"not json at all"  # type: ignore[attr-defined]
+    assert headers[dlq.FIELD] == b"$" and b"not JSON" in headers[dlq.REASON]
+    amount, headers = by_offset[2]
+    assert amount.value == bad_amount  # type: ignore[attr-defined]
+    assert headers[dlq.FIELD] == b"$.amount" and b'"-3"' in headers[dlq.REASON]
+    _, headers = by_offset[3]
+    assert b"tombstone" in headers[dlq.REASON]
+    partitions = {int(h[dlq.SOURCE_PARTITION]) for _, h in by_offset.values()}
+    assert len(partitions) == 1
+
+
+def test_fraud_labels_raise_the_terminal_risk_of_later_transactions(
+    settings: Settings, alert_everything: ModelBundle, redis_client: redis.Redis
+) -> None:
+    labelled_at = T0 + dt.timedelta(days=1)
+    later = T0 + dt.timedelta(days=7, hours=12)  # delayed windows reach back to T0 - 12 h
+    label = encode_label(Label("f1", "c1", "k9", T0, labelled_at, True))
+
+    async def scenario() -> list[bytes]:
+        topics = await create_topics(settings)
+        async with running_worker(settings, alert_everything) as app:
+            await _produce(settings, topics.transactions, [("c1", _tx("f1", "c1", "k9", T0))])
+            await _produce(settings, topics.labels, [("c1", label)])
+            await _produce(settings, topics.transactions, [("c2", _tx("n1", "c2", "k9", later))])
+            await wait_for(
+                lambda: counter_value(app, "fraudstream_alerts_out_total") >= 2, TIMEOUT_S, "alerts"
+            )
+        return [r.value for r in await read_all(settings.kafka_bootstrap, topics.alerts)]
+
+    alerts = {a.transaction_id: a for a in map(decode_alert, asyncio.run(scenario()))}
+    assert alerts["f1"].features["TERMINAL_ID_RISK_1DAY_WINDOW"] == 0.0
+    assert alerts["n1"].features["TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1.0
+    assert alerts["n1"].features["TERMINAL_ID_RISK_1DAY_WINDOW"] == 1.0
+    terminal = redis_client.hget(f"fraudstream:{settings.namespace}:v1:term:k9", "s")
+    assert terminal is not None and b"f1" in terminal
+
+
+def test_redelivered_events_change_no_state_and_raise_no_new_alert(
+    settings: Settings, alert_everything: ModelBundle, redis_client: redis.Redis
+) -> None:
+    history = small_history(seed=5, n_days=10)
+    n = len(history)
+
+    async def scenario() -> tuple[int, int]:
+        topics = await create_topics(settings)
+        async with running_worker(settings, alert_everything) as app:
+            await replay_history(history, settings)
+            await wait_for(
+                lambda: counter_value(app, "fraudstream_alerts_out_total") >= n, TIMEOUT_S, "alerts"
+            )
+        before = _namespace_state(redis_client, settings)
+        alerts_before = len(await read_all(settings.kafka_bootstrap, topics.alerts))
+        await replay_history(history, settings)  # the whole history again: all duplicates
+        async with running_worker(settings, alert_everything) as app:
+            await wait_for(
+                lambda: counter_value(app, "fraudstream_duplicates_total") >= n,
+                TIMEOUT_S,
+                "the duplicates",
+            )
+            assert counter_value(app, "fraudstream_alerts_out_total") == 0
+        assert _namespace_state(redis_client, settings) == before
+        return alerts_before, len(await read_all(settings.kafka_bootstrap, topics.alerts))
+
+    alerts_before, alerts_after = asyncio.run(scenario())
+    assert alerts_before == alerts_after == n
