@@ -197,8 +197,7 @@ async def replay(
     try:
         await producer.start()
         partitions = {
-            await publisher.partition_count(topic)
-            for topic in (topics.transactions, topics.labels)
+            await publisher.partition_count(topic) for topic in (topics.transactions, topics.labels)
         }
         if len(partitions) != 1:
             raise InputDataError(
@@ -214,7 +213,7 @@ async def replay(
     except KafkaError as exc:
         raise DependencyUnavailable(
             f"cannot publish to the Kafka broker at {bootstrap}: {exc!r}; check that it runs "
-            "and that FRAUDSTREAM_KAFKA_BOOTSTRAP (or --bootstrap) is right"
+            "and that FRAUDSTREAM_KAFKA_BOOTSTRAP is right"
         ) from exc
     finally:
         await producer.stop()

@@ -119,7 +119,7 @@ async def ensure_topics(
     except KafkaError as exc:
         raise DependencyUnavailable(
             f"cannot create topics on the Kafka broker at {bootstrap}: {exc!r}; check that it "
-            "runs and that FRAUDSTREAM_KAFKA_BOOTSTRAP (or --bootstrap) is right"
+            "runs and that FRAUDSTREAM_KAFKA_BOOTSTRAP is right"
         ) from exc
     finally:
         await admin.close()
