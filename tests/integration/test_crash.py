@@ -1,0 +1,151 @@
+"""Crash test: the worker as a subprocess, ``kill -9`` at random points, restarted.
+
+A simulated history is replayed at a limited rate while the worker is killed three times
+(SIGKILL to its process group, random moments, so batches die between fetch, publish,
+Redis write and commit). A last worker finishes the stream. Then every transaction is in
+its customer's and terminal's window exactly once, every fraud label is recorded once,
+and every expected alert id is on the alerts topic (a repeated alert has the same id).
+The bundle's threshold is 0, so every transaction is expected to alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+
+from stream_app.contracts import alert_id, decode_alert
+from stream_app.features.incremental import CustomerWindow, TerminalWindow
+from stream_app.scoring.bundle import load_bundle
+from stream_app.sources.history import TransactionHistory
+from stream_app.stream.replay import replay, replay_order
+from stream_app.stream.topics import stream_topics
+from stream_app.stream.worker_process import worker_process
+from tests.integration.worker_support import (
+    bundle_with_threshold,
+    create_topics,
+    read_all,
+    small_history,
+    worker_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+KILLS = 3
+TRANSACTIONS_PER_S = 150.0
+FINISH_TIMEOUT_S = 120.0
+
+
+def _replay_in_background(history: TransactionHistory, bootstrap: str, namespace: str) -> None:
+    asyncio.run(
+        replay(
+            history,
+            replay_order(history, None, None),
+            bootstrap,
+            stream_topics(namespace),
+            None,
+            events_per_s=TRANSACTIONS_PER_S,
+            progress=False,
+        )
+    )
+
+
+def _expected_windows(
+    history: TransactionHistory,
+) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, set[str]], dict[str, set[str]]]:
+    customers: dict[str, list[str]] = defaultdict(list)
+    terminals: dict[str, list[str]] = defaultdict(list)
+    customer_frauds: dict[str, set[str]] = defaultdict(set)
+    terminal_frauds: dict[str, set[str]] = defaultdict(set)
+    rows = zip(
+        history.transaction_id.tolist(), history.customer_id.tolist(),
+        history.terminal_id.tolist(), history.is_fraud.tolist(), strict=True,
+    )  # fmt: skip
+    for tx, customer, terminal, fraud in rows:
+        customers[customer].append(tx)
+        terminals[terminal].append(tx)
+        if fraud:
+            customer_frauds[customer].add(tx)
+            terminal_frauds[terminal].add(tx)
+    return customers, terminals, customer_frauds, terminal_frauds
+
+
+def _windows_match(client: redis.Redis, namespace: str, history: TransactionHistory) -> str:
+    """'' when Redis holds exactly the history's windows, else what differs first."""
+    customers, terminals, customer_frauds, terminal_frauds = _expected_windows(history)
+    prefix = f"fraudstream:{namespace}:v1:"
+    for kind, expected, frauds, cls in (
+        ("cust", customers, customer_frauds, CustomerWindow),
+        ("term", terminals, terminal_frauds, TerminalWindow),
+    ):
+        for key, ids in expected.items():
+            state = client.hget(f"{prefix}{kind}:{key}", "s")
+            if state is None:
+                return f"{kind}:{key} missing"
+            window = msgspec.msgpack.decode(state, type=cls)
+            if sorted(window.transaction_ids) != sorted(ids):
+                return f"{kind}:{key} holds {sorted(window.transaction_ids)}, not {sorted(ids)}"
+            labelled = [label[0] for label in window.fraud_labels]
+            if sorted(labelled) != sorted(frauds.get(key, set())):
+                return f"{kind}:{key} fraud labels {labelled}, not {sorted(frauds.get(key, []))}"
+    return ""
+
+
+def test_kill_9_at_random_points_loses_and_doubles_nothing(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    bundle_path = bundle_with_threshold(0.0)
+    version = load_bundle(bundle_path).model_version
+    settings = worker_settings(
+        kafka_bootstrap, redis_url, model_dir=str(bundle_path), batch_max_events=40
+    )
+    history = small_history(seed=9, n_days=14)
+    topics = asyncio.run(create_topics(settings))
+    producer = threading.Thread(
+        target=_replay_in_background, args=(history, kafka_bootstrap, settings.namespace)
+    )
+    producer.start()
+    rng = random.Random(20261123)
+    log = tmp_path / "worker.log"
+    try:
+        for _ in range(KILLS):
+            with worker_process(settings, log) as worker:
+                time.sleep(rng.uniform(0.3, 2.5))
+                os.killpg(worker.process.pid, signal.SIGKILL)
+                worker.process.wait()
+        producer.join()
+        applied_before_last_start = len(
+            list(redis_client.scan_iter(f"fraudstream:{settings.namespace}:*"))
+        )
+        with worker_process(settings, log) as worker:
+            deadline = time.monotonic() + FINISH_TIMEOUT_S
+            while (problem := _windows_match(redis_client, settings.namespace, history)) and (
+                time.monotonic() < deadline
+            ):
+                worker.check_alive()
+                time.sleep(0.5)
+            assert problem == ""
+            expected = {alert_id(tx, version) for tx in history.transaction_id.tolist()}
+            while time.monotonic() < deadline:
+                records = asyncio.run(read_all(kafka_bootstrap, topics.alerts))
+                if {decode_alert(r.value).alert_id for r in records} >= expected:
+                    break
+                time.sleep(0.5)
+    finally:
+        producer.join()
+    assert applied_before_last_start > 0, "the killed workers never got to process anything"
+    alerts = [decode_alert(r.value) for r in records]
+    ids = {a.alert_id for a in alerts}
+    assert ids == expected
+    for alert in alerts:  # a repeated alert is the same alert
+        assert alert.alert_id == alert_id(alert.transaction_id, version)
+    assert "Traceback" not in log.read_text(errors="replace")
