@@ -8,7 +8,7 @@ rows and bundle. Compares every transaction's score from ``--from`` on (toleranc
 and the alert sets; prints the figures and ONE JSON line. Exit code 1 when they differ.
 
     .venv/bin/python benchmarks/stream_vs_backtest.py [--from 2018-08-01] [--days 20]
-        [--warmup-days 30] [--bundle DIR]
+        [--warmup-days 30] [--partitions 4] [--bundle DIR]
 
 The slice is written as JSONL to a temporary directory (removed at the end), never into
 the repository.
@@ -113,6 +113,8 @@ def main() -> int:
                         default=dt.date(2018, 8, 1))
     parser.add_argument("--days", type=int, default=20)
     parser.add_argument("--warmup-days", type=int, default=30)
+    parser.add_argument("--partitions", type=int, default=Settings().topic_partitions,
+                        help="partitions per topic (default %(default)s)")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="model bundle (default models/current, else .run/demo/bundle)")
     args = parser.parse_args()
@@ -156,6 +158,7 @@ def main() -> int:
                 kafka_bootstrap=kafka.address, redis_url=redis_server.url, namespace=NAMESPACE,
                 model_dir=str(bundle_dir), publish_scores=True, web_port=free_port(),
                 metrics_port=free_port(), label_delay_days=bundle.manifest.label_delay_days,
+                topic_partitions=args.partitions,
             )
             ensure_topics_sync(kafka.address, stream_topics(NAMESPACE).all,
                                settings.topic_partitions, 1)
