@@ -176,7 +176,7 @@ def demo_bundle(demo_dir: Path, plan: DemoPlan, history: TransactionHistory, out
     if result.returncode != 0 or not (bundle / "manifest.json").is_file():
         raise LocalServiceError(
             f"training the demo model failed (exit code {result.returncode}) running "
-            f"{' '.join(command)}; fix the error above, or put a bundle in {bundle}"
+            f"{' '.join(command)}; fix the error printed above and run the demo again"
         )
     key_file.write_text(plan.key())
     out(f"trained in {time.monotonic() - started:.0f} s")
