@@ -1,0 +1,176 @@
+"""The batch pipeline without servers: decoding, dead letters, scoring and what is published.
+
+The window store is the in-memory one behind the pipeline's compute/write interface, the
+scorer the session's tiny bundle, the producer a recorder of the records handed to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from stream_app.contracts import Label, Transaction, decode_alert, encode_label, encode_transaction
+from stream_app.features.redis_store import ComputedBatch
+from stream_app.features.store import InMemoryWindowStore, LabelEvent, TransactionEvent
+from stream_app.scoring.bundle import load_bundle
+from stream_app.scoring.scorer import Scorer
+from stream_app.stream import dlq
+from stream_app.stream.metrics import WorkerMetrics
+from stream_app.stream.pipeline import Pipeline, TransactionScore
+from stream_app.stream.publisher import OutRecord
+from stream_app.stream.topics import stream_topics
+from tests.unit.model_bundles import tiny_bundle
+
+TOPICS = stream_topics("unit")
+T0 = dt.datetime(2018, 4, 2, 10, 0, tzinfo=dt.UTC)
+
+
+class InMemoryBatches:
+    """InMemoryWindowStore behind the compute/write interface the pipeline drives."""
+
+    def __init__(self) -> None:
+        self.store = InMemoryWindowStore(tiny_bundle().feature_set)
+        self.written: list[ComputedBatch] = []
+
+    async def compute(
+        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+    ) -> ComputedBatch:
+        features = self.store.process(transactions, labels)
+        n = len(transactions)
+        return ComputedBatch(
+            features, np.arange(n), np.zeros(n, dtype=np.bool_), tuple(transactions),
+            tuple(labels), (),
+        )  # fmt: skip
+
+    async def write(self, computed: ComputedBatch) -> None:
+        self.written.append(computed)
+
+    def forget_cached_state(self) -> None:
+        pass
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.records: list[OutRecord] = []
+
+    async def send(self, records: Iterable[OutRecord]) -> list[asyncio.Future[Any]]:
+        self.records.extend(records)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return [done]
+
+
+def _pipeline(publish_scores: bool = True) -> tuple[Pipeline, RecordingPublisher, WorkerMetrics]:
+    publisher = RecordingPublisher()
+    metrics = WorkerMetrics()
+    pipeline = Pipeline(
+        topics=TOPICS,
+        store=InMemoryBatches(),
+        scorer=Scorer(load_bundle(tiny_bundle().path)),
+        publisher=publisher,  # type: ignore[arg-type]
+        metrics=metrics,
+        dlq_partitions=2,
+        publish_scores=publish_scores,
+        max_payload_bytes=16384,
+        clock=lambda: T0,
+    )
+    return pipeline, publisher, metrics
+
+
+def _record(topic: str, partition: int, offset: int, value: bytes | None) -> Any:
+    return ConsumerRecord(
+        topic, partition, offset, 0, 0, b"c1", value, None, 0, len(value or b""), []
+    )
+
+
+def _tx(tx_id: str, at: dt.datetime, amount: str = "10.00") -> bytes:
+    return encode_transaction(Transaction(tx_id, "c1", "k1", amount, "EUR", at))
+
+
+def test_decode_orders_transactions_by_event_time_and_dead_letters_the_rest() -> None:
+    pipeline, _, metrics = _pipeline()
+    later, earlier = _tx("b", T0 + dt.timedelta(hours=1)), _tx("a", T0)
+    label = encode_label(Label("a", "c1", "k1", T0, T0 + dt.timedelta(days=1), True))
+    fetched = {
+        TopicPartition(TOPICS.transactions, 0): [
+            _record(TOPICS.transactions, 0, 7, later),
+            _record(TOPICS.transactions, 0, 8, b"{}"),
+        ],
+        TopicPartition(TOPICS.transactions, 1): [_record(TOPICS.transactions, 1, 3, earlier)],
+        TopicPartition(TOPICS.labels, 1): [_record(TOPICS.labels, 1, 5, label)],
+    }
+    batch = pipeline.decode(fetched, generation=4)
+    assert [tx.transaction_id for tx in batch.transactions] == ["a", "b"]
+    assert [lab.transaction_id for lab in batch.labels] == ["a"]
+    assert batch.max_event_time_us == batch.transactions[-1].event_time_us
+    assert batch.offsets == {
+        TopicPartition(TOPICS.transactions, 0): 9,
+        TopicPartition(TOPICS.transactions, 1): 4,
+        TopicPartition(TOPICS.labels, 1): 6,
+    }
+    assert batch.last_label_time_us == {
+        TopicPartition(TOPICS.labels, 1): batch.labels[0].label_time_us
+    }
+    (dead,) = batch.dead_letters
+    headers = dict(dead.headers)
+    assert dead.topic == TOPICS.dlq and dead.partition == 0 and dead.value == b"{}"
+    assert headers[dlq.SOURCE_OFFSET] == b"8" and headers[dlq.FIELD] == b"$.transaction_id"
+    assert metrics.registry.get_sample_value("fraudstream_dlq_total", {"kind": "transaction"}) == 1
+
+
+@pytest.mark.parametrize("publish_scores", [True, False])
+def test_alerts_exactly_for_scores_at_or_above_the_threshold(publish_scores: bool) -> None:
+    pipeline, publisher, _ = _pipeline(publish_scores)
+    rng = np.random.default_rng(3)
+    amounts = [f"{a:.2f}" for a in rng.gamma(2.0, 40.0, size=40)]
+    fetched = {
+        TopicPartition(TOPICS.transactions, 0): [
+            _record(TOPICS.transactions, 0, i, _tx(f"t{i}", T0 + dt.timedelta(hours=i), amount))
+            for i, amount in enumerate(amounts)
+        ]
+    }
+
+    async def run() -> None:
+        sent = await pipeline.process(pipeline.decode(fetched, generation=1))
+        await pipeline.confirm(sent)
+
+    asyncio.run(run())
+    alerts = [decode_alert(r.value) for r in publisher.records if r.topic == TOPICS.alerts]
+    scores = [
+        msgspec.json.decode(r.value, type=TransactionScore)
+        for r in publisher.records
+        if r.topic == TOPICS.scores
+    ]
+    threshold = load_bundle(tiny_bundle().path).threshold
+    if publish_scores:
+        assert len(scores) == 40
+        above = {s.transaction_id for s in scores if s.score >= threshold}
+        assert {a.transaction_id for a in alerts} == above
+        assert all(s.is_alert == (s.score >= threshold) for s in scores)
+    else:
+        assert scores == []
+    assert all(a.processed_at == T0 and a.threshold == threshold for a in alerts)
+
+
+def test_redelivered_transactions_are_not_scored_again() -> None:
+    pipeline, publisher, metrics = _pipeline()
+    records = [_record(TOPICS.transactions, 0, i, _tx(f"t{i}", T0 + dt.timedelta(hours=i)))
+               for i in range(3)]  # fmt: skip
+    fetched = {TopicPartition(TOPICS.transactions, 0): records}
+
+    async def run() -> None:
+        for _ in range(2):
+            sent = await pipeline.process(pipeline.decode(fetched, generation=1))
+            await pipeline.confirm(sent)
+
+    asyncio.run(run())
+    assert sum(r.topic == TOPICS.scores for r in publisher.records) == 3
+    assert metrics.registry.get_sample_value("fraudstream_duplicates_total") == 3
