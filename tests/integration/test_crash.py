@@ -38,7 +38,7 @@ from tests.integration.worker_support import (
     worker_settings,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.train]
 
 KILLS = 3
 TRANSACTIONS_PER_S = 150.0

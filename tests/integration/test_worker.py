@@ -40,7 +40,7 @@ from tests.integration.worker_support import (
     worker_settings,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.train]
 
 T0 = dt.datetime(2018, 4, 2, 10, 0, tzinfo=dt.UTC)
 TIMEOUT_S = 60

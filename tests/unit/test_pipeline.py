@@ -29,6 +29,8 @@ from stream_app.stream.publisher import OutRecord
 from stream_app.stream.topics import stream_topics
 from tests.unit.model_bundles import tiny_bundle
 
+pytestmark = pytest.mark.train  # the tiny bundle is exported with torch
+
 TOPICS = stream_topics("unit")
 T0 = dt.datetime(2018, 4, 2, 10, 0, tzinfo=dt.UTC)
 
