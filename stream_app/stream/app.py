@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _PRODUCER_BATCH_BYTES = 256 * 1024
 _PRODUCER_LINGER_MS = 2
+_REDIS_TIMEOUT_S = 5.0  # a hung Redis becomes an error the worker retries with backoff
 
 
 class _BatchRuntimeBoot(BootStrategy):
@@ -90,7 +91,11 @@ class StreamRuntime(Service):
                 settings.topic_replication,
             )
         )
-        self._redis = redis_asyncio.Redis.from_url(settings.redis_url)
+        self._redis = redis_asyncio.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=_REDIS_TIMEOUT_S,
+            socket_connect_timeout=_REDIS_TIMEOUT_S,
+        )
         store = RedisWindowStore(
             self._redis,
             features,

@@ -2,13 +2,16 @@
 
 Transactions in -> alerts (and scores) out; invalid records -> DLQ with reason and source
 offsets while the worker goes on; labels -> terminal risk of later transactions;
-re-delivered events -> nothing changes in Redis and no new alert.
+re-delivered events -> nothing changes in Redis and no new alert; a frozen Redis is
+waited out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import signal
 
 import msgspec
 import pytest
@@ -23,6 +26,8 @@ from stream_app.contracts import (
     encode_label,
     encode_transaction,
 )
+from stream_app.features.incremental import CustomerWindow
+from stream_app.local_services import start_redis
 from stream_app.scoring.bundle import ModelBundle, load_bundle
 from stream_app.settings import Settings
 from stream_app.stream import dlq
@@ -214,3 +219,60 @@ def test_redelivered_events_change_no_state_and_raise_no_new_alert(
 
     alerts_before, alerts_after = asyncio.run(scenario())
     assert alerts_before == alerts_after == n
+
+
+def test_a_redis_outage_is_waited_out_without_loss(
+    kafka_bootstrap: str, alert_everything: ModelBundle
+) -> None:
+    """redis-server frozen (SIGSTOP) mid-stream: calls time out, the worker backs off,
+    then finishes once Redis is back (SIGCONT) with every transaction applied once."""
+    history = small_history(seed=7, n_days=10)
+    n = len(history)
+    with start_redis() as private:
+        settings = worker_settings(kafka_bootstrap, private.url)
+        client = redis.Redis.from_url(private.url)
+
+        async def scenario() -> tuple[float, float, int]:
+            topics = await create_topics(settings)
+            async with running_worker(settings, alert_everything) as app:
+                os.kill(private.process.pid, signal.SIGSTOP)
+                try:
+                    await replay_history(history, settings)
+                    await wait_for(
+                        lambda: (
+                            counter_value(
+                                app, "fraudstream_dependency_retries_total", dependency="redis"
+                            )
+                            > 0
+                        ),
+                        TIMEOUT_S,
+                        "a failed Redis call",
+                    )
+                    down = counter_value(app, "fraudstream_dependency_up", dependency="redis")
+                finally:
+                    os.kill(private.process.pid, signal.SIGCONT)
+                await wait_for(
+                    lambda: counter_value(app, "fraudstream_alerts_out_total") >= n,
+                    TIMEOUT_S,
+                    "alerts after the outage",
+                )
+                await wait_for(
+                    lambda: (
+                        counter_value(app, "fraudstream_dependency_up", dependency="redis") == 1
+                    ),
+                    TIMEOUT_S,
+                    "Redis reported up",
+                )
+                up = counter_value(app, "fraudstream_dependency_up", dependency="redis")
+            alerts = await read_all(settings.kafka_bootstrap, topics.alerts)
+            return down, up, len({decode_alert(r.value).transaction_id for r in alerts})
+
+        down, up, alerted = asyncio.run(scenario())
+        applied = sum(
+            len(msgspec.msgpack.decode(client.hget(key, "s"), type=CustomerWindow).transaction_ids)
+            for key in client.scan_iter(f"fraudstream:{settings.namespace}:v1:cust:*")
+        )
+        client.close()
+    assert (down, up) == (0.0, 1.0)
+    assert alerted == n
+    assert applied == n
