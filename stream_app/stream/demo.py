@@ -32,8 +32,9 @@ import numpy.typing as npt
 from aiokafka import TopicPartition
 
 from stream_app.contracts.records import Alert, to_epoch_us
-from stream_app.errors import LocalServiceError
+from stream_app.errors import BundleError, LocalServiceError
 from stream_app.local_services import free_port, start_redis, start_tansu
+from stream_app.scoring.bundle import load_bundle
 from stream_app.settings import Settings
 from stream_app.sources.history import MICROS_PER_DAY, TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
@@ -154,15 +155,12 @@ def run_demo(run_dir: Path, plan: DemoPlan, out: Out = print) -> DemoSummary:
 
 
 def demo_bundle(demo_dir: Path, plan: DemoPlan, history: TransactionHistory, out: Out) -> Path:
-    """The cached bundle for ``plan``, trained first when there is none (or another plan's)."""
+    """The cached bundle for ``plan``; trained first when there is none, or it was trained
+    for another plan or with other feature code."""
     demo_dir.mkdir(parents=True, exist_ok=True)
     bundle = demo_dir / "bundle"
     key_file = demo_dir / "bundle.plan.json"
-    if (
-        (bundle / "manifest.json").is_file()
-        and key_file.is_file()
-        and key_file.read_text() == plan.key()
-    ):
+    if key_file.is_file() and key_file.read_text() == plan.key() and _usable(bundle):
         out(f"using the cached model bundle {bundle}")
         return bundle
     train_file = demo_dir / "train.jsonl"
@@ -181,6 +179,15 @@ def demo_bundle(demo_dir: Path, plan: DemoPlan, history: TransactionHistory, out
     key_file.write_text(plan.key())
     out(f"trained in {time.monotonic() - started:.0f} s")
     return bundle
+
+
+def _usable(bundle: Path) -> bool:
+    """Whether ``bundle`` loads and was trained with the feature code running now."""
+    try:
+        load_bundle(bundle)
+    except BundleError:
+        return False
+    return True
 
 
 def train_command(train_file: Path, bundle: Path, plan: DemoPlan) -> list[str]:
