@@ -171,7 +171,8 @@ def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:
 
     @app.page("/metrics")
     async def metrics(view: Any, request: Any) -> Any:
-        return view.bytes(runtime.metrics.render(), content_type=CONTENT_TYPE)
+        # aiohttp refuses a charset in content_type=: pass the header as such
+        return view.bytes(runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     @app.page("/health")
     async def health(view: Any, request: Any) -> Any:

@@ -12,11 +12,14 @@ import asyncio
 import datetime as dt
 import os
 import signal
+import urllib.error
+import urllib.request
 
 import msgspec
 import pytest
 import redis
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.contracts import (
     Label,
@@ -276,3 +279,30 @@ def test_a_redis_outage_is_waited_out_without_loss(
     assert (down, up) == (0.0, 1.0)
     assert alerted == n
     assert applied == n
+
+
+def test_metrics_and_health_pages(settings: Settings, alert_everything: ModelBundle) -> None:
+    def get(url: str) -> tuple[int, str, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.headers["Content-Type"], response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers["Content-Type"], error.read()
+
+    async def scenario() -> tuple[tuple[int, str, bytes], tuple[int, str, bytes]]:
+        await create_topics(settings)
+        async with running_worker(settings, alert_everything):
+            base = f"http://{settings.web_host}:{settings.web_port}"
+            metrics = await asyncio.to_thread(get, f"{base}/metrics")
+            health = await asyncio.to_thread(get, f"{base}/health")
+        return metrics, health
+
+    (status, kind, body), (health_status, _, health) = asyncio.run(scenario())
+    assert status == 200 and kind.startswith("text/plain")
+    families = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert {
+        "fraudstream_events_in", "fraudstream_alerts_out", "fraudstream_dlq",
+        "fraudstream_batch_size", "fraudstream_stage_seconds",
+        "fraudstream_event_time_lag_seconds", "fraudstream_label_barrier_timeouts",
+    } <= families  # fmt: skip
+    assert health_status == 200 and msgspec.json.decode(health)["status"] == "ok"
