@@ -200,6 +200,7 @@ class RedisWindowStore:
     def _compute(
         self, transactions: tuple[TransactionEvent, ...], labels: tuple[LabelEvent, ...]
     ) -> ComputedBatch:
+        labels = tuple(label for label in labels if label.is_fraud or self._withdraws(label))
         customers = {
             e.customer_id: self._customers[e.customer_id] for e in _events(transactions, labels)
         }
@@ -220,6 +221,18 @@ class RedisWindowStore:
             *_changes(terminals, self.terminal_key),
         ]
         return ComputedBatch(features, applied, late, transactions, labels, tuple(writes))
+
+    def _withdraws(self, label: LabelEvent) -> bool:
+        """Whether a genuine label withdraws a fraud label (else it changes no window)."""
+        tx_id = label.transaction_id
+        return any(
+            known == tx_id
+            for window in (
+                self._customers[label.customer_id].window,
+                self._terminals[label.terminal_id].window,
+            )
+            for known, _, _ in window.fraud_labels
+        )
 
     def _is_late(
         self,
