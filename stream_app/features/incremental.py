@@ -27,7 +27,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
-from math import fsum
 from operator import itemgetter
 
 from stream_app.errors import InputDataError
@@ -81,11 +80,24 @@ class IncrementalFeatures:
         self._delay_us = fs.label_delay_days * MICROS_PER_DAY
         self._customer_horizon_us = self._customer_windows_us[-1]
         self._terminal_horizon_us = self._delay_us + self._terminal_windows_us[-1]
-        supported = supported_columns(fs.customer_windows_days, fs.terminal_windows_days)
-        picks = [supported.index(name) for name in fs.columns]
+        undelayed = [
+            (n, window)
+            for n, window in zip(fs.terminal_windows_days, self._terminal_windows_us, strict=True)
+            if f"terminal_nb_tx_{n}d_undelayed" in fs.columns
+        ]
+        self._undelayed_windows_us = [window for _, window in undelayed]
+        computed = [  # the row apply_transaction builds: undelayed counts only when selected
+            name
+            for name in supported_columns(fs.customer_windows_days, fs.terminal_windows_days)
+            if not name.endswith("_undelayed")
+        ] + [f"terminal_nb_tx_{n}d_undelayed" for n, _ in undelayed]
+        picks = [computed.index(name) for name in fs.columns]
         if len(picks) == 1:
             only = picks[0]
             self._select: Callable[[list[float]], list[float]] = lambda row: [row[only]]
+        elif picks == list(range(len(picks))):
+            width = len(picks)
+            self._select = lambda row: row[:width]
         else:
             getter = itemgetter(*picks)
             self._select = lambda row: list(getter(row))
@@ -127,83 +139,105 @@ class IncrementalFeatures:
         at this event time (a re-delivery).
         """
         t = event_time_us
+        recent_ids = customer.recent_ids
+        if transaction_id in recent_ids:
+            return None
         times = customer.times
         terminal_times = terminal.times
-        first_tie = bisect_left(times, t)
-        here = bisect_right(times, t, first_tie)
-        terminal_first_tie = bisect_left(terminal_times, t)
-        terminal_here = bisect_right(terminal_times, t, terminal_first_tie)
-        if (
-            transaction_id in customer.recent_ids
-            or (first_tie < here and transaction_id in customer.transaction_ids[first_tie:here])
-            or (
-                terminal_first_tie < terminal_here
-                and transaction_id in terminal.transaction_ids[terminal_first_tie:terminal_here]
-            )
-        ):
+        here = _position(times, customer.transaction_ids, transaction_id, t)
+        terminal_here = _position(terminal_times, terminal.transaction_ids, transaction_id, t)
+        if here < 0 or terminal_here < 0:
             return None
         horizon = self._customer_horizon_us
-        here -= _prune(customer, t - horizon)
-        terminal_here -= _prune(terminal, t - self._terminal_horizon_us)
+        if customer.fraud_labels or (here and times[0] <= t - horizon):
+            here -= _prune(customer, t - horizon)
+        if terminal.fraud_labels or (
+            terminal_here and terminal_times[0] <= t - self._terminal_horizon_us
+        ):
+            terminal_here -= _prune(terminal, t - self._terminal_horizon_us)
         days, within_day = divmod(t, MICROS_PER_DAY)
         row = [
             amount,
             1.0 if (days + EPOCH_WEEKDAY) % 7 >= SATURDAY else 0.0,
             1.0 if within_day // MICROS_PER_HOUR <= NIGHT_LAST_HOUR else 0.0,
         ]
+        append = row.append
         amounts = customer.amounts
         means = []
-        for window in self._customer_windows_us:
-            start = bisect_right(times, t - window, 0, here)
-            count = here - start + 1
-            mean = (fsum(amounts[start:here]) + amount) / count
-            row.append(float(count))
-            row.append(mean)
+        end = here
+        total = amount
+        for window in self._customer_windows_us[:-1]:  # ascending: nested windows
+            start = bisect_right(times, t - window, 0, end)
+            if start < end:
+                total += sum(amounts[start:end])
+                end = start
+            mean = total / (here - start + 1)
+            append(float(here - start + 1))
+            append(mean)
             means.append(mean)
+        if end:  # the pruned window holds only the longest window's transactions
+            total += sum(amounts[:end])
+        longest_mean = total / (here + 1)
+        append(float(here + 1))
+        append(longest_mean)
 
         terminal_times.insert(terminal_here, t)
         terminal.transaction_ids.insert(terminal_here, transaction_id)
-        delay = self._delay_us
-        delayed_end = bisect_right(terminal_times, t - delay, 0, terminal_here + 1)
+        delayed = t - self._delay_us
+        delayed_end = bisect_right(terminal_times, delayed, 0, terminal_here + 1)
         terminal_frauds = terminal.fraud_labels
+        end = delayed_end
         for window in self._terminal_windows_us:
-            opens = t - delay - window
-            count = delayed_end - bisect_right(terminal_times, opens, 0, delayed_end)
-            risk = 0.0
+            opens = delayed - window
+            end = bisect_right(terminal_times, opens, 0, end) if end else 0
+            count = delayed_end - end
             if count and terminal_frauds:
-                known = sum(
-                    1 for _, e, lt in terminal_frauds if lt <= t and opens < e <= t - delay
-                )
-                risk = known / count
-            row.append(float(count))
-            row.append(risk)
+                known = sum(1 for _, e, lt in terminal_frauds if lt <= t and opens < e <= delayed)
+                append(float(count))
+                append(known / count)
+            else:
+                append(float(count))
+                append(0.0)
 
-        row.append((min(t - times[here - 1], horizon) if here else horizon) / MICROS_PER_SECOND)
+        append((min(t - times[here - 1], horizon) if here else horizon) / MICROS_PER_SECOND)
         for mean in means:
-            row.append(amount / mean if mean > 0 else 1.0)
-        longest_mean = means[-1]
-        for mean in means[:-1]:
-            row.append(mean / longest_mean if longest_mean > 0 else 1.0)
+            append(amount / mean if mean > 0 else 1.0)
+        append(amount / longest_mean if longest_mean > 0 else 1.0)
+        for mean in means:
+            append(mean / longest_mean if longest_mean > 0 else 1.0)
         frauds = customer.fraud_labels
-        known_frauds = 0
         if frauds:
-            known_frauds = sum(1 for _, e, lt in frauds if lt <= t and t - horizon < e <= t)
-        row.append(float(known_frauds))
-        for window in self._terminal_windows_us:
-            start = bisect_right(terminal_times, t - window, 0, terminal_here)
-            row.append(float(terminal_here - start + 1))
+            append(float(sum(1 for _, e, lt in frauds if lt <= t and t - horizon < e <= t)))
+        else:
+            append(0.0)
+        end = terminal_here
+        for window in self._undelayed_windows_us:
+            end = bisect_right(terminal_times, t - window, 0, end)
+            append(float(terminal_here - end + 1))
 
         times.insert(here, t)
         amounts.insert(here, amount)
         customer.transaction_ids.insert(here, transaction_id)
         selected = self._select(row)
-        recent_ids = customer.recent_ids
         recent_ids.append(transaction_id)
-        customer.recent_rows.append(selected)
+        recent_rows = customer.recent_rows
+        recent_rows.append(selected)
         if len(recent_ids) > self.sequence_length:
             del recent_ids[0]
-            del customer.recent_rows[0]
+            del recent_rows[0]
         return selected
+
+
+def _position(times: list[int], transaction_ids: list[str], transaction_id: str, t: int) -> int:
+    """Where a transaction at ``t`` goes (after its ties); -1 if a tie has its id."""
+    here = len(times)
+    if not here or times[-1] < t:  # the common case: the newest event so far
+        return here
+    first_tie = bisect_left(times, t)
+    here = bisect_right(times, t, first_tie)
+    if first_tie < here and transaction_id in transaction_ids[first_tie:here]:
+        return -1
+    return here
 
 
 def _record_label(
@@ -328,9 +362,7 @@ def _header(data: bytes, kind: str) -> tuple[int, int, int, int]:
     return n, n_labels, n_recent, width
 
 
-def _block(
-    data: bytes, layout: str, n_ids: int, kind: str
-) -> tuple[tuple[float, ...], list[str]]:
+def _block(data: bytes, layout: str, n_ids: int, kind: str) -> tuple[tuple[float, ...], list[str]]:
     """The packed numbers after the header, and the ids (their lengths end the numbers)."""
     size = struct.calcsize(layout)
     if len(data) < _HEADER.size + size:

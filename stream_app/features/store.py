@@ -8,8 +8,11 @@ dicts, and a Redis store runs it over the windows it loaded for the batch.
 from __future__ import annotations
 
 import gc
+import struct
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
+from itertools import chain, starmap
+from operator import itemgetter
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -105,58 +108,70 @@ def apply_batch(
     k = features.sequence_length
     width = len(features.feature_set.columns)
     rows: list[list[float]] = []
-    earlier_rows: list[list[float]] = []
-    recent: dict[str, list[int]] = {}
+    earlier_rows: list[list[float]] = []  # rows from earlier batches that sequences need
+    recent: dict[str, list[int]] = {}  # per customer: pool indices of its last k rows
     index: list[int] = []
-    duplicate = np.zeros(n, dtype=np.bool_)
+    duplicates: list[int] = []
     padding = [-1] * k
     apply = features.apply_transaction
+    get_customer, get_terminal, get_recent = customers.get, terminals.get, recent.get
+    add_row, add_steps = rows.append, index.extend
     for i, (tx_id, customer_id, terminal_id, event_time_us, amount) in enumerate(transactions):
-        customer = customers.get(customer_id)
+        customer = get_customer(customer_id)
         if customer is None:
             customer = customers[customer_id] = CustomerWindow()
-        terminal = terminals.get(terminal_id)
+        terminal = get_terminal(terminal_id)
         if terminal is None:
             terminal = terminals[terminal_id] = TerminalWindow()
-        ring = recent.get(customer_id)
-        if ring is None:  # the customer's rows from earlier batches its sequences still need
-            needed = customer.recent_rows[max(0, len(customer.recent_rows) - k + 1) :]
-            first = n + len(earlier_rows)
-            ring = recent[customer_id] = list(range(first, first + len(needed)))
-            earlier_rows.extend(needed)
+        ring = get_recent(customer_id)
+        if ring is None:
+            ring = recent[customer_id] = _earlier_steps(
+                customer.recent_rows[-(k - 1) :] if k > 1 else [], n, earlier_rows, padding
+            )
         row = apply(customer, terminal, tx_id, event_time_us, amount)
         if row is not None:
-            rows.append(row)
+            add_row(row)
             ring.append(i)
-            if len(ring) > k:
-                del ring[0]
-            steps = ring
-        else:
-            duplicate[i] = True
-            cached = features.cached_row(customer, tx_id)
-            if cached is None:
-                rows.append([float("nan")] * width)
-                index.extend(padding)
-                continue
-            rows.append(cached)
-            at = customer.recent_ids.index(tx_id)
-            cached_steps = customer.recent_rows[max(0, at - k + 1) : at + 1]
-            first = n + len(earlier_rows)
-            steps = list(range(first, first + len(cached_steps)))
-            earlier_rows.extend(cached_steps)
-        if len(steps) < k:
-            index.extend(padding[: k - len(steps)])
-        index.extend(steps)
-    pool = np.array([*rows, *earlier_rows, [0.0] * width], dtype=np.float64).reshape(-1, width)
+            del ring[0]
+            add_steps(ring)
+            continue
+        duplicates.append(i)
+        cached = features.cached_row(customer, tx_id)
+        if cached is None:
+            add_row([float("nan")] * width)
+            add_steps(padding)
+            continue
+        add_row(cached)
+        at = customer.recent_ids.index(tx_id)
+        add_steps(
+            _earlier_steps(
+                customer.recent_rows[max(0, at - k + 1) : at + 1], n, earlier_rows, padding
+            )
+        )
+    pack = struct.Struct(f"<{width}d").pack
+    pool = np.frombuffer(
+        b"".join(starmap(pack, chain(rows, earlier_rows, ([0.0] * width,)))), dtype=np.float64
+    ).reshape(-1, width)
     steps_index = np.array(index, dtype=np.int64).reshape(n, k)
+    duplicate = np.zeros(n, dtype=np.bool_)
+    duplicate[duplicates] = True
     return FeatureBatch(
-        transaction_id=tuple(tx.transaction_id for tx in transactions),
+        transaction_id=tuple(map(itemgetter(0), transactions)),
         columns=features.feature_set.columns,
-        values=pool[:n],
+        values=pool[:n].copy(),
         sequences=pool.astype(np.float32)[steps_index],
         mask=(steps_index >= 0).astype(np.float32),
         duplicate=duplicate,
     )
+
+
+def _earlier_steps(
+    steps: list[list[float]], n: int, earlier_rows: list[list[float]], padding: list[int]
+) -> list[int]:
+    """Pool indices (left-padded with -1 to length k) of rows added to ``earlier_rows``."""
+    first = n + len(earlier_rows)
+    earlier_rows.extend(steps)
+    return [*padding[len(steps) :], *range(first, first + len(steps))]
 
 
 class InMemoryWindowStore:
@@ -198,9 +213,12 @@ def replay_history(
     transactions = [
         TransactionEvent(*fields)
         for fields in zip(
-            history.transaction_id.tolist(), history.customer_id.tolist(),
-            history.terminal_id.tolist(), history.event_time_us.tolist(),
-            history.amount.tolist(), strict=True,
+            history.transaction_id.tolist(),
+            history.customer_id.tolist(),
+            history.terminal_id.tolist(),
+            history.event_time_us.tolist(),
+            history.amount.tolist(),
+            strict=True,
         )
     ]
     values = np.empty((len(history), len(fs.columns)), dtype=np.float64)
@@ -226,9 +244,12 @@ def replay_history(
 
 def _label_event(history: TransactionHistory, row: int) -> LabelEvent:
     return LabelEvent(
-        str(history.transaction_id[row]), str(history.customer_id[row]),
-        str(history.terminal_id[row]), int(history.event_time_us[row]),
-        int(history.label_time_us[row]), bool(history.is_fraud[row]),
+        str(history.transaction_id[row]),
+        str(history.customer_id[row]),
+        str(history.terminal_id[row]),
+        int(history.event_time_us[row]),
+        int(history.label_time_us[row]),
+        bool(history.is_fraud[row]),
     )
 
 
