@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from typing import Any
 
 from stream_app.settings import Settings
+
+_FIRST_RETRY_S = 0.5
+_MAX_RETRY_S = 10.0
 
 DESCRIPTION = """\
 Run the stream worker (a Faust app): consume transactions and labels of the namespace in
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from stream_app.scoring.bundle import load_bundle
     from stream_app.stream.app import create_app
-    from stream_app.stream.topics import validate_namespace
+    from stream_app.stream.topics import stream_topics, validate_namespace
 
     overrides: dict[str, Any] = {}
     if args.models is not None:
@@ -59,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.namespace is not None:
         overrides["namespace"] = validate_namespace(args.namespace)
     settings = Settings.from_env(**overrides)
-    validate_namespace(settings.namespace)
+    topics = stream_topics(settings.namespace)
     bundle = load_bundle(settings.model_dir)  # a bad bundle is an error line, not a crash
+    _wait_for_topics(settings, topics.all)  # so is a topic with the wrong partition count
     app = create_app(settings, bundle)
     worker = faust.Worker(app, loglevel=args.loglevel.upper(), redirect_stdouts=False)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
@@ -69,3 +74,25 @@ def run(args: argparse.Namespace) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 0
     return 0
+
+
+def _wait_for_topics(settings: Settings, names: tuple[str, ...]) -> None:
+    """Create and check the topics; while the broker is unreachable, retry with backoff."""
+    from stream_app.errors import DependencyUnavailable
+    from stream_app.stream.topics import ensure_topics_sync
+
+    delay_s = _FIRST_RETRY_S
+    while True:
+        try:
+            ensure_topics_sync(
+                settings.kafka_bootstrap,
+                names,
+                settings.topic_partitions,
+                settings.topic_replication,
+            )
+            return
+        except DependencyUnavailable as exc:
+            if delay_s == _FIRST_RETRY_S:
+                logging.getLogger(__name__).warning("%s; retrying with backoff", exc)
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, _MAX_RETRY_S)
