@@ -80,6 +80,8 @@ class IncrementalFeatures:
         self._delay_us = fs.label_delay_days * MICROS_PER_DAY
         self._customer_horizon_us = self._customer_windows_us[-1]
         self._terminal_horizon_us = self._delay_us + self._terminal_windows_us[-1]
+        self._horizons_us = (self._customer_horizon_us, self._terminal_horizon_us, self._delay_us)
+        self._customer_inner_windows_us = self._customer_windows_us[:-1]
         undelayed = [
             (n, window)
             for n, window in zip(fs.terminal_windows_days, self._terminal_windows_us, strict=True)
@@ -144,17 +146,20 @@ class IncrementalFeatures:
             return None
         times = customer.times
         terminal_times = terminal.times
-        here = _position(times, customer.transaction_ids, transaction_id, t)
-        terminal_here = _position(terminal_times, terminal.transaction_ids, transaction_id, t)
+        here = len(times)
+        if here and times[-1] >= t:  # not the customer's newest event: mind the ties
+            here = _position(times, customer.transaction_ids, transaction_id, t)
+        terminal_here = len(terminal_times)
+        if terminal_here and terminal_times[-1] >= t:
+            terminal_here = _position(terminal_times, terminal.transaction_ids, transaction_id, t)
         if here < 0 or terminal_here < 0:
             return None
-        horizon = self._customer_horizon_us
+        horizon, terminal_horizon, delay = self._horizons_us
         if customer.fraud_labels or (here and times[0] <= t - horizon):
             here -= _prune(customer, t - horizon)
-        if terminal.fraud_labels or (
-            terminal_here and terminal_times[0] <= t - self._terminal_horizon_us
-        ):
-            terminal_here -= _prune(terminal, t - self._terminal_horizon_us)
+        if terminal.fraud_labels or (terminal_here and terminal_times[0] <= t - terminal_horizon):
+            terminal_here -= _prune(terminal, t - terminal_horizon)
+        # every transaction left is inside the longest windows: no search for their starts
         days, within_day = divmod(t, MICROS_PER_DAY)
         row = [
             amount,
@@ -166,37 +171,43 @@ class IncrementalFeatures:
         means = []
         end = here
         total = amount
-        for window in self._customer_windows_us[:-1]:  # ascending: nested windows
+        for window in self._customer_inner_windows_us:  # ascending, so nested
             start = bisect_right(times, t - window, 0, end)
             if start < end:
                 total += sum(amounts[start:end])
                 end = start
-            mean = total / (here - start + 1)
-            append(float(here - start + 1))
+            count = here - start + 1.0
+            mean = total / count
+            append(count)
             append(mean)
             means.append(mean)
-        if end:  # the pruned window holds only the longest window's transactions
+        if end:
             total += sum(amounts[:end])
-        longest_mean = total / (here + 1)
-        append(float(here + 1))
+        count = here + 1.0
+        longest_mean = total / count
+        append(count)
         append(longest_mean)
 
         terminal_times.insert(terminal_here, t)
         terminal.transaction_ids.insert(terminal_here, transaction_id)
-        delayed = t - self._delay_us
+        delayed = t - delay
         delayed_end = bisect_right(terminal_times, delayed, 0, terminal_here + 1)
         terminal_frauds = terminal.fraud_labels
         end = delayed_end
         for window in self._terminal_windows_us:
-            opens = delayed - window
-            end = bisect_right(terminal_times, opens, 0, end) if end else 0
-            count = delayed_end - end
-            if count and terminal_frauds:
-                known = sum(1 for _, e, lt in terminal_frauds if lt <= t and opens < e <= delayed)
-                append(float(count))
-                append(known / count)
+            if window != terminal_horizon - delay and end:
+                end = bisect_right(terminal_times, delayed - window, 0, end)
             else:
-                append(float(count))
+                end = 0
+            count = delayed_end - end + 0.0
+            append(count)
+            if count and terminal_frauds:
+                opens = delayed - window
+                append(
+                    sum(1 for _, e, lt in terminal_frauds if lt <= t and opens < e <= delayed)
+                    / count
+                )
+            else:
                 append(0.0)
 
         append((min(t - times[here - 1], horizon) if here else horizon) / MICROS_PER_SECOND)
@@ -213,7 +224,7 @@ class IncrementalFeatures:
         end = terminal_here
         for window in self._undelayed_windows_us:
             end = bisect_right(terminal_times, t - window, 0, end)
-            append(float(terminal_here - end + 1))
+            append(terminal_here - end + 1.0)
 
         times.insert(here, t)
         amounts.insert(here, amount)
@@ -230,9 +241,6 @@ class IncrementalFeatures:
 
 def _position(times: list[int], transaction_ids: list[str], transaction_id: str, t: int) -> int:
     """Where a transaction at ``t`` goes (after its ties); -1 if a tie has its id."""
-    here = len(times)
-    if not here or times[-1] < t:  # the common case: the newest event so far
-        return here
     first_tie = bisect_left(times, t)
     here = bisect_right(times, t, first_tie)
     if first_tie < here and transaction_id in transaction_ids[first_tie:here]:
