@@ -37,6 +37,7 @@ from stream_app.features.spec import (
     NIGHT_LAST_HOUR,
     SATURDAY,
     FeatureSet,
+    handbook_columns,
     supported_columns,
 )
 from stream_app.sources.history import MICROS_PER_DAY
@@ -82,25 +83,36 @@ class IncrementalFeatures:
         self._terminal_horizon_us = self._delay_us + self._terminal_windows_us[-1]
         self._horizons_us = (self._customer_horizon_us, self._terminal_horizon_us, self._delay_us)
         self._customer_inner_windows_us = self._customer_windows_us[:-1]
-        undelayed = [
-            (n, window)
+        days = fs.customer_windows_days
+        longest = days[-1]
+        # the row holds the handbook columns, then only the selected extras
+        self._gap = f"customer_seconds_since_prev_tx_capped_{longest}d" in fs.columns
+        self._amount_ratio_picks = [
+            i for i, n in enumerate(days) if f"amount_to_customer_mean_{n}d_ratio" in fs.columns
+        ]
+        self._mean_ratio_picks = [
+            i
+            for i, n in enumerate(days[:-1])
+            if f"customer_avg_amount_{n}d_to_{longest}d_ratio" in fs.columns
+        ]
+        self._known_frauds = f"customer_nb_fraud_known_{longest}d" in fs.columns
+        self._undelayed_windows_us = [
+            window
             for n, window in zip(fs.terminal_windows_days, self._terminal_windows_us, strict=True)
             if f"terminal_nb_tx_{n}d_undelayed" in fs.columns
         ]
-        self._undelayed_windows_us = [window for _, window in undelayed]
-        computed = [  # the row apply_transaction builds: undelayed counts only when selected
-            name
-            for name in supported_columns(fs.customer_windows_days, fs.terminal_windows_days)
-            if not name.endswith("_undelayed")
-        ] + [f"terminal_nb_tx_{n}d_undelayed" for n, _ in undelayed]
+        handbook = handbook_columns(days, fs.terminal_windows_days)
+        computed = [
+            *handbook,
+            *(name for name in supported_columns(days, fs.terminal_windows_days)
+              if name in fs.columns and name not in handbook),
+        ]  # fmt: skip
         picks = [computed.index(name) for name in fs.columns]
+        self._select: Callable[[list[float]], list[float]] | None = None
         if len(picks) == 1:
             only = picks[0]
-            self._select: Callable[[list[float]], list[float]] = lambda row: [row[only]]
-        elif picks == list(range(len(picks))):
-            width = len(picks)
-            self._select = lambda row: row[:width]
-        else:
+            self._select = lambda row: [row[only]]
+        elif picks != list(range(len(computed))):
             getter = itemgetter(*picks)
             self._select = lambda row: list(getter(row))
 
@@ -210,17 +222,20 @@ class IncrementalFeatures:
             else:
                 append(0.0)
 
-        append((min(t - times[here - 1], horizon) if here else horizon) / MICROS_PER_SECOND)
-        for mean in means:
+        if self._gap:
+            append((min(t - times[here - 1], horizon) if here else horizon) / MICROS_PER_SECOND)
+        means.append(longest_mean)
+        for i in self._amount_ratio_picks:
+            mean = means[i]
             append(amount / mean if mean > 0 else 1.0)
-        append(amount / longest_mean if longest_mean > 0 else 1.0)
-        for mean in means:
-            append(mean / longest_mean if longest_mean > 0 else 1.0)
-        frauds = customer.fraud_labels
-        if frauds:
-            append(float(sum(1 for _, e, lt in frauds if lt <= t and t - horizon < e <= t)))
-        else:
-            append(0.0)
+        for i in self._mean_ratio_picks:
+            append(means[i] / longest_mean if longest_mean > 0 else 1.0)
+        if self._known_frauds:
+            frauds = customer.fraud_labels
+            if frauds:
+                append(float(sum(1 for _, e, lt in frauds if lt <= t and t - horizon < e <= t)))
+            else:
+                append(0.0)
         end = terminal_here
         for window in self._undelayed_windows_us:
             end = bisect_right(terminal_times, t - window, 0, end)
@@ -229,7 +244,7 @@ class IncrementalFeatures:
         times.insert(here, t)
         amounts.insert(here, amount)
         customer.transaction_ids.insert(here, transaction_id)
-        selected = self._select(row)
+        selected = row if self._select is None else self._select(row)
         recent_ids.append(transaction_id)
         recent_rows = customer.recent_rows
         recent_rows.append(selected)

@@ -31,3 +31,10 @@ def test_batch_equals_incremental_for_other_windows_delay_and_length() -> None:
 
 def test_batch_equals_incremental_with_no_delay() -> None:
     both_executions(random_history(5, n=600), feature_set("default", label_delay_days=0))
+
+
+def test_batch_equals_incremental_for_a_reordered_subset_of_columns() -> None:
+    supported = supported_columns((1, 7, 30), (1, 7, 30))
+    columns = (supported[-2], supported[16], "TX_AMOUNT", supported[19], supported[8])
+    table = both_executions(random_history(6, n=600), FeatureSet("subset", columns))
+    assert table.columns == columns
