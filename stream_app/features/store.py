@@ -17,6 +17,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from stream_app.features.batch import FeatureTable
 from stream_app.features.incremental import (
@@ -238,7 +239,7 @@ def replay_history(
         transaction_id=history.transaction_id,
         columns=fs.columns,
         values=values,
-        sequence_index=_last_rows(history.customer_id.tolist(), fs.sequence_length),
+        sequence_index=_last_rows(history.customer_id, fs.sequence_length),
     )
 
 
@@ -253,15 +254,16 @@ def _label_event(history: TransactionHistory, row: int) -> LabelEvent:
     )
 
 
-def _last_rows(customer_ids: list[str], k: int) -> npt.NDArray[np.int64]:
+def _last_rows(customer_ids: npt.NDArray[np.object_], k: int) -> npt.NDArray[np.int64]:
     """Row indices of each customer's last ``k`` rows up to each row, oldest first."""
-    flat: list[int] = []
-    recent: dict[str, list[int]] = {}
-    for i, customer_id in enumerate(customer_ids):
-        rows = recent.setdefault(customer_id, [])
-        rows.append(i)
-        if len(rows) > k:
-            del rows[0]
-        flat.extend([-1] * (k - len(rows)))
-        flat.extend(rows)
-    return np.array(flat, dtype=np.int64).reshape(len(customer_ids), k)
+    codes = pa.array(customer_ids, type=pa.string()).dictionary_encode().indices.to_numpy()
+    order = np.argsort(codes, kind="stable")  # by customer, history order within each
+    n = len(order)
+    sorted_codes = codes[order]
+    starts = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]] if n else np.zeros(0, np.bool_)
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    steps = np.arange(n)[:, None] + np.arange(1 - k, 1)[None, :]
+    rows = np.where(steps >= group_start[:, None], order[np.maximum(steps, 0)], -1)
+    out = np.empty((n, k), dtype=np.int64)
+    out[order] = rows
+    return out
