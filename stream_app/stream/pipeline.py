@@ -79,7 +79,7 @@ class DecodedBatch:
 
     generation: int
     transactions: list[Transaction] = field(default_factory=list)
-    transaction_sources: list[tuple[int, int]] = field(default_factory=list)
+    events: list[TransactionEvent] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
     dead_letters: list[OutRecord] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
@@ -146,7 +146,7 @@ class Pipeline:
         order in which their windows are applied.
         """
         batch = DecodedBatch(generation)
-        transactions: list[tuple[int, Transaction, tuple[int, int]]] = []
+        transactions: list[tuple[int, Transaction]] = []
         labels_topic = self._topics.labels
         for tp, records in fetched.items():
             if not records:
@@ -168,7 +168,7 @@ class Pipeline:
                         batch.last_label_time_us[tp] = label.label_time_us
                     else:
                         tx = decode_transaction(record.value, self._max_bytes)
-                        transactions.append((tx.event_time_us, tx, (tp.partition, record.offset)))
+                        transactions.append((tx.event_time_us, tx))
                 except ContractError as error:
                     self._metrics.dlq.labels(kind).inc()
                     batch.dead_letters.append(
@@ -185,8 +185,11 @@ class Pipeline:
                         )
                     )
         transactions.sort(key=lambda item: item[0])
-        batch.transactions = [tx for _, tx, _ in transactions]
-        batch.transaction_sources = [source for _, _, source in transactions]
+        batch.transactions = [tx for _, tx in transactions]
+        batch.events = [
+            TransactionEvent(tx.transaction_id, tx.customer_id, tx.terminal_id, t, tx.amount_float)
+            for t, tx in transactions
+        ]
         if transactions:
             batch.max_event_time_us = transactions[-1][0]
         return batch
@@ -200,16 +203,6 @@ class Pipeline:
         records = list(batch.dead_letters)
         computed = None
         if batch.transactions or batch.labels:
-            transactions = [
-                TransactionEvent(
-                    tx.transaction_id,
-                    tx.customer_id,
-                    tx.terminal_id,
-                    tx.event_time_us,
-                    tx.amount_float,
-                )
-                for tx in batch.transactions
-            ]
             labels = [
                 LabelEvent(
                     label.transaction_id,
@@ -222,7 +215,7 @@ class Pipeline:
                 for label in batch.labels
             ]
             start = time.perf_counter()
-            computed = await self._redis.call(lambda: self._store.compute(transactions, labels))
+            computed = await self._redis.call(lambda: self._store.compute(batch.events, labels))
             self._observe("redis", start)
             if computed.late.any():
                 self._metrics.late_events.labels("transaction").inc(int(computed.late.sum()))
@@ -273,7 +266,9 @@ class Pipeline:
         )
         self._observe("scoring", start)
         self._metrics.event_time_lag.set(time.time() - batch.max_event_time_us / 1_000_000)
-        transactions = [batch.transactions[i] for i in rows.tolist()]
+        picked = rows.tolist()
+        transactions = [batch.transactions[i] for i in picked]
+        times_us = [batch.events[i].event_time_us for i in picked]
         records: list[OutRecord] = []
         alerts = np.flatnonzero(scores.is_alert)
         if len(alerts):
@@ -284,6 +279,7 @@ class Pipeline:
             values = features.values[fresh]
             for row, row_reasons in zip(alerts.tolist(), reasons, strict=True):
                 tx = transactions[row]
+                at_ms = times_us[row] // MICROS_PER_MS
                 alert = Alert.for_transaction(
                     tx,
                     score=float(scores.score[row]),
@@ -298,18 +294,22 @@ class Pipeline:
                         topic=self._topics.alerts,
                         key=tx.customer_id.encode(),
                         value=encode_alert(alert),
-                        timestamp_ms=tx.event_time_us // MICROS_PER_MS,
+                        timestamp_ms=at_ms,
                     )
                 )
             self._metrics.alerts_out.inc(len(alerts))
         if self._publish_scores:
             records.extend(
-                self._score_records(transactions, scores.score.tolist(), scores.is_alert)
+                self._score_records(transactions, times_us, scores.score.tolist(), scores.is_alert)
             )
         return records
 
     def _score_records(
-        self, transactions: list[Transaction], scores: list[float], is_alert: Any
+        self,
+        transactions: list[Transaction],
+        times_us: list[int],
+        scores: list[float],
+        is_alert: Any,
     ) -> list[OutRecord]:
         encode = msgspec.json.encode
         threshold = self._scorer.threshold
@@ -329,9 +329,11 @@ class Pipeline:
                         tx.event_time,
                     )
                 ),
-                timestamp_ms=tx.event_time_us // MICROS_PER_MS,
+                timestamp_ms=t // MICROS_PER_MS,
             )
-            for tx, score, alert in zip(transactions, scores, is_alert.tolist(), strict=True)
+            for tx, t, score, alert in zip(
+                transactions, times_us, scores, is_alert.tolist(), strict=True
+            )
         ]
         self._metrics.scores_out.inc(len(out))
         return out
