@@ -126,8 +126,11 @@ def apply_batch(
             terminal = terminals[terminal_id] = TerminalWindow()
         ring = get_recent(customer_id)
         if ring is None:
-            ring = recent[customer_id] = _earlier_steps(
-                customer.recent_rows[-(k - 1) :] if k > 1 else [], n, earlier_rows, padding
+            needed = customer.recent_rows[1 - k :] if customer.recent_rows and k > 1 else None
+            ring = recent[customer_id] = (
+                padding.copy()
+                if needed is None
+                else _earlier_steps(needed, n, earlier_rows, padding)
             )
         row = apply(customer, terminal, tx_id, event_time_us, amount)
         if row is not None:
