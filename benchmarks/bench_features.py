@@ -4,7 +4,7 @@ Prints wall seconds, CPU seconds of this process (the machine is shared: CPU tim
 steadier figure) and rows/s for reading the handbook Parquet file, for batch features
 (``handbook`` and ``default`` sets), events/s of the in-memory window store driven by
 ``replay_history`` (and of ``process`` in batches of --batch without labels), the bytes of
-serialised window state per customer and per terminal at the end, a pure-Python loop as a
+serialised window state per customer and per terminal after those batches, a pure-Python loop as a
 yardstick of how fast this machine runs Python right now, and the peak RSS.
 
     .venv/bin/python benchmarks/bench_features.py [--rows 300000] [--batch 1000]
@@ -47,9 +47,8 @@ def main() -> None:
         clock.line(f"batch features {name}", n, "rows")
 
     fs = feature_set("default")
-    store = InMemoryWindowStore(fs)
     clock.restart()
-    replay_history(history, fs, store)
+    replay_history(history, fs)
     clock.line("incremental replay default", n, "events")
 
     events = [
@@ -60,10 +59,10 @@ def main() -> None:
             history.amount.tolist(), strict=True,
         )
     ]  # fmt: skip
-    batched = InMemoryWindowStore(fs)
+    store = InMemoryWindowStore(fs)
     clock.restart()
     for start in range(0, n, args.batch):
-        batched.process(events[start : start + args.batch], [])
+        store.process(events[start : start + args.batch], [])
     clock.line(f"store.process batches of {args.batch}", n, "events")
 
     customer_bytes = [len(customer_to_bytes(w)) for w in store.customers.values()]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import struct
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, starmap
 from operator import itemgetter
@@ -94,6 +94,37 @@ def apply_batch(
     labels: Sequence[LabelEvent],
 ) -> FeatureBatch:
     """Apply a batch to the windows in the mappings (missing keys get new, empty windows)."""
+    k = features.sequence_length
+    width = len(features.feature_set.columns)
+    rows, earlier_rows, index, duplicates = _apply_rows(
+        features, customers, terminals, transactions, labels, k
+    )
+    n = len(transactions)
+    pool = _matrix(chain(rows, earlier_rows, ([0.0] * width,)), width)
+    steps_index = np.array(index, dtype=np.int64).reshape(n, k)
+    duplicate = np.zeros(n, dtype=np.bool_)
+    duplicate[duplicates] = True
+    return FeatureBatch(
+        transaction_id=tuple(map(itemgetter(0), transactions)),
+        columns=features.feature_set.columns,
+        values=pool[:n].copy(),
+        sequences=pool.astype(np.float32)[steps_index],
+        mask=(steps_index >= 0).astype(np.float32),
+        duplicate=duplicate,
+    )
+
+
+def _apply_rows(
+    features: IncrementalFeatures,
+    customers: MutableMapping[str, CustomerWindow],
+    terminals: MutableMapping[str, TerminalWindow],
+    transactions: Sequence[TransactionEvent],
+    labels: Sequence[LabelEvent],
+    k: int,
+) -> tuple[list[list[float]], list[list[float]], list[int], list[int]]:
+    """Apply a batch; its rows, the earlier rows its sequences need, the sequences' row
+    indices (k per transaction; rows, then earlier rows, -1 padding; k=0: no sequences)
+    and the positions of the re-delivered transactions."""
     for label in labels:
         customer = customers.get(label.customer_id)
         if customer is None:
@@ -106,7 +137,6 @@ def apply_batch(
             label.label_time_us, label.is_fraud,
         )  # fmt: skip
     n = len(transactions)
-    k = features.sequence_length
     width = len(features.feature_set.columns)
     rows: list[list[float]] = []
     earlier_rows: list[list[float]] = []  # rows from earlier batches that sequences need
@@ -152,21 +182,14 @@ def apply_batch(
                 customer.recent_rows[max(0, at - k + 1) : at + 1], n, earlier_rows, padding
             )
         )
+    return rows, earlier_rows, index, duplicates
+
+
+def _matrix(rows: Iterable[list[float]], width: int) -> npt.NDArray[np.float64]:
+    """The rows as a float64 [n, width] array (one struct pack a row: cheaper than numpy's
+    conversion of nested lists)."""
     pack = struct.Struct(f"<{width}d").pack
-    pool = np.frombuffer(
-        b"".join(starmap(pack, chain(rows, earlier_rows, ([0.0] * width,)))), dtype=np.float64
-    ).reshape(-1, width)
-    steps_index = np.array(index, dtype=np.int64).reshape(n, k)
-    duplicate = np.zeros(n, dtype=np.bool_)
-    duplicate[duplicates] = True
-    return FeatureBatch(
-        transaction_id=tuple(map(itemgetter(0), transactions)),
-        columns=features.feature_set.columns,
-        values=pool[:n].copy(),
-        sequences=pool.astype(np.float32)[steps_index],
-        mask=(steps_index >= 0).astype(np.float32),
-        duplicate=duplicate,
-    )
+    return np.frombuffer(b"".join(starmap(pack, rows)), dtype=np.float64).reshape(-1, width)
 
 
 def _earlier_steps(
@@ -206,9 +229,10 @@ def replay_history(
     Fraud labels are released at their ``label_time``: those with ``label_time <= t`` are
     applied before the transaction at ``t`` (genuine labels change no window, so they are
     not sent). ``sequence_index`` lists each customer's last K rows, as the store's
-    ``sequences`` do.
+    ``sequences`` do. Without a ``store``, the windows live in dicts dropped at the end and
+    no sequences are built (the table only needs the rows).
     """
-    store = store or InMemoryWindowStore(fs)
+    rows_of = _values_without_sequences(fs) if store is None else _values_of(store)
     frauds = np.flatnonzero((history.is_fraud == 1) & (history.label_time_us != NO_LABEL_US))
     frauds = frauds[np.argsort(history.label_time_us[frauds], kind="stable")]
     released = np.searchsorted(history.label_time_us[frauds], history.event_time_us, "right")
@@ -234,7 +258,7 @@ def replay_history(
             due = int(released[start])
             labels = [_label_event(history, int(row)) for row in frauds[applied:due]]
             applied = due
-            values[start:stop] = store.process(transactions[start:stop], labels).values
+            values[start:stop] = rows_of(transactions[start:stop], labels)
     finally:
         if collecting:
             gc.enable()
@@ -244,6 +268,28 @@ def replay_history(
         values=values,
         sequence_index=_last_rows(history.customer_id, fs.sequence_length),
     )
+
+
+_RowsOf = Callable[[Sequence[TransactionEvent], Sequence[LabelEvent]], npt.NDArray[np.float64]]
+
+
+def _values_of(store: WindowStore) -> _RowsOf:
+    return lambda transactions, labels: store.process(transactions, labels).values
+
+
+def _values_without_sequences(fs: FeatureSet) -> _RowsOf:
+    features = IncrementalFeatures(fs)
+    customers: dict[str, CustomerWindow] = {}
+    terminals: dict[str, TerminalWindow] = {}
+    width = len(fs.columns)
+
+    def rows_of(
+        transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+    ) -> npt.NDArray[np.float64]:
+        rows = _apply_rows(features, customers, terminals, transactions, labels, 0)[0]
+        return _matrix(rows, width)
+
+    return rows_of
 
 
 def _label_event(history: TransactionHistory, row: int) -> LabelEvent:
