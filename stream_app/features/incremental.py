@@ -167,11 +167,22 @@ class IncrementalFeatures:
         if here < 0 or terminal_here < 0:
             return None
         horizon, terminal_horizon, delay = self._horizons_us
-        if customer.fraud_labels or (here and times[0] <= t - horizon):
-            here -= _prune(customer, t - horizon)
-        if terminal.fraud_labels or (terminal_here and terminal_times[0] <= t - terminal_horizon):
-            terminal_here -= _prune(terminal, t - terminal_horizon)
-        # every transaction left is inside the longest windows: no search for their starts
+        amounts = customer.amounts
+        # drop what no window can reach: every transaction left is inside the longest windows
+        cutoff = t - horizon
+        if here and times[0] <= cutoff:
+            stale = bisect_right(times, cutoff, 0, here)
+            del times[:stale], customer.transaction_ids[:stale], amounts[:stale]
+            here -= stale
+        if customer.fraud_labels:
+            _drop_labels(customer, cutoff)
+        cutoff = t - terminal_horizon
+        if terminal_here and terminal_times[0] <= cutoff:
+            stale = bisect_right(terminal_times, cutoff, 0, terminal_here)
+            del terminal_times[:stale], terminal.transaction_ids[:stale]
+            terminal_here -= stale
+        if terminal.fraud_labels:
+            _drop_labels(terminal, cutoff)
         days, within_day = divmod(t, MICROS_PER_DAY)
         row = [
             amount,
@@ -179,7 +190,6 @@ class IncrementalFeatures:
             1.0 if within_day // MICROS_PER_HOUR <= NIGHT_LAST_HOUR else 0.0,
         ]
         append = row.append
-        amounts = customer.amounts
         means = []
         end = here
         total = amount
@@ -206,10 +216,11 @@ class IncrementalFeatures:
         delayed_end = bisect_right(terminal_times, delayed, 0, terminal_here + 1)
         terminal_frauds = terminal.fraud_labels
         end = delayed_end
+        longest = terminal_horizon - delay
         for window in self._terminal_windows_us:
-            if window != terminal_horizon - delay and end:
+            if end and window < longest:
                 end = bisect_right(terminal_times, delayed - window, 0, end)
-            else:
+            else:  # the longest window starts at the horizon
                 end = 0
             count = delayed_end - end + 0.0
             append(count)
@@ -284,23 +295,11 @@ def _record_label(
         labels.append((transaction_id, event_time_us, label_time_us))
 
 
-def _prune(window: CustomerWindow | TerminalWindow, cutoff_us: int) -> int:
-    """Drop transactions and fraud labels at or before ``cutoff_us`` (outside every window).
-
-    Returns how many transactions were dropped.
-    """
+def _drop_labels(window: CustomerWindow | TerminalWindow, cutoff_us: int) -> None:
+    """Drop the fraud labels of transactions at or before ``cutoff_us`` (outside every window)."""
     labels = window.fraud_labels
-    if labels and any(e <= cutoff_us for _, e, _ in labels):
+    if any(e <= cutoff_us for _, e, _ in labels):
         window.fraud_labels = [label for label in labels if label[1] > cutoff_us]
-    times = window.times
-    if not times or times[0] > cutoff_us:
-        return 0
-    stale = bisect_right(times, cutoff_us)
-    del times[:stale]
-    del window.transaction_ids[:stale]
-    if isinstance(window, CustomerWindow):
-        del window.amounts[:stale]
-    return stale
 
 
 def customer_to_bytes(window: CustomerWindow) -> bytes:
