@@ -306,3 +306,37 @@ def test_metrics_and_health_pages(settings: Settings, alert_everything: ModelBun
         "fraudstream_event_time_lag_seconds", "fraudstream_label_barrier_timeouts",
     } <= families  # fmt: skip
     assert health_status == 200 and msgspec.json.decode(health)["status"] == "ok"
+
+
+def test_labels_waiting_in_the_topic_are_applied_before_a_later_transaction(
+    settings: Settings, alert_everything: ModelBundle
+) -> None:
+    """2,000 labels wait in the labels topic, the fraud label of terminal k9 last; a later
+    transaction at k9 is scored with that label applied (the barrier's own logic is
+    tested in tests/unit/test_pipeline_barrier.py: here the fetch order alone may do)."""
+    settings = settings.replace(batch_max_events=50, label_barrier_timeout_ms=20_000)
+    fraud_at = T0 - dt.timedelta(days=1)
+    later = T0 + dt.timedelta(days=6, hours=12)  # delayed windows: (T0-1d-12h, T0-12h]
+    genuine = [
+        ("c1", encode_label(Label(f"g{i}", "c1", "k1", fraud_at, fraud_at + dt.timedelta(
+            seconds=i + 1), False)))
+        for i in range(2000)
+    ]  # fmt: skip
+    fraud = ("c1", encode_label(Label("f1", "c1", "k9", fraud_at, T0, True)))
+
+    async def scenario() -> tuple[list[bytes], float]:
+        topics = await create_topics(settings)
+        await _produce(settings, topics.transactions, [("c1", _tx("f1", "c1", "k9", fraud_at))])
+        await _produce(settings, topics.labels, [*genuine, fraud])
+        await _produce(settings, topics.transactions, [("c2", _tx("n1", "c2", "k9", later))])
+        async with running_worker(settings, alert_everything) as app:
+            await wait_for(
+                lambda: counter_value(app, "fraudstream_alerts_out_total") >= 2, TIMEOUT_S, "alerts"
+            )
+            timeouts = counter_value(app, "fraudstream_label_barrier_timeouts_total")
+        return [r.value for r in await read_all(settings.kafka_bootstrap, topics.alerts)], timeouts
+
+    values, timeouts = asyncio.run(scenario())
+    alerts = {a.transaction_id: a for a in map(decode_alert, values)}
+    assert alerts["n1"].features["TERMINAL_ID_RISK_1DAY_WINDOW"] == 1.0
+    assert timeouts == 0

@@ -1,0 +1,124 @@
+"""The label barrier of BatchWorker, against a scripted consumer (no broker).
+
+Before a batch whose newest transaction is at t goes on, each owned labels partition must
+be at its fetch high watermark or have delivered a label with label_time > t; otherwise
+the worker reads more labels, at most ``label_barrier_timeout_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from stream_app.contracts import Label, Transaction, encode_label, encode_transaction
+from stream_app.settings import Settings
+from stream_app.stream.metrics import WorkerMetrics
+from stream_app.stream.pipeline import Pipeline
+from stream_app.stream.topics import stream_topics
+from stream_app.stream.worker import BatchWorker
+
+TOPICS = stream_topics("barrier")
+LABELS = TopicPartition(TOPICS.labels, 0)
+TRANSACTIONS = TopicPartition(TOPICS.transactions, 0)
+T0 = dt.datetime(2018, 4, 2, tzinfo=dt.UTC)
+
+
+class ScriptedConsumer:
+    """Serves ``labels`` from offset 0 in chunks of 2; ``highwater`` as given."""
+
+    def __init__(self, labels: list[bytes], highwater: int | None) -> None:
+        self.labels = labels
+        self.position_ = 0
+        self.highwater_ = highwater
+        self.label_fetches = 0
+
+    def assignment(self) -> set[TopicPartition]:
+        return {LABELS, TRANSACTIONS}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.highwater_
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.position_
+
+    async def getmany(self, *tps: TopicPartition, timeout_ms: int, max_records: int) -> Any:
+        assert tps == (LABELS,), "the barrier reads labels only"
+        self.label_fetches += 1
+        chunk = self.labels[self.position_ : self.position_ + 2]
+        if not chunk:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        records = [
+            ConsumerRecord(LABELS.topic, 0, self.position_ + i, 0, 0, b"c", v, None, 0, 0, [])
+            for i, v in enumerate(chunk)
+        ]
+        self.position_ += len(chunk)
+        return {LABELS: records}
+
+
+def _barrier(consumer: ScriptedConsumer, timeout_ms: int, at: dt.datetime) -> tuple[Any, float]:
+    """Run the barrier for a one-transaction batch at ``at``: (the batch, timeouts)."""
+
+    async def run() -> tuple[Any, float]:
+        worker, metrics = _worker(timeout_ms)
+        real, worker._consumer = worker._consumer, consumer  # scripted, not a broker client
+        try:
+            batch = _transaction_batch(worker, at)
+            await worker._label_barrier(batch)
+        finally:
+            await real.stop()
+        timeouts = metrics.registry.get_sample_value("fraudstream_label_barrier_timeouts_total")
+        return batch, timeouts or 0.0
+
+    return asyncio.run(run())
+
+
+def _worker(timeout_ms: int) -> tuple[BatchWorker, WorkerMetrics]:
+    metrics = WorkerMetrics()
+    scorer: Any = SimpleNamespace(bundle=SimpleNamespace(model_version="m"))
+    pipeline = Pipeline(
+        topics=TOPICS, store=None, scorer=scorer, publisher=None,  # type: ignore[arg-type]
+        metrics=metrics, dlq_partitions=1, publish_scores=False, max_payload_bytes=16384,
+    )  # fmt: skip
+    settings = Settings.from_env({}, label_barrier_timeout_ms=timeout_ms, batch_max_wait_ms=5)
+    return BatchWorker(settings, TOPICS, pipeline, metrics), metrics
+
+
+def _label(i: int, label_time: dt.datetime) -> bytes:
+    return encode_label(Label(f"l{i}", "c", "k", T0, label_time, i % 2 == 0))
+
+
+def _transaction_batch(worker: BatchWorker, at: dt.datetime) -> Any:
+    tx = encode_transaction(Transaction("t", "c", "k", "1.00", "EUR", at))
+    record = ConsumerRecord(TRANSACTIONS.topic, 0, 0, 0, 0, b"c", tx, None, 0, 0, [])
+    return worker._pipeline.decode({TRANSACTIONS: [record]}, generation=0)
+
+
+def test_labels_are_read_until_one_is_newer_than_the_batch() -> None:
+    t = T0 + dt.timedelta(days=8)
+    labels = [_label(i, T0 + dt.timedelta(days=i)) for i in range(12)]  # day 9 passes t
+    consumer = ScriptedConsumer(labels, highwater=len(labels))
+    batch, timeouts = _barrier(consumer, 5_000, t)
+    assert [label.transaction_id for label in batch.labels] == [f"l{i}" for i in range(10)]
+    assert batch.offsets[LABELS] == 10
+    assert timeouts == 0
+
+
+def test_labels_are_read_up_to_the_high_watermark() -> None:
+    labels = [_label(i, T0) for i in range(5)]
+    consumer = ScriptedConsumer(labels, highwater=len(labels))
+    batch, timeouts = _barrier(consumer, 5_000, T0 + dt.timedelta(days=8))
+    assert len(batch.labels) == 5 and consumer.position_ == 5
+    assert timeouts == 0
+
+
+def test_an_unknown_high_watermark_is_waited_for_at_most_the_timeout() -> None:
+    consumer = ScriptedConsumer([], highwater=None)
+    batch, timeouts = _barrier(consumer, 50, T0)
+    assert consumer.label_fetches >= 1 and batch.labels == []
+    assert timeouts == 1
