@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -31,6 +32,10 @@ from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 from tests.unit.feature_histories import DAY, T0, random_history
 
 FS = feature_set("default")
+_ARRAY_FIELDS = (
+    "transaction_id", "customer_id", "terminal_id", "event_time_us", "amount", "is_fraud",
+    "label_time_us", "fraud_scenario",
+)  # fmt: skip
 
 
 def _events(history: TransactionHistory, rows: range) -> list[TransactionEvent]:
@@ -205,3 +210,18 @@ def test_state_bytes_are_compact() -> None:
 def test_malformed_state_bytes_are_refused(data: bytes, match: str) -> None:
     with pytest.raises(InputDataError, match=match):
         terminal_from_bytes(data)
+
+
+def test_replay_without_a_store_equals_replay_through_one_with_redeliveries() -> None:
+    history = random_history(13, n=400)
+    n = len(history)
+    again = np.r_[np.arange(6), 5, np.arange(6, n), n - 1]  # rows 5 and n-1 sent twice
+    redelivered = dataclasses.replace(
+        history,
+        **{name: getattr(history, name)[again] for name in _ARRAY_FIELDS},
+    )
+    own = replay_history(redelivered, FS)
+    through = replay_history(redelivered, FS, InMemoryWindowStore(FS))
+    npt.assert_array_equal(own.values, through.values)
+    npt.assert_array_equal(own.values[6], own.values[5])  # a re-delivery gets its first row
+    npt.assert_array_equal(own.values[-1], own.values[-2])
