@@ -193,6 +193,8 @@ class IncrementalFeatures:
         means = []
         end = here
         total = amount
+        # plain sums of at most the window's few hundred amounts: within ~1e-13 of exact, as
+        # close as the batch path's cumulative sums (fsum cost ~3x more here)
         for window in self._customer_inner_windows_us:  # ascending, so nested
             start = bisect_right(times, t - window, 0, end)
             if start < end:
