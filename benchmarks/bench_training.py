@@ -52,8 +52,8 @@ def main() -> None:
     print(f"{'stage':<28} {'wall s':>8}")
     for name, seconds in [("read history", read_seconds), *run.seconds.items()]:
         print(f"{name:<28} {seconds:>8.1f}")
-    print(f"{'total':<28} {total_wall:>8.1f}  (process CPU {total_cpu:.1f} s: the wall time "
-          "minus waiting for the shared cores)")
+    print(f"{'total':<28} {total_wall:>8.1f}  (process CPU {total_cpu:.1f} s; wall beyond CPU "
+          "is waiting for the shared cores)")
     print(f"peak RSS {peak_mib:.0f} MiB; threshold {run.models.threshold:.4f}")
 
 
