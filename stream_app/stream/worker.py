@@ -3,15 +3,18 @@
 Faust dispatches one message at a time (~5k events/s here, see the performance notes), so
 the hot topics are read by one aiokafka consumer in the worker's consumer group,
 subscribed to ``transactions`` and ``labels`` (co-partitioned by ``customer_id``: the
-range assignor gives a worker the same partition numbers of both). Three tasks run:
+range assignor gives a worker the same partition numbers of both). Four tasks run:
 
 1. **fetch**: ``getmany`` -> decode and validate (:meth:`Pipeline.decode`) -> label
    barrier -> queue. It decodes batch k+1 while batch k waits on Redis or the broker.
 2. **process**: windows in Redis (one round trip), one scorer call, alerts/scores/dead
    letters handed to the producer without waiting (:meth:`Pipeline.process`).
-3. **commit**: waits for the broker's acknowledgements, then commits the batch's offsets.
+3. **confirm**: waits for the broker's acknowledgements, then writes the batch's windows
+   to Redis, then marks its offsets committable.
+4. **commit**: commits the committable offsets, coalescing batches while a commit is slow
+   (tansu takes tens of ms), and before partitions are revoked or the worker stops.
 
-Offsets are committed only after Redis and the broker acknowledged a batch
+Offsets are committed only after the broker and Redis acknowledged a batch
 (at-least-once); every effect is idempotent, so a redelivered batch changes nothing.
 
 **Label barrier.** Before a batch of transactions whose newest event time is t goes on,
@@ -93,15 +96,19 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._progress.idle.set()
         self._generation = 0
         self._label_time_us: dict[TopicPartition, int] = {}
+        self._committable: dict[TopicPartition, int] = {}
+        self._commit_due = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Join the group and start the fetch, process and commit tasks."""
+        """Join the group and start the fetch, process, confirm and commit tasks."""
         self._consumer.subscribe([self._topics.transactions, self._topics.labels], listener=self)
         await self._kafka.call(self._consumer.start)
         for name, loop in (
             ("fetch", self._fetch_loop),
             ("process", self._process_loop),
+            ("confirm", self._confirm_loop),
             ("commit", self._commit_loop),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=f"fraudstream-{name}"))
@@ -121,6 +128,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             fetch.cancel()
             try:
                 await asyncio.wait_for(self._progress.idle.wait(), timeout=_STOP_DRAIN_S)
+                await self._commit_pending()
             except TimeoutError:
                 log.warning("stopping with %d batches uncommitted", self._progress.in_flight)
             for task in others:
@@ -134,6 +142,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         """Finish and commit every batch already fetched before the partitions move."""
         await self._progress.idle.wait()
+        await self._commit_pending()
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         """Start a new generation: forget cached windows and label progress."""
@@ -142,7 +151,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._pipeline.forget_cached_state()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
-    # -- the three tasks -------------------------------------------------------------------
+    # -- the four tasks --------------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
         settings = self._settings
@@ -170,15 +179,24 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             await self._sent.put(await self._pipeline.process(batch))
 
-    async def _commit_loop(self) -> None:
+    async def _confirm_loop(self) -> None:
         while True:
             sent = await self._sent.get()
             try:
                 await self._pipeline.confirm(sent)
                 if sent.batch.generation == self._generation:
-                    await self._commit(sent.batch.offsets)
+                    for tp, offset in sent.batch.offsets.items():
+                        self._committable[tp] = max(offset, self._committable.get(tp, 0))
+                    self._commit_due.set()
             finally:
                 self._progress.finished()
+
+    async def _commit_loop(self) -> None:
+        """Commit the confirmed offsets, several batches at a time while a commit is slow."""
+        while True:
+            await self._commit_due.wait()
+            self._commit_due.clear()
+            await self._commit_pending()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -226,15 +244,20 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 return False
         return True
 
-    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        start = time.perf_counter()
+    async def _commit_pending(self) -> None:
+        """Commit every confirmed offset not committed yet (one commit at a time)."""
+        async with self._commit_lock:
+            offsets, self._committable = self._committable, {}
+            if not offsets:
+                return
+            start = time.perf_counter()
 
-        async def commit() -> None:
-            try:
-                await self._consumer.commit(dict(offsets))
-            except (CommitFailedError, IllegalStateError) as exc:  # retrying cannot help
-                self._metrics.commit_failures.inc()
-                log.warning("commit refused (%r); the batch will be redelivered", exc)
+            async def commit() -> None:
+                try:
+                    await self._consumer.commit(offsets)
+                except (CommitFailedError, IllegalStateError) as exc:  # retrying cannot help
+                    self._metrics.commit_failures.inc()
+                    log.warning("commit refused (%r); the records will be redelivered", exc)
 
-        await self._kafka.call(commit)
-        self._metrics.stage_seconds.labels("commit").observe(time.perf_counter() - start)
+            await self._kafka.call(commit)
+            self._metrics.stage_seconds.labels("commit").observe(time.perf_counter() - start)
