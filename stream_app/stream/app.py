@@ -135,6 +135,11 @@ class StreamRuntime(Service):
         if self._worker is not None:
             await self._worker.run()
 
+    async def drained(self) -> None:
+        """Return once every record consumed so far is scored, written and committed."""
+        if self._worker is not None:
+            await self._worker.drained()
+
     async def on_stop(self) -> None:
         """Finish in-flight batches, then close the consumer, producer and Redis."""
         self.ready = False

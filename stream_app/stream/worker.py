@@ -121,6 +121,14 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self.stop()
                 raise task.exception()  # type: ignore[misc]
 
+    async def drained(self) -> None:
+        """Return once every batch fetched so far is confirmed and its offsets committed."""
+        while True:
+            await self._progress.idle.wait()
+            await self._commit_pending()
+            if self._progress.idle.is_set() and not self._committable:
+                return
+
     async def stop(self) -> None:
         """Stop fetching, finish what is in flight (at most 10 s), leave the group."""
         if self._tasks:
