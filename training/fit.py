@@ -116,6 +116,38 @@ def _epoch_batches(
     return _chunks(rows[order], config.batch_size)
 
 
+def _train_epochs(
+    optimiser: torch.optim.Optimizer, rows: IntArray, batch_loss: Callable[[Tensor], Tensor],
+    epochs: int, config: TrainConfig, on_epoch: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Minimise ``batch_loss`` over shuffled batches of ``rows``; the mean loss per epoch."""
+    generator = _generator(config.seed)
+    row_tensor = torch.from_numpy(rows)
+    losses: list[float] = []
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for batch in _epoch_batches(row_tensor, config, generator):
+            loss = batch_loss(batch)
+            optimiser.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimiser.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
+        losses.append(total / count)
+        if on_epoch:
+            on_epoch(epoch, losses[-1])
+    return losses
+
+
+def _epoch_reporter(
+    progress: Progress | None, label: str, epochs: int
+) -> Callable[[int, float], None] | None:
+    if progress is None:
+        return None
+    report = progress
+    return lambda epoch, loss: report(f"{label} epoch {epoch + 1}/{epochs} loss {loss:.4f}")
+
+
 def fit_normaliser(dataset: Dataset, rows: IntArray) -> FeatureNormaliser:
     """The normaliser every model of a run shares (statistics of the training rows)."""
     _require_rows(rows, "normaliser")
@@ -141,22 +173,16 @@ def fit_autoencoder(
     )
     view = TensorView(dataset)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    generator = _generator(config.seed)
-    losses: list[float] = []
-    for epoch in range(config.autoencoder_epochs):
-        total, count = 0.0, 0
-        for batch in _epoch_batches(torch.from_numpy(genuine), config, generator):
-            error, _ = model(view.features(batch))
-            loss = error.mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(batch)
-            count += len(batch)
-        losses.append(total / count)
-        if progress:
-            progress(f"autoencoder epoch {epoch + 1}/{config.autoencoder_epochs} "
-                     f"loss {losses[-1]:.4f}")
+
+    def batch_loss(batch: Tensor) -> Tensor:
+        error, _ = model(view.features(batch))
+        loss: Tensor = error.mean()
+        return loss
+
+    losses = _train_epochs(
+        optimiser, genuine, batch_loss, config.autoencoder_epochs, config,
+        _epoch_reporter(progress, "autoencoder", config.autoencoder_epochs),
+    )
     model.eval()
     return model, losses
 
@@ -172,22 +198,16 @@ def fit_sequence(
     view = TensorView(dataset)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_fn = nn.BCEWithLogitsLoss()
-    generator = _generator(config.seed)
-    losses: list[float] = []
-    for epoch in range(config.sequence_epochs):
-        total, count = 0.0, 0
-        for batch in _epoch_batches(torch.from_numpy(rows), config, generator):
-            sequence, mask = view.sequences(batch)
-            loss = loss_fn(model.logits(sequence, mask), view.labels[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(batch)
-            count += len(batch)
-        losses.append(total / count)
-        if progress:
-            progress(f"{label} epoch {epoch + 1}/{config.sequence_epochs} "
-                     f"loss {losses[-1]:.4f}")
+
+    def batch_loss(batch: Tensor) -> Tensor:
+        sequence, mask = view.sequences(batch)
+        loss: Tensor = loss_fn(model.logits(sequence, mask), view.labels[batch])
+        return loss
+
+    losses = _train_epochs(
+        optimiser, rows, batch_loss, config.sequence_epochs, config,
+        _epoch_reporter(progress, label, config.sequence_epochs),
+    )
     model.eval()
     return model, losses
 
@@ -322,18 +342,13 @@ def fit_stacker(
     stacker.set_error_statistics(error_t[fit_part])
     optimiser = torch.optim.Adam(stacker.parameters(), lr=3e-3, weight_decay=1e-4)
     loss_fn = nn.BCEWithLogitsLoss()
-    generator = _generator(config.seed)
-    losses: list[float] = []
-    for _ in range(config.stacker_epochs):
-        total = 0.0
-        for batch in _epoch_batches(torch.from_numpy(fit_part), config, generator):
-            logits = stacker.logits(features[batch], error_t[batch], probability_t[batch])
-            loss = loss_fn(logits, labels[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(batch)
-        losses.append(total / min(len(fit_part), config.rows_per_epoch))
+
+    def batch_loss(batch: Tensor) -> Tensor:
+        logits = stacker.logits(features[batch], error_t[batch], probability_t[batch])
+        loss: Tensor = loss_fn(logits, labels[batch])
+        return loss
+
+    losses = _train_epochs(optimiser, fit_part, batch_loss, config.stacker_epochs, config)
     stacker.eval()
     with torch.no_grad():
         held = torch.from_numpy(calibration)
