@@ -17,6 +17,8 @@ Run it in-process (tests, benchmarks) with::
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -158,6 +160,8 @@ def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:
         f"{topics.consumer_group}-app",
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        # Faust creates its data dir even without tables: keep it out of the working tree
+        datadir=str(Path(tempfile.gettempdir()) / "{conf.name}-data"),
         autodiscover=False,
         topic_disable_leader=True,
         broker_session_timeout=settings.broker_session_timeout_s,
