@@ -161,7 +161,6 @@ def worker_settings(kafka: str, redis_url: str, bundle: Path, namespace: str) ->
     return Settings.from_env(
         kafka_bootstrap=kafka, redis_url=redis_url, namespace=namespace,
         model_dir=str(bundle), publish_scores=True, web_port=free_port(),
-        metrics_port=free_port(),
     )
 
 

@@ -157,7 +157,7 @@ def main() -> int:
             settings = Settings.from_env(
                 kafka_bootstrap=kafka.address, redis_url=redis_server.url, namespace=NAMESPACE,
                 model_dir=str(bundle_dir), publish_scores=True, web_port=free_port(),
-                metrics_port=free_port(), label_delay_days=bundle.manifest.label_delay_days,
+                label_delay_days=bundle.manifest.label_delay_days,
                 topic_partitions=args.partitions,
             )
             ensure_topics_sync(kafka.address, stream_topics(NAMESPACE).all,

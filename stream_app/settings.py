@@ -34,8 +34,6 @@ class Settings:
     redis_key_ttl_days: int = 45
     onnx_intra_op_threads: int = 1
     onnx_allow_spinning: bool = False
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9108
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     max_payload_bytes: int = 16384

@@ -140,7 +140,6 @@ def run_demo(run_dir: Path, plan: DemoPlan, out: Out = print) -> DemoSummary:
             label_delay_days=plan.label_delay_days,
             publish_scores=True,
             web_port=free_port(),
-            metrics_port=free_port(),
         )
         topics = stream_topics(DEMO_NAMESPACE)
         ensure_topics_sync(
