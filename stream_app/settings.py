@@ -26,6 +26,8 @@ class Settings:
     batch_max_events: int = 1000
     batch_max_wait_ms: int = 20
     label_barrier_timeout_ms: int = 2000
+    align_max_buffered_events: int = 50_000
+    align_max_wait_ms: int = 10_000
     publish_scores: bool = False
     topic_partitions: int = 4
     topic_replication: int = 1

@@ -80,6 +80,12 @@ class WorkerMetrics:
             "Transaction batches scored before the labels consumer caught up.",
             registry=r,
         )
+        self.alignment_forced_releases = Counter(
+            "fraudstream_alignment_forced_releases",
+            "Transactions released before the event-time watermark (buffer full or waited "
+            "too long): a partition lagged, so shared terminal windows may miss records.",
+            registry=r,
+        )
         self.dependency_up = Gauge(
             "fraudstream_dependency_up",
             "1 when the dependency answered last time, else 0.",

@@ -80,11 +80,21 @@ class DecodedBatch:
     generation: int
     transactions: list[Transaction] = field(default_factory=list)
     events: list[TransactionEvent] = field(default_factory=list)
+    sources: list[tuple[TopicPartition, int]] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
     dead_letters: list[OutRecord] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     last_label_time_us: dict[TopicPartition, int] = field(default_factory=dict)
     max_event_time_us: int = -1
+
+    def keep_transactions(
+        self, kept: Sequence[tuple[Transaction, TransactionEvent, tuple[TopicPartition, int]]]
+    ) -> None:
+        """Replace the transactions (already in application order) with ``kept``."""
+        self.transactions = [tx for tx, _, _ in kept]
+        self.events = [event for _, event, _ in kept]
+        self.sources = [source for _, _, source in kept]
+        self.max_event_time_us = max((e.event_time_us for e in self.events), default=-1)
 
     def merge_labels(self, other: DecodedBatch) -> None:
         """Add the labels (and dead letters, offsets) of a label-only batch."""
@@ -143,10 +153,11 @@ class Pipeline:
         """Validate every record of a fetch; invalid ones become dead letters.
 
         Transactions are ordered by event time (stable: ties keep partition order), the
-        order in which their windows are applied.
+        order in which their windows are applied; ``sources`` holds each one's partition
+        and offset.
         """
         batch = DecodedBatch(generation)
-        transactions: list[tuple[int, Transaction]] = []
+        transactions: list[tuple[int, TopicPartition, int, Transaction]] = []
         labels_topic = self._topics.labels
         for tp, records in fetched.items():
             if not records:
@@ -168,7 +179,7 @@ class Pipeline:
                         batch.last_label_time_us[tp] = label.label_time_us
                     else:
                         tx = decode_transaction(record.value, self._max_bytes)
-                        transactions.append((tx.event_time_us, tx))
+                        transactions.append((tx.event_time_us, tp, record.offset, tx))
                 except ContractError as error:
                     self._metrics.dlq.labels(kind).inc()
                     batch.dead_letters.append(
@@ -185,11 +196,12 @@ class Pipeline:
                         )
                     )
         transactions.sort(key=lambda item: item[0])
-        batch.transactions = [tx for _, tx in transactions]
+        batch.transactions = [tx for _, _, _, tx in transactions]
         batch.events = [
             TransactionEvent(tx.transaction_id, tx.customer_id, tx.terminal_id, t, tx.amount_float)
-            for t, tx in transactions
+            for t, _, _, tx in transactions
         ]
+        batch.sources = [(tp, offset) for _, tp, offset, _ in transactions]
         if transactions:
             batch.max_event_time_us = transactions[-1][0]
         return batch

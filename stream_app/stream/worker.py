@@ -22,6 +22,13 @@ each owned labels partition must be caught up (position at the high watermark of
 last fetch response; tansu's ListOffsets is wrong) or have delivered a label with
 ``label_time > t``. The fetch task reads more labels until then, at most
 ``label_barrier_timeout_ms`` (``fraudstream_label_barrier_timeouts`` counts give-ups).
+
+**Event-time alignment.** Terminal windows are shared across partitions, so fetched
+transactions go through an :class:`EventTimeAligner`: a batch carries only those no
+owned transactions partition still behind its high watermark can precede; the rest wait
+for a later batch, and the batch's offsets stop at the oldest waiting record. At most
+``align_max_buffered_events`` wait, none longer than ``align_max_wait_ms``
+(``fraudstream_alignment_forced_releases`` counts records released early).
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from stream_app.contracts import Transaction
+from stream_app.features.store import TransactionEvent
 from stream_app.settings import Settings
+from stream_app.stream.alignment import EventTimeAligner
 from stream_app.stream.metrics import WorkerMetrics
 from stream_app.stream.pipeline import DecodedBatch, Pipeline, SentBatch
 from stream_app.stream.retry import Backoff
@@ -44,6 +54,7 @@ from stream_app.stream.topics import StreamTopics
 
 log = logging.getLogger(__name__)
 
+_Aligned = tuple[Transaction, TransactionEvent, tuple[TopicPartition, int]]
 _QUEUE_DEPTH = 1
 _STOP_DRAIN_S = 10.0
 
@@ -96,6 +107,10 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._progress.idle.set()
         self._generation = 0
         self._label_time_us: dict[TopicPartition, int] = {}
+        self._aligner: EventTimeAligner[_Aligned] = EventTimeAligner(
+            settings.align_max_buffered_events, settings.align_max_wait_ms / 1000
+        )
+        self._aligner_generation = 0
         self._committable: dict[TopicPartition, int] = {}
         self._commit_due = asyncio.Event()
         self._commit_lock = asyncio.Lock()
@@ -122,11 +137,14 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 raise task.exception()  # type: ignore[misc]
 
     async def drained(self) -> None:
-        """Return once every batch fetched so far is confirmed and its offsets committed."""
+        """Return once every record fetched so far is released by the aligner, confirmed
+        and its offsets committed."""
         while True:
             await self._progress.idle.wait()
             await self._commit_pending()
-            if self._progress.idle.is_set() and not self._committable:
+            if self._aligner.buffered:
+                await asyncio.sleep(self._settings.batch_max_wait_ms / 1000)
+            elif self._progress.idle.is_set() and not self._committable:
                 return
 
     async def stop(self) -> None:
@@ -153,9 +171,12 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._commit_pending()
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        """Start a new generation: forget cached windows and label progress."""
+        """Start a new generation: forget cached windows, label progress and buffered
+        transactions (never committed, so redelivered to their new owner)."""
         self._generation += 1
         self._label_time_us.clear()
+        self._aligner.clear()
+        self._aligner_generation = self._generation
         self._pipeline.forget_cached_state()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
@@ -167,11 +188,14 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             fetched = await self._consumer.getmany(
                 timeout_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_events
             )
-            if not fetched:
+            if not fetched and not self._aligner.buffered:
                 continue
             self._progress.started()
             try:
-                batch = self._decode(fetched, self._generation)
+                batch = await self._align(self._decode(fetched, self._generation))
+                if batch is None:
+                    self._progress.finished()
+                    continue
                 if batch.transactions:
                     await self._label_barrier(batch)
                 await self._decoded.put(batch)
@@ -216,6 +240,44 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
         self._label_time_us.update(batch.last_label_time_us)
         return batch
+
+    async def _align(self, batch: DecodedBatch) -> DecodedBatch | None:
+        """Keep the transactions the watermark releases; ``None`` if nothing is left."""
+        aligner = self._aligner
+        if self._aligner_generation != batch.generation:
+            aligner.clear()
+            self._aligner_generation = batch.generation
+        now = time.monotonic()
+        for tx, event, (tp, offset) in zip(
+            batch.transactions, batch.events, batch.sources, strict=True
+        ):
+            aligner.add(tp, offset, event.event_time_us, (tx, event, (tp, offset)), now)
+        for tp, end in batch.offsets.items():
+            if tp.topic == self._topics.transactions:
+                aligner.fetched(tp, end)
+        released = aligner.release(await self._behind(), now)
+        if released.forced:
+            self._metrics.alignment_forced_releases.inc(released.forced)
+        batch.keep_transactions(released.items)
+        batch.offsets.update(released.offsets)
+        if not (batch.transactions or batch.labels or batch.dead_letters or batch.offsets):
+            return None
+        return batch
+
+    async def _behind(self) -> list[TopicPartition]:
+        """Owned transactions partitions whose position is below the fetch high watermark."""
+        behind = []
+        for tp in self._consumer.assignment():
+            if tp.topic != self._topics.transactions:
+                continue
+            try:
+                highwater = self._consumer.highwater(tp)
+                position = await self._consumer.position(tp)
+            except (IllegalStateError, AssertionError):
+                continue  # revoked meanwhile: not ours to wait for
+            if highwater is None or position < highwater:
+                behind.append(tp)
+        return behind
 
     async def _label_barrier(self, batch: DecodedBatch) -> None:
         start = time.perf_counter()

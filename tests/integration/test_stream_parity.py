@@ -86,17 +86,7 @@ async def _stream_scores(
     return scores, alerts
 
 
-_CROSS_PARTITION_ORDER = pytest.mark.xfail(
-    strict=True,
-    reason="known defect (open in the stream issue): the worker does not yet align event time "
-    "across transaction partitions, so shared terminal windows can miss earlier "
-    "transactions of another partition",
-)
-
-
-@pytest.mark.parametrize(
-    "partitions", [1, pytest.param(2, marks=_CROSS_PARTITION_ORDER)]
-)
+@pytest.mark.parametrize("partitions", [1, 2])
 def test_stream_scores_and_alerts_equal_the_backtest(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path, partitions: int
 ) -> None:
