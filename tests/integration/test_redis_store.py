@@ -25,8 +25,14 @@ from stream_app.features.store import (
     TransactionEvent,
     WindowStore,
 )
-from stream_app.sources.history import NO_LABEL_US, TransactionHistory
-from tests.unit.feature_histories import DAY, T0, random_history
+from stream_app.sources.history import TransactionHistory
+from tests.unit.feature_histories import (
+    DAY,
+    T0,
+    label_events,
+    random_history,
+    transaction_events,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -77,29 +83,6 @@ def any_store(request: pytest.FixtureRequest) -> WindowStore:
     return store
 
 
-def _events(history: TransactionHistory, rows: range) -> list[TransactionEvent]:
-    return [
-        TransactionEvent(
-            str(history.transaction_id[i]), str(history.customer_id[i]),
-            str(history.terminal_id[i]), int(history.event_time_us[i]), float(history.amount[i]),
-        )
-        for i in rows
-    ]  # fmt: skip
-
-
-def _labels(history: TransactionHistory) -> list[LabelEvent]:
-    rows = np.flatnonzero(history.label_time_us != NO_LABEL_US)
-    rows = rows[np.argsort(history.label_time_us[rows], kind="stable")]
-    return [
-        LabelEvent(
-            str(history.transaction_id[i]), str(history.customer_id[i]),
-            str(history.terminal_id[i]), int(history.event_time_us[i]),
-            int(history.label_time_us[i]), bool(history.is_fraud[i]),
-        )
-        for i in rows
-    ]  # fmt: skip
-
-
 def _drive(
     store: WindowStore, history: TransactionHistory, seed: int, start: int = 0, stop: int = -1
 ) -> list[FeatureBatch]:
@@ -108,7 +91,7 @@ def _drive(
     (labels due before ``start`` are delivered again with the first batch)."""
     stop = len(history) if stop < 0 else stop
     rng = np.random.default_rng(seed)
-    labels = _labels(history)
+    labels = label_events(history)
     label_times = np.array([label.label_time_us for label in labels], dtype=np.int64)
     released = np.searchsorted(label_times, history.event_time_us, "right")
     cuts = set((np.flatnonzero(np.diff(released)) + 1).tolist())
@@ -117,7 +100,7 @@ def _drive(
     batches, sent = [], 0
     for lo, hi in itertools.pairwise(bounds):
         due = int(released[lo])
-        batches.append(store.process(_events(history, range(lo, hi)), labels[sent:due]))
+        batches.append(store.process(transaction_events(history, range(lo, hi)), labels[sent:due]))
         sent = due
     return batches
 
@@ -190,8 +173,9 @@ def test_redelivery_leaves_redis_byte_identical(
     _drive(redis_store, history, seed=22)
     before = _redis_state(redis_client)
     tail = range(len(history) - 80, len(history))
-    delivered = [lab for lab in _labels(history) if lab.label_time_us <= history.event_time_us[-1]]
-    again = redis_store.process(_events(history, tail), delivered)
+    last_us = history.event_time_us[-1]
+    delivered = [lab for lab in label_events(history) if lab.label_time_us <= last_us]
+    again = redis_store.process(transaction_events(history, tail), delivered)
     assert again.duplicate.all()
     assert _redis_state(redis_client) == before
 

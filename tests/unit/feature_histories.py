@@ -9,7 +9,7 @@ import numpy.testing as npt
 
 from stream_app.features.batch import FeatureTable, compute_features
 from stream_app.features.spec import FeatureSet
-from stream_app.features.store import replay_history
+from stream_app.features.store import LabelEvent, TransactionEvent, replay_history
 from stream_app.sources.history import MICROS_PER_DAY, NO_LABEL_US, TransactionHistory
 
 DAY = MICROS_PER_DAY
@@ -78,3 +78,28 @@ def column(table: FeatureTable, name: str) -> list[float]:
     """One column of a feature table as a list."""
     values: list[float] = table.values[:, table.columns.index(name)].tolist()
     return values
+
+
+def transaction_events(history: TransactionHistory, rows: range) -> list[TransactionEvent]:
+    """The store events of ``history``'s rows ``rows``."""
+    return [
+        TransactionEvent(
+            str(history.transaction_id[i]), str(history.customer_id[i]),
+            str(history.terminal_id[i]), int(history.event_time_us[i]), float(history.amount[i]),
+        )
+        for i in rows
+    ]  # fmt: skip
+
+
+def label_events(history: TransactionHistory) -> list[LabelEvent]:
+    """Every label of the history, in label time order."""
+    rows = np.flatnonzero(history.label_time_us != NO_LABEL_US)
+    rows = rows[np.argsort(history.label_time_us[rows], kind="stable")]
+    return [
+        LabelEvent(
+            str(history.transaction_id[i]), str(history.customer_id[i]),
+            str(history.terminal_id[i]), int(history.event_time_us[i]),
+            int(history.label_time_us[i]), bool(history.is_fraud[i]),
+        )
+        for i in rows
+    ]  # fmt: skip

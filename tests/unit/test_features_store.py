@@ -28,8 +28,14 @@ from stream_app.features.store import (
     WindowStore,
     replay_history,
 )
-from stream_app.sources.history import NO_LABEL_US, TransactionHistory
-from tests.unit.feature_histories import DAY, T0, random_history
+from stream_app.sources.history import TransactionHistory
+from tests.unit.feature_histories import (
+    DAY,
+    T0,
+    label_events,
+    random_history,
+    transaction_events,
+)
 
 FS = feature_set("default")
 _ARRAY_FIELDS = (
@@ -38,35 +44,11 @@ _ARRAY_FIELDS = (
 )  # fmt: skip
 
 
-def _events(history: TransactionHistory, rows: range) -> list[TransactionEvent]:
-    return [
-        TransactionEvent(
-            str(history.transaction_id[i]), str(history.customer_id[i]),
-            str(history.terminal_id[i]), int(history.event_time_us[i]), float(history.amount[i]),
-        )
-        for i in rows
-    ]  # fmt: skip
-
-
-def _labels(history: TransactionHistory) -> list[LabelEvent]:
-    """Every label of the history, in label time order."""
-    rows = np.flatnonzero(history.label_time_us != NO_LABEL_US)
-    rows = rows[np.argsort(history.label_time_us[rows], kind="stable")]
-    return [
-        LabelEvent(
-            str(history.transaction_id[i]), str(history.customer_id[i]),
-            str(history.terminal_id[i]), int(history.event_time_us[i]),
-            int(history.label_time_us[i]), bool(history.is_fraud[i]),
-        )
-        for i in rows
-    ]  # fmt: skip
-
-
 def _drive(store: WindowStore, history: TransactionHistory, seed: int) -> list[FeatureBatch]:
     """Random batch sizes; every label (genuine ones too) sent in the first batch that
     starts at or after its label time, as a stream would deliver them."""
     rng = np.random.default_rng(seed)
-    labels = _labels(history)
+    labels = label_events(history)
     label_times = np.array([label.label_time_us for label in labels], dtype=np.int64)
     released = np.searchsorted(label_times, history.event_time_us, "right")
     cuts = set((np.flatnonzero(np.diff(released)) + 1).tolist())
@@ -75,7 +57,8 @@ def _drive(store: WindowStore, history: TransactionHistory, seed: int) -> list[F
     batches, sent = [], 0
     for start, stop in itertools.pairwise(bounds):
         due = int(released[start])
-        batches.append(store.process(_events(history, range(start, stop)), labels[sent:due]))
+        events = transaction_events(history, range(start, stop))
+        batches.append(store.process(events, labels[sent:due]))
         sent = due
     return batches
 
@@ -111,10 +94,10 @@ def test_redelivered_transactions_and_labels_change_nothing() -> None:
     before = _state(store)
     tail = range(len(history) - 60, len(history))
     delivered = [
-        label for label in _labels(history)
+        label for label in label_events(history)
         if label.label_time_us <= history.event_time_us[-1]
     ]  # fmt: skip
-    again = store.process(_events(history, tail), delivered)
+    again = store.process(transaction_events(history, tail), delivered)
     assert _state(store) == before
     assert again.duplicate.all()
     last_five: dict[str, list[int]] = {}
