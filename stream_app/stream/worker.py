@@ -266,18 +266,18 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _behind(self) -> list[TopicPartition]:
         """Owned transactions partitions whose position is below the fetch high watermark."""
-        behind = []
-        for tp in self._consumer.assignment():
-            if tp.topic != self._topics.transactions:
-                continue
-            try:
-                highwater = self._consumer.highwater(tp)
-                position = await self._consumer.position(tp)
-            except (IllegalStateError, AssertionError):
-                continue  # revoked meanwhile: not ours to wait for
-            if highwater is None or position < highwater:
-                behind.append(tp)
-        return behind
+        owned = [tp for tp in self._consumer.assignment() if tp.topic == self._topics.transactions]
+        return [tp for tp in owned if await self._is_behind(tp)]
+
+    async def _is_behind(self, tp: TopicPartition) -> bool:
+        """``tp`` has records not fetched yet (the high watermark of the last fetch response:
+        tansu's ListOffsets is wrong); a partition revoked meanwhile is not ours to wait for."""
+        try:
+            highwater = self._consumer.highwater(tp)
+            position = await self._consumer.position(tp)
+        except (IllegalStateError, AssertionError):
+            return False
+        return highwater is None or position < highwater
 
     async def _label_barrier(self, batch: DecodedBatch) -> None:
         start = time.perf_counter()
@@ -303,14 +303,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _labels_ready(self, t: int) -> bool:
         for tp in self._label_partitions():
-            if self._label_time_us.get(tp, -1) > t:
-                continue
-            try:
-                highwater = self._consumer.highwater(tp)
-                position = await self._consumer.position(tp)
-            except (IllegalStateError, AssertionError):
-                continue  # revoked meanwhile: not ours to wait for
-            if highwater is None or position < highwater:
+            if self._label_time_us.get(tp, -1) <= t and await self._is_behind(tp):
                 return False
         return True
 
