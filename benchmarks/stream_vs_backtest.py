@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,17 @@ async def stream_scores(
     return scores, alerts, rate
 
 
+def order_metrics(web_port: int) -> str:
+    """The worker's counters of what can break parity: out-of-order records, forced
+    alignment releases and label-barrier give-ups."""
+    url = f"http://127.0.0.1:{web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    wanted = ("fraudstream_out_of_order_total", "fraudstream_alignment_forced_releases_total",
+              "fraudstream_label_barrier_timeouts_total")
+    return ", ".join(line for line in text.splitlines() if line.startswith(wanted)) or "none"
+
+
 def main() -> int:
     """Run both paths and compare them."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -165,6 +177,7 @@ def main() -> int:
             worker = stack.enter_context(
                 worker_process(settings, REPO / ".run" / "parity" / "worker.log"))
             scores, alerts, rate = asyncio.run(stream_scores(history, worker))
+            print("worker order metrics: " + order_metrics(settings.web_port), flush=True)
 
     expected = dict(zip(table["transaction_id"], table["score"], strict=True))
     expected_alerts = {t for t, a in zip(table["transaction_id"], table["is_alert"],

@@ -28,6 +28,7 @@ class Settings:
     label_barrier_timeout_ms: int = 2000
     align_max_buffered_events: int = 50_000
     align_max_wait_ms: int = 10_000
+    align_idle_ms: int = 1_000
     publish_scores: bool = False
     topic_partitions: int = 4
     topic_replication: int = 1

@@ -1,16 +1,26 @@
 """Event-time alignment of transactions across the partitions a worker owns.
 
 Terminal windows are shared by customers of every partition, so a transaction may only be
-applied once no owned partition can still deliver an earlier one. The watermark is the
-smallest newest-fetched event time over the partitions that are behind (position below
-the fetch high watermark); caught-up partitions hold nothing back. Records newer than the
-watermark stay buffered, and a partition's committable offset never passes its oldest
-buffered record. A bound on the buffered count and on the wait releases the oldest
-records anyway, so a stalled partition cannot stop the worker.
+applied once no owned partition can still deliver an earlier one. A partition *holds
+back* while it is behind (records on the broker not fetched yet) or was active (delivered
+a record) less than ``idle_s`` ago: a caught-up partition may still have a producer batch
+in flight, so only a quiet one stops counting. The watermark is the smallest
+newest-fetched event time over the partitions holding back; records newer than it stay
+buffered, in a heap keyed by (event time, partition, offset), and a partition's
+committable offset never passes its oldest buffered record.
+
+:meth:`EventTimeAligner.crowded` names partitions with ``max_per_partition`` or more
+records buffered, for the consumer to pause: a fetch returns one partition's records in a
+long run, and without pausing one partition could run days ahead of the others. Bounds on
+the buffered count and on the wait release the oldest records anyway, so a stalled
+partition cannot stop the worker; those releases are counted as forced.
 """
 
 from __future__ import annotations
 
+import heapq
+import sys
+from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -19,19 +29,19 @@ from aiokafka import TopicPartition
 
 T = TypeVar("T")
 
+_Key = tuple[int, int, int]  # (event time µs, partition, offset): unique within one topic
+_LAST = sys.maxsize  # sorts after every partition and offset
 
-@dataclass(order=True, frozen=True, slots=True)
-class _Held(Generic[T]):
-    event_time_us: int
-    partition: int
-    offset: int
-    topic: str
-    added_at: float = field(compare=False)
-    item: T = field(compare=False)
 
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
+@dataclass(eq=False, slots=True)
+class _Partition:
+    """What one partition has buffered, and how far it was fetched."""
+
+    pending: deque[_Key] = field(default_factory=deque)  # in fetch (offset) order
+    held: int = 0
+    newest_us: int = -1
+    fetched_end: int | None = None
+    active_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,64 +57,111 @@ class Released(Generic[T]):
 class EventTimeAligner(Generic[T]):
     """Buffers transactions until every owned partition has reached their event time."""
 
-    def __init__(self, max_buffered: int, max_wait_s: float) -> None:
+    def __init__(
+        self,
+        topic: str,
+        *,
+        max_buffered: int,
+        max_per_partition: int,
+        max_wait_s: float,
+        idle_s: float,
+        now: float,
+    ) -> None:
+        self._topic = topic
         self._max_buffered = max_buffered
+        self._max_per_partition = max_per_partition
         self._max_wait_s = max_wait_s
-        self._held: list[_Held[T]] = []
-        self._newest_us: dict[TopicPartition, int] = {}
-        self._fetched_end: dict[TopicPartition, int] = {}
-        self._dirty: set[TopicPartition] = set()
+        self._idle_s = idle_s
+        self._heap: list[tuple[_Key, T]] = []
+        self._held: set[_Key] = set()
+        self._arrivals: deque[tuple[float, _Key]] = deque()
+        self._partitions: dict[int, _Partition] = {}
+        self._dirty: set[int] = set()
+        self._since = now
 
     @property
     def buffered(self) -> int:
         """How many records wait for the watermark."""
-        return len(self._held)
+        return len(self._heap)
 
-    def add(self, tp: TopicPartition, offset: int, event_time_us: int, item: T, now: float) -> None:
-        """Buffer one fetched transaction of ``tp``."""
-        self._held.append(_Held(event_time_us, tp.partition, offset, tp.topic, now, item))
-        self._newest_us[tp] = max(event_time_us, self._newest_us.get(tp, event_time_us))
-        self._dirty.add(tp)
+    def add(self, partition: int, offset: int, event_time_us: int, item: T, now: float) -> None:
+        """Buffer one fetched transaction."""
+        key = (event_time_us, partition, offset)
+        heapq.heappush(self._heap, (key, item))
+        self._held.add(key)
+        self._arrivals.append((now, key))
+        state = self._state(partition)
+        state.pending.append(key)
+        state.held += 1
+        state.newest_us = max(state.newest_us, event_time_us)
+        state.active_at = now
+        self._dirty.add(partition)
 
-    def fetched(self, tp: TopicPartition, end_offset: int) -> None:
-        """Record that every record of ``tp`` below ``end_offset`` was fetched."""
-        self._fetched_end[tp] = max(end_offset, self._fetched_end.get(tp, 0))
-        self._dirty.add(tp)
+    def fetched(self, partition: int, end_offset: int) -> None:
+        """Record that every record of ``partition`` below ``end_offset`` was fetched."""
+        state = self._state(partition)
+        state.fetched_end = max(end_offset, state.fetched_end or 0)
+        self._dirty.add(partition)
 
-    def release(self, behind: Collection[TopicPartition], now: float) -> Released[T]:
-        """Release what no partition in ``behind`` (not caught up) can still precede."""
-        watermark = self._watermark(behind)
-        held = sorted(self._held)
-        ready = sum(1 for h in held if h.event_time_us <= watermark)
-        cut = max(ready, len(held) - self._max_buffered)
-        overdue = [i + 1 for i, h in enumerate(held) if now - h.added_at >= self._max_wait_s]
-        if overdue:
-            cut = max(cut, overdue[-1])
-        released, self._held = held[:cut], held[cut:]
-        for h in released:
-            self._dirty.add(h.tp)
-        return Released([h.item for h in released], self._safe_offsets(), cut - ready)
+    def crowded(self) -> set[int]:
+        """Partitions with ``max_per_partition`` or more records buffered."""
+        return {p for p, s in self._partitions.items() if s.held >= self._max_per_partition}
 
-    def clear(self) -> None:
+    def release(self, owned: Collection[int], behind: Collection[int], now: float) -> Released[T]:
+        """Release what no owned partition holding back can still precede; ``behind`` are
+        the owned partitions with records on the broker not fetched yet."""
+        watermark = self._watermark(owned, behind, now)
+        bound: tuple[float, int, int] = (watermark, _LAST, _LAST)
+        arrivals, held = self._arrivals, self._held
+        while arrivals and (arrivals[0][1] not in held or now - arrivals[0][0] >= self._max_wait_s):
+            arrived = arrivals.popleft()[1]
+            if arrived in held:
+                bound = max(bound, arrived)
+        heap, items, forced = self._heap, [], 0
+        while heap and (heap[0][0] <= bound or len(heap) > self._max_buffered):
+            key, item = heapq.heappop(heap)
+            held.remove(key)
+            forced += key[0] > watermark
+            items.append(item)
+            self._partitions[key[1]].held -= 1
+            self._dirty.add(key[1])
+        return Released(items, self._safe_offsets(), forced)
+
+    def clear(self, now: float) -> None:
         """Forget everything (new generation: uncommitted records are redelivered)."""
+        self._heap.clear()
         self._held.clear()
-        self._newest_us.clear()
-        self._fetched_end.clear()
+        self._arrivals.clear()
+        self._partitions.clear()
         self._dirty.clear()
+        self._since = now
 
-    def _watermark(self, behind: Collection[TopicPartition]) -> float:
-        newest = [self._newest_us.get(tp, -1) for tp in behind]
+    def _state(self, partition: int) -> _Partition:
+        state = self._partitions.get(partition)
+        if state is None:
+            state = self._partitions[partition] = _Partition()
+        return state
+
+    def _watermark(self, owned: Collection[int], behind: Collection[int], now: float) -> float:
+        newest = []
+        for p in owned:
+            state = self._partitions.get(p)
+            active_at = (
+                self._since if state is None or state.active_at is None else (state.active_at)
+            )
+            if p in behind or now - active_at < self._idle_s:
+                newest.append(-1 if state is None else state.newest_us)
         return min(newest, default=float("inf"))
 
     def _safe_offsets(self) -> dict[TopicPartition, int]:
-        oldest: dict[TopicPartition, int] = {}
-        for h in self._held:
-            tp = h.tp
-            oldest[tp] = min(h.offset, oldest.get(tp, h.offset))
-        offsets = {
-            tp: oldest.get(tp, self._fetched_end[tp])
-            for tp in self._dirty
-            if tp in oldest or tp in self._fetched_end
-        }
+        offsets = {}
+        for p in self._dirty:
+            state = self._partitions[p]
+            pending = state.pending
+            while pending and pending[0] not in self._held:
+                pending.popleft()
+            offset = pending[0][2] if pending else state.fetched_end
+            if offset is not None:  # the oldest buffered record, else the fetch end
+                offsets[TopicPartition(self._topic, p)] = offset
         self._dirty.clear()
         return offsets

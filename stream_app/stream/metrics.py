@@ -86,6 +86,14 @@ class WorkerMetrics:
             "too long): a partition lagged, so shared terminal windows may miss records.",
             registry=r,
         )
+        self.out_of_order = Counter(
+            "fraudstream_out_of_order",
+            "Records applied after the windows had moved past their event time: a transaction "
+            "older than one already scored, or a label whose label time is already scored. "
+            "Stream scores may then differ from a backtest.",
+            ["kind"],
+            registry=r,
+        )
         self.dependency_up = Gauge(
             "fraudstream_dependency_up",
             "1 when the dependency answered last time, else 0.",

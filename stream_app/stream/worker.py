@@ -18,17 +18,20 @@ Offsets are committed only after the broker and Redis acknowledged a batch
 (at-least-once); every effect is idempotent, so a redelivered batch changes nothing.
 
 **Label barrier.** Before a batch of transactions whose newest event time is t goes on,
-each owned labels partition must be caught up (position at the high watermark of the
-last fetch response; tansu's ListOffsets is wrong) or have delivered a label with
-``label_time > t``. The fetch task reads more labels until then, at most
+each owned labels partition must have delivered a label with ``label_time > t``, or be
+caught up (position at the high watermark of the last fetch response; tansu's ListOffsets
+is wrong) and quiet for ``align_idle_ms`` (a caught-up partition may still have a producer
+batch in flight). The fetch task reads more labels until then, at most
 ``label_barrier_timeout_ms`` (``fraudstream_label_barrier_timeouts`` counts give-ups).
 
 **Event-time alignment.** Terminal windows are shared across partitions, so fetched
 transactions go through an :class:`EventTimeAligner`: a batch carries only those no
-owned transactions partition still behind its high watermark can precede; the rest wait
-for a later batch, and the batch's offsets stop at the oldest waiting record. At most
-``align_max_buffered_events`` wait, none longer than ``align_max_wait_ms``
-(``fraudstream_alignment_forced_releases`` counts records released early).
+owned transactions partition still holding back (behind, or active within
+``align_idle_ms``) can precede; the rest wait for a later batch, and the batch's offsets
+stop at the oldest waiting record. Partitions with many records waiting are paused so the
+fetches serve the lagging ones. At most ``align_max_buffered_events`` wait, none longer
+than ``align_max_wait_ms`` (``fraudstream_alignment_forced_releases`` counts records
+released early); ``fraudstream_out_of_order`` counts what still came too late.
 """
 
 from __future__ import annotations
@@ -107,10 +110,19 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._progress.idle.set()
         self._generation = 0
         self._label_time_us: dict[TopicPartition, int] = {}
+        self._label_active_at: dict[TopicPartition, float] = {}
+        self._assigned_at = time.monotonic()
+        self._idle_s = settings.align_idle_ms / 1000
         self._aligner: EventTimeAligner[_Aligned] = EventTimeAligner(
-            settings.align_max_buffered_events, settings.align_max_wait_ms / 1000
+            topics.transactions,
+            max_buffered=settings.align_max_buffered_events,
+            max_per_partition=2 * settings.batch_max_events,
+            max_wait_s=settings.align_max_wait_ms / 1000,
+            idle_s=self._idle_s,
+            now=self._assigned_at,
         )
         self._aligner_generation = 0
+        self._scored_until_us = -1
         self._committable: dict[TopicPartition, int] = {}
         self._commit_due = asyncio.Event()
         self._commit_lock = asyncio.Lock()
@@ -175,8 +187,11 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         transactions (never committed, so redelivered to their new owner)."""
         self._generation += 1
         self._label_time_us.clear()
-        self._aligner.clear()
+        self._label_active_at.clear()
+        self._assigned_at = time.monotonic()
+        self._aligner.clear(self._assigned_at)
         self._aligner_generation = self._generation
+        self._scored_until_us = -1
         self._pipeline.forget_cached_state()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
@@ -198,6 +213,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     continue
                 if batch.transactions:
                     await self._label_barrier(batch)
+                self._count_out_of_order(batch)
                 await self._decoded.put(batch)
             except BaseException:
                 self._progress.finished()  # not handed over: redelivered after a restart
@@ -239,23 +255,29 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         batch = self._pipeline.decode(fetched, generation)
         self._metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
         self._label_time_us.update(batch.last_label_time_us)
+        now = time.monotonic()
+        for tp in batch.last_label_time_us:
+            self._label_active_at[tp] = now
         return batch
 
     async def _align(self, batch: DecodedBatch) -> DecodedBatch | None:
         """Keep the transactions the watermark releases; ``None`` if nothing is left."""
         aligner = self._aligner
-        if self._aligner_generation != batch.generation:
-            aligner.clear()
-            self._aligner_generation = batch.generation
         now = time.monotonic()
+        if self._aligner_generation != batch.generation:
+            aligner.clear(now)
+            self._aligner_generation = batch.generation
         for tx, event, (tp, offset) in zip(
             batch.transactions, batch.events, batch.sources, strict=True
         ):
-            aligner.add(tp, offset, event.event_time_us, (tx, event, (tp, offset)), now)
+            aligner.add(tp.partition, offset, event.event_time_us, (tx, event, (tp, offset)), now)
         for tp, end in batch.offsets.items():
             if tp.topic == self._topics.transactions:
-                aligner.fetched(tp, end)
-        released = aligner.release(await self._behind(), now)
+                aligner.fetched(tp.partition, end)
+        owned = self._owned(self._topics.transactions)
+        behind = [tp.partition for tp in owned if await self._is_behind(tp)]
+        released = aligner.release([tp.partition for tp in owned], behind, now)
+        self._pause_crowded(owned)
         if released.forced:
             self._metrics.alignment_forced_releases.inc(released.forced)
         batch.keep_transactions(released.items)
@@ -264,10 +286,31 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             return None
         return batch
 
-    async def _behind(self) -> list[TopicPartition]:
-        """Owned transactions partitions whose position is below the fetch high watermark."""
-        owned = [tp for tp in self._consumer.assignment() if tp.topic == self._topics.transactions]
-        return [tp for tp in owned if await self._is_behind(tp)]
+    def _count_out_of_order(self, batch: DecodedBatch) -> None:
+        """Count transactions older, and labels not newer, than the newest already scored."""
+        until = self._scored_until_us
+        late_labels = sum(1 for label in batch.labels if label.label_time_us <= until)
+        late_transactions = sum(1 for e in batch.events if e.event_time_us < until)
+        if late_labels:
+            self._metrics.out_of_order.labels("label").inc(late_labels)
+        if late_transactions:
+            self._metrics.out_of_order.labels("transaction").inc(late_transactions)
+        self._scored_until_us = max(until, batch.max_event_time_us)
+
+    def _owned(self, topic: str) -> list[TopicPartition]:
+        return [tp for tp in self._consumer.assignment() if tp.topic == topic]
+
+    def _pause_crowded(self, owned: Sequence[TopicPartition]) -> None:
+        """Pause the transactions partitions with many records waiting for the watermark
+        (so the fetches serve the lagging ones), resume the others."""
+        crowded = self._aligner.crowded()
+        paused = self._consumer.paused()
+        to_pause = [tp for tp in owned if tp.partition in crowded and tp not in paused]
+        to_resume = [tp for tp in owned if tp.partition not in crowded and tp in paused]
+        if to_pause:
+            self._consumer.pause(*to_pause)
+        if to_resume:
+            self._consumer.resume(*to_resume)
 
     async def _is_behind(self, tp: TopicPartition) -> bool:
         """``tp`` has records not fetched yet (the high watermark of the last fetch response:
@@ -288,7 +331,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             if remaining_ms <= 0:
                 self._metrics.label_barrier_timeouts.inc()
                 break
-            label_tps = self._label_partitions()
+            label_tps = self._owned(self._topics.labels)
             more = await self._consumer.getmany(
                 *label_tps,
                 timeout_ms=min(remaining_ms, self._settings.batch_max_wait_ms),
@@ -298,12 +341,15 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 batch.merge_labels(self._decode(more, batch.generation))
         self._metrics.stage_seconds.labels("barrier").observe(time.perf_counter() - start)
 
-    def _label_partitions(self) -> list[TopicPartition]:
-        return [tp for tp in self._consumer.assignment() if tp.topic == self._topics.labels]
-
     async def _labels_ready(self, t: int) -> bool:
-        for tp in self._label_partitions():
-            if self._label_time_us.get(tp, -1) <= t and await self._is_behind(tp):
+        """Each owned labels partition delivered a label after ``t``, or is caught up and
+        quiet for ``align_idle_ms`` (a caught-up partition may have labels in flight)."""
+        now = time.monotonic()
+        for tp in self._owned(self._topics.labels):
+            if self._label_time_us.get(tp, -1) > t:
+                continue
+            active_at = self._label_active_at.get(tp, self._assigned_at)
+            if now - active_at < self._idle_s or await self._is_behind(tp):
                 return False
         return True
 

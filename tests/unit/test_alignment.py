@@ -1,4 +1,5 @@
-"""EventTimeAligner: release in event-time order up to the watermark of lagging partitions."""
+"""EventTimeAligner: release in event-time order up to the watermark of the partitions
+holding back (behind, or active less than the idle time ago)."""
 
 from __future__ import annotations
 
@@ -6,65 +7,116 @@ from aiokafka import TopicPartition
 
 from stream_app.stream.alignment import EventTimeAligner
 
-P0 = TopicPartition("tx", 0)
-P1 = TopicPartition("tx", 1)
+TOPIC = "tx"
+P0 = TopicPartition(TOPIC, 0)
+P1 = TopicPartition(TOPIC, 1)
+BOTH = (0, 1)
 
 
-def fetch(
-    aligner: EventTimeAligner[str], tp: TopicPartition, start: int, times: list[int], now: float
-) -> None:
+def aligner(
+    *,
+    max_buffered: int = 100,
+    max_per_partition: int = 100,
+    max_wait_s: float = 60,
+    idle_s: float = 1.0,
+) -> EventTimeAligner[str]:
+    return EventTimeAligner(
+        TOPIC, max_buffered=max_buffered, max_per_partition=max_per_partition,
+        max_wait_s=max_wait_s, idle_s=idle_s, now=0.0,
+    )  # fmt: skip
+
+
+def fetch(a: EventTimeAligner[str], p: int, start: int, times: list[int], now: float) -> None:
     for i, t in enumerate(times):
-        aligner.add(tp, start + i, t, f"{tp.partition}@{start + i}", now)
-    aligner.fetched(tp, start + len(times))
+        a.add(p, start + i, t, f"{p}@{start + i}", now)
+    a.fetched(p, start + len(times))
 
 
 def test_holds_records_newer_than_a_lagging_partition() -> None:
-    aligner: EventTimeAligner[str] = EventTimeAligner(max_buffered=100, max_wait_s=60)
-    fetch(aligner, P0, 0, [10, 20, 30], now=0)
-    fetch(aligner, P1, 0, [15], now=0)
-    released = aligner.release([P0, P1], now=0)
+    a = aligner()
+    fetch(a, 0, 0, [10, 20, 30], now=0)
+    fetch(a, 1, 0, [15], now=0)
+    released = a.release(BOTH, behind=BOTH, now=0)
     assert released.items == ["0@0", "1@0"]
     assert released.offsets == {P0: 1, P1: 1}
     assert released.forced == 0
-    assert aligner.buffered == 2
+    assert a.buffered == 2
 
 
-def test_caught_up_partition_holds_nothing_back_and_order_is_global() -> None:
-    aligner: EventTimeAligner[str] = EventTimeAligner(max_buffered=100, max_wait_s=60)
-    fetch(aligner, P0, 0, [10, 20, 30], now=0)
-    fetch(aligner, P1, 0, [15], now=0)
-    aligner.release([P0, P1], now=0)
-    fetch(aligner, P1, 1, [20, 25], now=1)
-    released = aligner.release([P1], now=1)  # P0 caught up: only P1's newest (25) bounds
-    assert released.items == ["0@1", "1@1", "1@2"]  # ties: partition, then offset
-    assert released.offsets == {P0: 2, P1: 3}
-    assert aligner.release([], now=1).items == ["0@2"]
+def test_caught_up_partition_holds_back_until_idle() -> None:
+    a = aligner(idle_s=1.0)
+    fetch(a, 0, 0, [10], now=0)
+    fetch(a, 1, 0, [20, 30], now=0)
+    # Both caught up, but active just now: a producer batch may still be in flight.
+    assert a.release(BOTH, behind=[], now=0.5).items == ["0@0"]
+    fetch(a, 0, 1, [15], now=0.7)  # it was
+    assert a.release(BOTH, behind=[], now=0.8).items == ["0@1"]
+    released = a.release(BOTH, behind=[], now=1.7)  # both quiet for the idle time
+    assert released.items == ["1@0", "1@1"]
+    assert released.offsets == {P1: 2}
 
 
-def test_partition_never_fetched_holds_everything() -> None:
-    aligner: EventTimeAligner[str] = EventTimeAligner(max_buffered=100, max_wait_s=60)
-    fetch(aligner, P0, 5, [10], now=0)
-    released = aligner.release([P0, P1], now=0)
+def test_order_is_global_event_time_then_partition_then_offset() -> None:
+    a = aligner()
+    fetch(a, 1, 0, [5, 7, 7], now=0)
+    fetch(a, 0, 0, [7, 9], now=0)
+    assert a.release(BOTH, behind=[], now=2).items == ["1@0", "0@0", "1@1", "1@2", "0@1"]
+
+
+def test_partition_never_fetched_holds_everything_until_idle() -> None:
+    a = aligner(idle_s=1.0)
+    fetch(a, 0, 5, [10], now=0)
+    released = a.release(BOTH, behind=[0, 1], now=0)
     assert released.items == []
     assert released.offsets == {P0: 5}  # never past a buffered record
+    assert a.release(BOTH, behind=[0], now=0.9).items == []
+    assert a.release(BOTH, behind=[], now=1.0).items == ["0@5"]
+
+
+def test_crowded_partitions_are_named_for_pausing() -> None:
+    a = aligner(max_per_partition=3)
+    fetch(a, 0, 0, [10, 20, 30], now=0)
+    fetch(a, 1, 0, [5], now=0)
+    assert a.crowded() == {0}
+    a.release(BOTH, behind=BOTH, now=0)  # releases up to 5: P0 still holds 3
+    assert a.crowded() == {0}
+    fetch(a, 1, 1, [25], now=0)
+    a.release(BOTH, behind=BOTH, now=0)
+    assert a.crowded() == set()
 
 
 def test_bounds_force_the_oldest_out() -> None:
-    aligner: EventTimeAligner[str] = EventTimeAligner(max_buffered=2, max_wait_s=5)
-    fetch(aligner, P0, 0, [10, 20, 30, 40], now=0)
-    released = aligner.release([P0, P1], now=0)
+    a = aligner(max_buffered=2, max_wait_s=5)
+    fetch(a, 0, 0, [10, 20, 30, 40], now=0)
+    released = a.release(BOTH, behind=BOTH, now=0)
     assert released.items == ["0@0", "0@1"]
     assert released.forced == 2
     assert released.offsets == {P0: 2}
-    waited = aligner.release([P0, P1], now=5)
+    fetch(a, 0, 4, [50], now=3)
+    waited = a.release(BOTH, behind=BOTH, now=5)  # 30 and 40 waited 5 s; 50 did not
     assert waited.items == ["0@2", "0@3"]
     assert waited.forced == 2
     assert waited.offsets == {P0: 4}
 
 
-def test_clear_forgets_buffers_and_progress() -> None:
-    aligner: EventTimeAligner[str] = EventTimeAligner(max_buffered=100, max_wait_s=60)
-    fetch(aligner, P0, 0, [10], now=0)
-    aligner.clear()
-    assert aligner.buffered == 0
-    assert aligner.release([], now=0).offsets == {}
+def test_a_late_record_is_released_at_once_and_blocks_its_offset_until_then() -> None:
+    a = aligner()
+    fetch(a, 0, 0, [10], now=0)
+    fetch(a, 1, 0, [30], now=0)
+    assert a.release(BOTH, behind=BOTH, now=0).items == ["0@0"]
+    fetch(a, 0, 1, [40], now=0)
+    assert a.release(BOTH, behind=BOTH, now=0).items == ["1@0"]
+    fetch(a, 1, 1, [20], now=0)  # older than what P1 already released
+    released = a.release(BOTH, behind=BOTH, now=0)
+    assert released.items == ["1@1"]
+    assert released.offsets == {P1: 2}
+
+
+def test_clear_forgets_everything_and_restarts_the_idle_clock() -> None:
+    a = aligner(idle_s=1.0)
+    fetch(a, 0, 0, [10], now=0)
+    a.clear(now=5)
+    assert a.buffered == 0
+    fetch(a, 0, 0, [10], now=5)
+    assert a.release(BOTH, behind=[0], now=5.5).items == []  # P1 not idle since the clear
+    assert a.release(BOTH, behind=[], now=6).items == ["0@0"]
