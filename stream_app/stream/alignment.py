@@ -2,9 +2,9 @@
 
 Terminal windows are shared by customers of every partition, so a transaction may only be
 applied once no owned partition can still deliver an earlier one. A partition *holds
-back* while it is behind (records on the broker not fetched yet) or was active (delivered
-a record) less than ``idle_s`` ago: a caught-up partition may still have a producer batch
-in flight, so only a quiet one stops counting. The watermark is the smallest
+back* while it is behind (records on the broker not fetched yet) or not yet quiet (see
+:class:`ActivityClock`): a caught-up partition may still have a producer batch in flight,
+so only a quiet one stops counting. The watermark is the smallest
 newest-fetched event time over the partitions holding back; records newer than it stay
 buffered, in a heap keyed by (event time, partition, offset), and a partition's
 committable offset never passes its oldest buffered record.
@@ -41,7 +41,38 @@ class _Partition:
     held: int = 0
     newest_us: int = -1
     fetched_end: int | None = None
-    active_at: float | None = None
+
+
+class ActivityClock:
+    """When each partition last delivered a record, to tell a quiet partition from one
+    whose next records may be in flight.
+
+    A partition is quiet once ``idle_s`` passed since its last record and since the last
+    *wake-up* (a record on a partition that was quiet or new): when traffic starts or
+    resumes on one partition, the others are given ``idle_s`` to show theirs.
+    """
+
+    def __init__(self, idle_s: float, now: float) -> None:
+        self._idle_s = idle_s
+        self._active_at: dict[int, float] = {}
+        self._woke_at = now
+
+    def touch(self, partition: int, now: float) -> None:
+        """``partition`` delivered a record at ``now``."""
+        last = self._active_at.get(partition)
+        if last is None or now - last >= self._idle_s:
+            self._woke_at = now
+        self._active_at[partition] = now
+
+    def quiet(self, partition: int, now: float) -> bool:
+        """Nothing from ``partition``, nor a wake-up, for ``idle_s``."""
+        woke = self._woke_at
+        return now - max(self._active_at.get(partition, woke), woke) >= self._idle_s
+
+    def clear(self, now: float) -> None:
+        """Forget every partition; the clock starts again at ``now``."""
+        self._active_at.clear()
+        self._woke_at = now
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +102,12 @@ class EventTimeAligner(Generic[T]):
         self._max_buffered = max_buffered
         self._max_per_partition = max_per_partition
         self._max_wait_s = max_wait_s
-        self._idle_s = idle_s
+        self._activity = ActivityClock(idle_s, now)
         self._heap: list[tuple[_Key, T]] = []
         self._held: set[_Key] = set()
         self._arrivals: deque[tuple[float, _Key]] = deque()
         self._partitions: dict[int, _Partition] = {}
         self._dirty: set[int] = set()
-        self._since = now
 
     @property
     def buffered(self) -> int:
@@ -94,7 +124,7 @@ class EventTimeAligner(Generic[T]):
         state.pending.append(key)
         state.held += 1
         state.newest_us = max(state.newest_us, event_time_us)
-        state.active_at = now
+        self._activity.touch(partition, now)
         self._dirty.add(partition)
 
     def fetched(self, partition: int, end_offset: int) -> None:
@@ -134,7 +164,7 @@ class EventTimeAligner(Generic[T]):
         self._arrivals.clear()
         self._partitions.clear()
         self._dirty.clear()
-        self._since = now
+        self._activity.clear(now)
 
     def _state(self, partition: int) -> _Partition:
         state = self._partitions.get(partition)
@@ -143,14 +173,11 @@ class EventTimeAligner(Generic[T]):
         return state
 
     def _watermark(self, owned: Collection[int], behind: Collection[int], now: float) -> float:
-        newest = []
-        for p in owned:
-            state = self._partitions.get(p)
-            active_at = (
-                self._since if state is None or state.active_at is None else (state.active_at)
-            )
-            if p in behind or now - active_at < self._idle_s:
-                newest.append(-1 if state is None else state.newest_us)
+        newest = [
+            -1 if (state := self._partitions.get(p)) is None else state.newest_us
+            for p in owned
+            if p in behind or not self._activity.quiet(p, now)
+        ]
         return min(newest, default=float("inf"))
 
     def _safe_offsets(self) -> dict[TopicPartition, int]:

@@ -49,7 +49,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from stream_app.contracts import Transaction
 from stream_app.features.store import TransactionEvent
 from stream_app.settings import Settings
-from stream_app.stream.alignment import EventTimeAligner
+from stream_app.stream.alignment import ActivityClock, EventTimeAligner
 from stream_app.stream.metrics import WorkerMetrics
 from stream_app.stream.pipeline import DecodedBatch, Pipeline, SentBatch
 from stream_app.stream.retry import Backoff
@@ -110,16 +110,15 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._progress.idle.set()
         self._generation = 0
         self._label_time_us: dict[TopicPartition, int] = {}
-        self._label_active_at: dict[TopicPartition, float] = {}
-        self._assigned_at = time.monotonic()
-        self._idle_s = settings.align_idle_ms / 1000
+        now = time.monotonic()
+        self._label_activity = ActivityClock(settings.align_idle_ms / 1000, now)
         self._aligner: EventTimeAligner[_Aligned] = EventTimeAligner(
             topics.transactions,
             max_buffered=settings.align_max_buffered_events,
             max_per_partition=2 * settings.batch_max_events,
             max_wait_s=settings.align_max_wait_ms / 1000,
-            idle_s=self._idle_s,
-            now=self._assigned_at,
+            idle_s=settings.align_idle_ms / 1000,
+            now=now,
         )
         self._aligner_generation = 0
         self._scored_until_us = -1
@@ -187,9 +186,9 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         transactions (never committed, so redelivered to their new owner)."""
         self._generation += 1
         self._label_time_us.clear()
-        self._label_active_at.clear()
-        self._assigned_at = time.monotonic()
-        self._aligner.clear(self._assigned_at)
+        now = time.monotonic()
+        self._label_activity.clear(now)
+        self._aligner.clear(now)
         self._aligner_generation = self._generation
         self._scored_until_us = -1
         self._pipeline.forget_cached_state()
@@ -257,7 +256,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._label_time_us.update(batch.last_label_time_us)
         now = time.monotonic()
         for tp in batch.last_label_time_us:
-            self._label_active_at[tp] = now
+            self._label_activity.touch(tp.partition, now)
         return batch
 
     async def _align(self, batch: DecodedBatch) -> DecodedBatch | None:
@@ -348,8 +347,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in self._owned(self._topics.labels):
             if self._label_time_us.get(tp, -1) > t:
                 continue
-            active_at = self._label_active_at.get(tp, self._assigned_at)
-            if now - active_at < self._idle_s or await self._is_behind(tp):
+            if not self._label_activity.quiet(tp.partition, now) or await self._is_behind(tp):
                 return False
         return True
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from stream_app.stream.alignment import EventTimeAligner
+from stream_app.stream.alignment import ActivityClock, EventTimeAligner
 
 TOPIC = "tx"
 P0 = TopicPartition(TOPIC, 0)
@@ -120,3 +120,28 @@ def test_clear_forgets_everything_and_restarts_the_idle_clock() -> None:
     fetch(a, 0, 0, [10], now=5)
     assert a.release(BOTH, behind=[0], now=5.5).items == []  # P1 not idle since the clear
     assert a.release(BOTH, behind=[], now=6).items == ["0@0"]
+
+
+def test_traffic_resuming_on_one_partition_makes_the_quiet_ones_hold_back() -> None:
+    a = aligner(idle_s=1.0)
+    fetch(a, 0, 0, [10], now=0)
+    fetch(a, 1, 0, [5], now=0)
+    assert a.release(BOTH, behind=[], now=2).items == ["1@0", "0@0"]
+    # After the lull P0 wakes first: P1 (quiet) may be about to deliver older records.
+    fetch(a, 0, 1, [30], now=10)
+    assert a.release(BOTH, behind=[], now=10.5).items == []
+    fetch(a, 1, 1, [25], now=10.6)
+    assert a.release(BOTH, behind=[], now=10.7).items == ["1@1"]
+    assert a.release(BOTH, behind=[], now=11.6).items == ["0@1"]
+
+
+def test_activity_clock_starts_new_partitions_at_the_last_wake_up() -> None:
+    clock = ActivityClock(idle_s=1.0, now=0)
+    assert not clock.quiet(3, now=0.5)
+    assert clock.quiet(3, now=1.0)
+    clock.touch(0, now=5)
+    assert not clock.quiet(3, now=5.5)  # traffic started on partition 0
+    clock.touch(0, now=5.8)  # not a wake-up: 0 was active 0.8 s ago
+    assert clock.quiet(3, now=6.0)
+    assert not clock.quiet(0, now=6.0)
+    assert ActivityClock(idle_s=0, now=0).quiet(1, now=0)  # 0 disables the wait
