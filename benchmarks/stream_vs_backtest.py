@@ -195,6 +195,9 @@ def main() -> int:
     print(f"compared {len(ids):,} transactions from {args.start}: max |stream - backtest| "
           f"{worst:.3g}, {mismatched:,} beyond {TOLERANCE}, {len(missing):,} not scored by "
           "the stream")
+    for i in np.argsort(-diff)[: min(5, mismatched)]:
+        print(f"  transaction {ids[i]}: stream {scores[ids[i]]:.7f}, backtest "
+              f"{expected[ids[i]]:.7f}")
     print(f"alerts: stream {len(stream_alerts):,}, backtest {len(expected_alerts):,}, "
           f"in both {len(stream_alerts & expected_alerts):,}")
     print(f"stream {rate:,.0f} events/s; backtest {backtest_s:.0f} s; parity "
