@@ -4,8 +4,9 @@ Prints wall seconds, CPU seconds of this process (the machine is shared: CPU tim
 steadier figure) and rows/s for reading the handbook Parquet file, for batch features
 (``handbook`` and ``default`` sets), events/s of the in-memory window store driven by
 ``replay_history`` (and of ``process`` in batches of --batch without labels), the bytes of
-serialised window state per customer and per terminal after those batches, a pure-Python loop as a
-yardstick of how fast this machine runs Python right now, and the peak RSS.
+serialised window state (the Redis store's encoding) per customer and per terminal after
+those batches, a pure-Python loop as a yardstick of how fast this machine runs Python right
+now, and the peak RSS.
 
     .venv/bin/python benchmarks/bench_features.py [--rows 300000] [--batch 1000]
 """
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from stream_app.features.batch import compute_features
-from stream_app.features.incremental import customer_to_bytes, terminal_to_bytes
+from stream_app.features.incremental import encode_window
 from stream_app.features.spec import feature_set
 from stream_app.features.store import InMemoryWindowStore, TransactionEvent, replay_history
 from stream_app.sources.handbook import read_handbook
@@ -65,11 +66,11 @@ def main() -> None:
         store.process(events[start : start + args.batch], [])
     clock.line(f"store.process batches of {args.batch}", n, "events")
 
-    customer_bytes = [len(customer_to_bytes(w)) for w in store.customers.values()]
-    terminal_bytes = [len(terminal_to_bytes(w)) for w in store.terminals.values()]
+    customer_bytes = [len(encode_window(w)) for w in store.customers.values()]
+    terminal_bytes = [len(encode_window(w)) for w in store.terminals.values()]
     started = time.perf_counter()
     for window in store.customers.values():
-        customer_to_bytes(window)
+        encode_window(window)
     encode_us = (time.perf_counter() - started) / len(customer_bytes) * 1e6
     print(f"state bytes per customer: mean {statistics.mean(customer_bytes):.0f}, "
           f"max {max(customer_bytes)} ({len(customer_bytes)} customers, "

@@ -4,10 +4,11 @@ The maths is :func:`stream_app.features.store.apply_batch`, the same function
 :class:`~stream_app.features.store.InMemoryWindowStore` runs; this module only decides
 where the states live and when they are written:
 
-- one Redis hash per window, ``{v: version, s: state}``, the state being the window
-  dataclass as msgpack (msgspec encodes it ~9x faster than the incremental module's own
-  byte layout), named ``<prefix>v1:cust:<customer_id>`` / ``<prefix>v1:term:<terminal_id>``
-  (``fraudstream:<namespace>:``, ``v1`` = this key layout), with a TTL renewed on write;
+- one Redis hash per window, ``{v: version, s: state}``, the state being the window in
+  its one encoding (:func:`stream_app.features.incremental.encode_window`), named
+  ``<prefix>v2:cust:<customer_id>`` / ``<prefix>v2:term:<terminal_id>``
+  (``fraudstream:<namespace>:``, ``v2`` = this key and state layout), with a TTL renewed
+  on write;
 - windows are cached in the process with the version they were read at. A batch is
   computed on the cache (:meth:`RedisWindowStore.compute`; keys not cached yet are read
   first, in one pipelined round trip) and written later with one Lua call
@@ -29,28 +30,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from stream_app.errors import InputDataError
-from stream_app.features.incremental import CustomerWindow, IncrementalFeatures, TerminalWindow
+from stream_app.features.incremental import (
+    CustomerWindow,
+    IncrementalFeatures,
+    TerminalWindow,
+    decode_customer,
+    decode_terminal,
+    encode_window,
+)
 from stream_app.features.spec import FeatureSet
 from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent, apply_batch
 from stream_app.sources.history import MICROS_PER_DAY
 
-KEY_LAYOUT = "v1"
+KEY_LAYOUT = "v2"
 LUA_SCRIPT = files("stream_app.features").joinpath("redis_windows.lua").read_text()
 SECONDS_PER_DAY = 86_400
 DEFAULT_MAX_CACHED_WINDOWS = 2_000_000
 
 W = TypeVar("W", CustomerWindow, TerminalWindow)
-
-_ENCODER = msgspec.msgpack.Encoder()
-_CUSTOMER = msgspec.msgpack.Decoder(CustomerWindow)
-_TERMINAL = msgspec.msgpack.Decoder(TerminalWindow)
 
 
 @dataclass(slots=True)
@@ -62,8 +64,7 @@ class _Cached(Generic[W]):
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Write:
+class _Write(NamedTuple):
     """One changed window: its key, the version it was computed from, its new state."""
 
     key: str
@@ -101,6 +102,7 @@ class RedisWindowStore:
     ) -> None:
         self._client = client
         self._features = IncrementalFeatures(fs)
+        self._width = len(fs.columns)
         self._prefix = f"{key_prefix}{KEY_LAYOUT}:"
         self._ttl_s = ttl_days * SECONDS_PER_DAY
         self._max_cached = max_cached_windows
@@ -191,7 +193,7 @@ class RedisWindowStore:
         self, customers: Sequence[str], terminals: Sequence[str], replies: Sequence[Any]
     ) -> None:
         for customer_id, (version, state) in zip(customers, replies, strict=False):
-            self._customers[customer_id] = _customer(version, state)
+            self._customers[customer_id] = _customer(version, state, self._width)
         for terminal_id, (version, state) in zip(terminals, replies[len(customers) :], strict=True):
             self._terminals[terminal_id] = _terminal(version, state)
 
@@ -201,18 +203,28 @@ class RedisWindowStore:
         self, transactions: tuple[TransactionEvent, ...], labels: tuple[LabelEvent, ...]
     ) -> ComputedBatch:
         labels = tuple(label for label in labels if label.is_fraud or self._withdraws(label))
-        customers = {
-            e.customer_id: self._customers[e.customer_id] for e in _events(transactions, labels)
-        }
-        terminals = {
-            e.terminal_id: self._terminals[e.terminal_id] for e in _events(transactions, labels)
-        }
+        cached_customers, cached_terminals = self._customers, self._terminals
+        customers: dict[str, _Cached[CustomerWindow]] = {}
+        terminals: dict[str, _Cached[TerminalWindow]] = {}
+        for label in labels:
+            customers[label.customer_id] = cached_customers[label.customer_id]
+            terminals[label.terminal_id] = cached_terminals[label.terminal_id]
+        customer_horizon, terminal_horizon = self._customer_horizon_us, self._terminal_horizon_us
+        late = np.zeros(len(transactions), dtype=np.bool_)
+        for i, (_, customer_id, terminal_id, t, _) in enumerate(transactions):
+            customer = customers.get(customer_id)
+            if customer is None:
+                customer = customers[customer_id] = cached_customers[customer_id]
+            terminal = terminals.get(terminal_id)
+            if terminal is None:
+                terminal = terminals[terminal_id] = cached_terminals[terminal_id]
+            times, terminal_times = customer.window.times, terminal.window.times
+            if (times and t <= times[-1] - customer_horizon) or (
+                terminal_times and t <= terminal_times[-1] - terminal_horizon
+            ):
+                late[i] = True
         customer_windows = {key: entry.window for key, entry in customers.items()}
         terminal_windows = {key: entry.window for key, entry in terminals.items()}
-        late = np.array(
-            [self._is_late(tx, customer_windows, terminal_windows) for tx in transactions],
-            dtype=np.bool_,
-        )
         applied = np.flatnonzero(~late)
         on_time = [transactions[i] for i in applied.tolist()] if late.any() else transactions
         features = apply_batch(self._features, customer_windows, terminal_windows, on_time, labels)
@@ -232,20 +244,6 @@ class RedisWindowStore:
                 self._terminals[label.terminal_id].window,
             )
             for known, _, _ in window.fraud_labels
-        )
-
-    def _is_late(
-        self,
-        tx: TransactionEvent,
-        customers: dict[str, CustomerWindow],
-        terminals: dict[str, TerminalWindow],
-    ) -> bool:
-        customer_times = customers[tx.customer_id].times
-        terminal_times = terminals[tx.terminal_id].times
-        t = tx.event_time_us
-        return bool(
-            (customer_times and t <= customer_times[-1] - self._customer_horizon_us)
-            or (terminal_times and t <= terminal_times[-1] - self._terminal_horizon_us)
         )
 
     # -- writing ---------------------------------------------------------------------------
@@ -274,7 +272,7 @@ class RedisWindowStore:
             key = writes[index].key
             if key.startswith(customer_prefix):
                 customer_id = key.removeprefix(customer_prefix)
-                customers[customer_id] = _customer(version, state)
+                customers[customer_id] = _customer(version, state, self._width)
                 self._customers.pop(customer_id, None)  # later batches read it again
             else:
                 terminal_id = key.removeprefix(terminal_prefix)
@@ -299,37 +297,27 @@ def _events(
     yield from transactions
 
 
-def _customer(version: Any, state: Any) -> _Cached[CustomerWindow]:
+def _customer(version: Any, state: Any, width: int) -> _Cached[CustomerWindow]:
     if not state:
         empty = CustomerWindow()
-        return _Cached(empty, _ENCODER.encode(empty), 0)
+        return _Cached(empty, encode_window(empty), 0)
     raw = bytes(state)
-    return _Cached(_decode(_CUSTOMER, raw), raw, int(version))
+    return _Cached(decode_customer(raw, width), raw, int(version))
 
 
 def _terminal(version: Any, state: Any) -> _Cached[TerminalWindow]:
     if not state:
         empty = TerminalWindow()
-        return _Cached(empty, _ENCODER.encode(empty), 0)
+        return _Cached(empty, encode_window(empty), 0)
     raw = bytes(state)
-    return _Cached(_decode(_TERMINAL, raw), raw, int(version))
-
-
-def _decode(decoder: msgspec.msgpack.Decoder[W], raw: bytes) -> W:
-    try:
-        return decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InputDataError(
-            f"a window state in Redis cannot be read ({exc}); it was written by another "
-            f"layout than {KEY_LAYOUT}: delete the namespace's keys or use a new namespace"
-        ) from None
+    return _Cached(decode_terminal(raw), raw, int(version))
 
 
 def _changes(entries: dict[str, _Cached[W]], key: Callable[[str], str]) -> list[_Write]:
     """Writes for the entries whose window changed; each entry moves to its new version."""
     writes = []
     for entity_id, entry in entries.items():
-        after = _ENCODER.encode(entry.window)
+        after = encode_window(entry.window)
         if after != entry.state:
             writes.append(_Write(key(entity_id), entry.version, after))
             entry.state = after

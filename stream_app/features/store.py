@@ -8,10 +8,8 @@ dicts, and a Redis store runs it over the windows it loaded for the batch.
 from __future__ import annotations
 
 import gc
-import struct
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from itertools import chain, starmap
 from operator import itemgetter
 from typing import NamedTuple, Protocol
 
@@ -95,36 +93,42 @@ def apply_batch(
 ) -> FeatureBatch:
     """Apply a batch to the windows in the mappings (missing keys get new, empty windows)."""
     k = features.sequence_length
-    width = len(features.feature_set.columns)
-    rows, earlier_rows, index, duplicates = _apply_rows(
+    columns = features.feature_set.columns
+    steps, real, duplicates, missing = _apply_steps(
         features, customers, terminals, transactions, labels, k
     )
     n = len(transactions)
-    pool = _matrix(chain(rows, earlier_rows, ([0.0] * width,)), width)
-    steps_index = np.array(index, dtype=np.int64).reshape(n, k)
+    flat = np.frombuffer(steps, dtype="<f8").reshape(n, k, len(columns))
+    values = flat[:, -1].astype(np.float64)
+    values[missing] = np.nan
     duplicate = np.zeros(n, dtype=np.bool_)
     duplicate[duplicates] = True
+    padded = k - np.array(real, dtype=np.int64).reshape(n, 1)
     return FeatureBatch(
         transaction_id=tuple(map(itemgetter(0), transactions)),
-        columns=features.feature_set.columns,
-        values=pool[:n].copy(),
-        sequences=pool.astype(np.float32)[steps_index],
-        mask=(steps_index >= 0).astype(np.float32),
+        columns=columns,
+        values=values,
+        sequences=flat.astype(np.float32),
+        mask=(np.arange(k) >= padded).astype(np.float32),
         duplicate=duplicate,
     )
 
 
-def _apply_rows(
+def _apply_steps(
     features: IncrementalFeatures,
     customers: MutableMapping[str, CustomerWindow],
     terminals: MutableMapping[str, TerminalWindow],
     transactions: Sequence[TransactionEvent],
     labels: Sequence[LabelEvent],
-    k: int,
-) -> tuple[list[list[float]], list[list[float]], list[int], list[int]]:
-    """Apply a batch; its rows, the earlier rows its sequences need, the sequences' row
-    indices (k per transaction; rows, then earlier rows, -1 padding; k=0: no sequences)
-    and the positions of the re-delivered transactions."""
+    steps: int,
+) -> tuple[bytearray, list[int], list[int], list[int]]:
+    """Apply a batch; per transaction, its customer's last ``steps`` rows up to it.
+
+    Returns the rows packed (``steps`` rows a transaction, oldest first, current last,
+    zero rows as left padding), the number of real rows of each transaction, the positions
+    of the re-delivered transactions and of those among them whose row is no longer cached
+    (all padding).
+    """
     for label in labels:
         customer = customers.get(label.customer_id)
         if customer is None:
@@ -136,17 +140,15 @@ def _apply_rows(
             customer, terminal, label.transaction_id, label.event_time_us,
             label.label_time_us, label.is_fraud,
         )  # fmt: skip
-    n = len(transactions)
-    width = len(features.feature_set.columns)
-    rows: list[list[float]] = []
-    earlier_rows: list[list[float]] = []  # rows from earlier batches that sequences need
-    recent: dict[str, list[int]] = {}  # per customer: pool indices of its last k rows
-    index: list[int] = []
+    row_bytes = features.row_bytes
+    size = steps * row_bytes
+    padding = bytes(size)
+    packed = bytearray()
+    real: list[int] = []
     duplicates: list[int] = []
-    padding = [-1] * k
+    missing: list[int] = []
     apply = features.apply_transaction
-    get_customer, get_terminal, get_recent = customers.get, terminals.get, recent.get
-    add_row, add_steps = rows.append, index.extend
+    get_customer, get_terminal, add_real = customers.get, terminals.get, real.append
     for i, (tx_id, customer_id, terminal_id, event_time_us, amount) in enumerate(transactions):
         customer = get_customer(customer_id)
         if customer is None:
@@ -154,51 +156,28 @@ def _apply_rows(
         terminal = get_terminal(terminal_id)
         if terminal is None:
             terminal = terminals[terminal_id] = TerminalWindow()
-        ring = get_recent(customer_id)
-        if ring is None:
-            needed = customer.recent_rows[1 - k :] if customer.recent_rows and k > 1 else None
-            ring = recent[customer_id] = (
-                padding.copy()
-                if needed is None
-                else _earlier_steps(needed, n, earlier_rows, padding)
-            )
-        row = apply(customer, terminal, tx_id, event_time_us, amount)
-        if row is not None:
-            add_row(row)
-            ring.append(i)
-            del ring[0]
-            add_steps(ring)
-            continue
-        duplicates.append(i)
-        cached = features.cached_row(customer, tx_id)
-        if cached is None:
-            add_row([float("nan")] * width)
-            add_steps(padding)
-            continue
-        add_row(cached)
-        at = customer.recent_ids.index(tx_id)
-        add_steps(
-            _earlier_steps(
-                customer.recent_rows[max(0, at - k + 1) : at + 1], n, earlier_rows, padding
-            )
-        )
-    return rows, earlier_rows, index, duplicates
-
-
-def _matrix(rows: Iterable[list[float]], width: int) -> npt.NDArray[np.float64]:
-    """The rows as a float64 [n, width] array (one struct pack a row: cheaper than numpy's
-    conversion of nested lists)."""
-    pack = struct.Struct(f"<{width}d").pack
-    return np.frombuffer(b"".join(starmap(pack, rows)), dtype=np.float64).reshape(-1, width)
-
-
-def _earlier_steps(
-    steps: list[list[float]], n: int, earlier_rows: list[list[float]], padding: list[int]
-) -> list[int]:
-    """Pool indices (left-padded with -1 to length k) of rows added to ``earlier_rows``."""
-    first = n + len(earlier_rows)
-    earlier_rows.extend(steps)
-    return [*padding[len(steps) :], *range(first, first + len(steps))]
+        if apply(customer, terminal, tx_id, event_time_us, amount):
+            rows = customer.recent_rows
+        else:
+            duplicates.append(i)
+            recent_ids = customer.recent_ids
+            if tx_id not in recent_ids:
+                missing.append(i)
+                packed += padding
+                add_real(0)
+                continue
+            rows = customer.recent_rows[: (recent_ids.index(tx_id) + 1) * row_bytes]
+        held = len(rows)
+        if held < size:
+            packed += padding[held:]
+            packed += rows
+        elif held == size:
+            packed += rows
+        else:
+            packed += rows[held - size :]
+            held = size
+        add_real(held // row_bytes)
+    return packed, real, duplicates, missing
 
 
 class InMemoryWindowStore:
@@ -286,8 +265,12 @@ def _values_without_sequences(fs: FeatureSet) -> _RowsOf:
     def rows_of(
         transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
     ) -> npt.NDArray[np.float64]:
-        rows = _apply_rows(features, customers, terminals, transactions, labels, 0)[0]
-        return _matrix(rows, width)
+        rows, _, _, missing = _apply_steps(features, customers, terminals, transactions, labels, 1)
+        values = np.frombuffer(rows, dtype="<f8").reshape(len(transactions), width)
+        if missing:
+            values = values.copy()
+            values[missing] = np.nan
+        return values
 
     return rows_of
 

@@ -160,7 +160,7 @@ def test_keys_are_namespaced_versioned_hashes_with_a_ttl(
 ) -> None:
     redis_store.process([TransactionEvent("a", "c1", "k1", T0, 5.0)], [])
     keys = sorted(redis_client.scan_iter("*"))
-    assert keys == [b"fraudstream:test:v1:cust:c1", b"fraudstream:test:v1:term:k1"]
+    assert keys == [b"fraudstream:test:v2:cust:c1", b"fraudstream:test:v2:term:k1"]
     for key in keys:
         assert redis_client.hget(key, "v") == b"1"
         assert 0 < redis_client.ttl(key) <= TTL_DAYS * 86_400
@@ -220,7 +220,7 @@ def test_two_workers_sharing_terminals_lose_no_update(
         assert row.values[0, nb] == 5.0  # a1, b1, a2, b2 and c1 itself
     finally:
         check.close()
-    assert redis_client.hget(f"{PREFIX}v1:term:k", "v") == b"5"
+    assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"5"
 
 
 def test_late_transactions_are_flagged_and_not_applied(redis_store: BlockingRedisStore) -> None:
@@ -250,7 +250,7 @@ def test_bytes_per_customer(redis_store: BlockingRedisStore, redis_client: redis
     sizes = []
     for day in range(0, len(events), 6):
         redis_store.process(events[day : day + 6], [])
-        sizes.append(redis_client.memory_usage(f"{PREFIX}v1:cust:42"))
+        sizes.append(redis_client.memory_usage(f"{PREFIX}v2:cust:42"))
     print(
         f"\nMEMORY USAGE of a customer key, 30 / 60 days at 6 tx/day: {sizes[29]} / {sizes[-1]} B"
     )

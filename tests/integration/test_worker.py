@@ -29,7 +29,8 @@ from stream_app.contracts import (
     encode_label,
     encode_transaction,
 )
-from stream_app.features.incremental import CustomerWindow
+from stream_app.features.incremental import decode_customer
+from stream_app.features.redis_store import KEY_LAYOUT
 from stream_app.local_services import start_redis
 from stream_app.scoring.bundle import ModelBundle, load_bundle
 from stream_app.settings import Settings
@@ -190,7 +191,7 @@ def test_fraud_labels_raise_the_terminal_risk_of_later_transactions(
     assert alerts["f1"].features["TERMINAL_ID_RISK_1DAY_WINDOW"] == 0.0
     assert alerts["n1"].features["TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1.0
     assert alerts["n1"].features["TERMINAL_ID_RISK_1DAY_WINDOW"] == 1.0
-    terminal = redis_client.hget(f"fraudstream:{settings.namespace}:v1:term:k9", "s")
+    terminal = redis_client.hget(f"fraudstream:{settings.namespace}:{KEY_LAYOUT}:term:k9", "s")
     assert terminal is not None and b"f1" in terminal
 
 
@@ -271,9 +272,10 @@ def test_a_redis_outage_is_waited_out_without_loss(
             return down, up, len({decode_alert(r.value).transaction_id for r in alerts})
 
         down, up, alerted = asyncio.run(scenario())
+        width = len(alert_everything.feature_columns)
         applied = sum(
-            len(msgspec.msgpack.decode(client.hget(key, "s"), type=CustomerWindow).transaction_ids)
-            for key in client.scan_iter(f"fraudstream:{settings.namespace}:v1:cust:*")
+            len(decode_customer(client.hget(key, "s"), width).transaction_ids)
+            for key in client.scan_iter(f"fraudstream:{settings.namespace}:{KEY_LAYOUT}:cust:*")
         )
         client.close()
     assert (down, up) == (0.0, 1.0)

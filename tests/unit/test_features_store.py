@@ -13,11 +13,12 @@ from stream_app.errors import InputDataError
 from stream_app.features.batch import compute_features
 from stream_app.features.incremental import (
     CustomerWindow,
+    Float64s,
+    Int64s,
     TerminalWindow,
-    customer_from_bytes,
-    customer_to_bytes,
-    terminal_from_bytes,
-    terminal_to_bytes,
+    decode_customer,
+    decode_terminal,
+    encode_window,
 )
 from stream_app.features.spec import feature_set
 from stream_app.features.store import (
@@ -38,6 +39,7 @@ from tests.unit.feature_histories import (
 )
 
 FS = feature_set("default")
+WIDTH = len(FS.columns)
 _ARRAY_FIELDS = (
     "transaction_id", "customer_id", "terminal_id", "event_time_us", "amount", "is_fraud",
     "label_time_us", "fraud_scenario",
@@ -65,8 +67,8 @@ def _drive(store: WindowStore, history: TransactionHistory, seed: int) -> list[F
 
 def _state(store: InMemoryWindowStore) -> dict[str, bytes]:
     return {
-        **{f"c:{k}": customer_to_bytes(w) for k, w in store.customers.items()},
-        **{f"k:{k}": terminal_to_bytes(w) for k, w in store.terminals.items()},
+        **{f"c:{k}": encode_window(w) for k, w in store.customers.items()},
+        **{f"k:{k}": encode_window(w) for k, w in store.terminals.items()},
     }
 
 
@@ -154,10 +156,10 @@ def test_state_bytes_round_trip_and_processing_continues_identically() -> None:
     replay_history(head, FS, original)
     restored = InMemoryWindowStore(FS)
     for key, window in original.customers.items():
-        restored.customers[key] = customer_from_bytes(customer_to_bytes(window))
+        restored.customers[key] = decode_customer(encode_window(window), WIDTH)
         assert restored.customers[key] == window
     for key, terminal in original.terminals.items():
-        restored.terminals[key] = terminal_from_bytes(terminal_to_bytes(terminal))
+        restored.terminals[key] = decode_terminal(encode_window(terminal))
         assert restored.terminals[key] == terminal
     a = _drive(original, tail, seed=1)
     b = _drive(restored, tail, seed=1)
@@ -168,31 +170,35 @@ def test_state_bytes_round_trip_and_processing_continues_identically() -> None:
 
 def test_state_bytes_are_compact() -> None:
     window = CustomerWindow(
-        times=[T0, T0 + 1], transaction_ids=["1234567", "é"], amounts=[1.0, 2.0],
-        fraud_labels=[("1234567", T0, T0 + 7 * DAY)], recent_ids=["1234567"],
-        recent_rows=[[1.0, 2.0, 3.0]],
+        times=Int64s([T0, T0 + 1]), transaction_ids=["1234567", "é"],
+        amounts=Float64s([1.0, 2.0]), fraud_labels=[("1234567", T0, T0 + 7 * DAY)],
+        recent_ids=["1234567"], recent_rows=bytearray(24),
     )  # fmt: skip
-    header = 9
-    ids = 2 * 2 + 7 + 2
-    assert len(customer_to_bytes(window)) == header + 2 * 16 + ids + (16 + 2 + 7) + (2 + 7) + 24
-    terminal = TerminalWindow(times=[T0], transaction_ids=["42"])
-    assert len(terminal_to_bytes(terminal)) == header + 8 + 2 + 2
+    # msgpack, no field names: 1 B array headers; times, amounts and rows each one binary
+    # (2 B header); ids 1 B + UTF-8; a label an array with its int64 times 9 B each
+    times, ids, amounts = 2 + 16, 1 + (1 + 7) + (1 + 2), 2 + 16
+    labels, recent, rows = 1 + (1 + (1 + 7) + 9 + 9), 1 + (1 + 7), 2 + 24
+    assert len(encode_window(window)) == 1 + times + ids + amounts + labels + recent + rows
+    terminal = TerminalWindow(times=Int64s([T0]), transaction_ids=["42"])
+    assert len(encode_window(terminal)) == 1 + (2 + 8) + (1 + 3) + 1
+    assert decode_terminal(encode_window(terminal)) == terminal
 
 
 @pytest.mark.parametrize(
-    ("data", "match"),
+    ("kind", "data", "match"),
     [
-        (b"", "truncated"),
-        (terminal_to_bytes(TerminalWindow([T0], ["42"])) + b"\x00", "3 characters of ids"),
-        (b"\x09" + terminal_to_bytes(TerminalWindow())[1:], "format 9"),
-        (terminal_to_bytes(TerminalWindow([T0], ["42"]))[:-1], "1 characters of ids"),
-        (terminal_to_bytes(TerminalWindow([T0], ["42"]))[:12], "truncated"),
-        (terminal_to_bytes(TerminalWindow([T0], ["42"]))[:-2] + b"\xff", "not UTF-8"),
+        ("terminal", b"", "terminal window state of 0 bytes cannot be read"),
+        ("terminal", encode_window(TerminalWindow(Int64s([T0]), ["42"]))[:-1], "cannot be read"),
+        ("terminal", b"\x93\xc4\x03abc\x90\x90", "not a multiple of item size"),
+        ("terminal", encode_window(CustomerWindow()), r"Expected `array`, got `bytes`"),
+        ("customer", b"\x96\x90\x90\x90\x90\x90\xc4\x00\x00", "cannot be read"),
+        ("customer", encode_window(CustomerWindow(recent_ids=["a"], recent_rows=bytearray(8))),
+         f"8 bytes of feature rows where 1 rows of {WIDTH} values take {WIDTH * 8}"),
     ],
-)
-def test_malformed_state_bytes_are_refused(data: bytes, match: str) -> None:
+)  # fmt: skip
+def test_malformed_state_bytes_are_refused(kind: str, data: bytes, match: str) -> None:
     with pytest.raises(InputDataError, match=match):
-        terminal_from_bytes(data)
+        decode_customer(data, WIDTH) if kind == "customer" else decode_terminal(data)
 
 
 def test_replay_without_a_store_equals_replay_through_one_with_redeliveries() -> None:
