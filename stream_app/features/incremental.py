@@ -48,6 +48,7 @@ from stream_app.sources.history import MICROS_PER_DAY
 FraudLabel = tuple[str, int, int]
 """``(transaction_id, event_time_us, label_time_us)`` of a transaction labelled fraud."""
 
+MAX_ID_LENGTH = 255
 ROW_ITEM = struct.Struct("<d")
 """One value of a packed feature row: little-endian float64."""
 
@@ -68,6 +69,15 @@ class Int64s(_IntArray):
         return cast(Int64s, super().__new__(cls, "q", values))
 
 
+class IdLengths(_IntArray):
+    """Packed lengths (up to :data:`MAX_ID_LENGTH`) of the ids of a window, a byte each."""
+
+    __slots__ = ()
+
+    def __new__(cls, values: Iterable[int] | bytes = ()) -> IdLengths:
+        return cast(IdLengths, super().__new__(cls, "B", values))
+
+
 class Float64s(_FloatArray):
     """Packed float64 values (amounts), stored like :class:`Int64s`."""
 
@@ -80,39 +90,54 @@ class Float64s(_FloatArray):
 class CustomerWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
     """A customer's recent transactions, fraud labels and last K feature rows.
 
-    ``recent_rows`` holds the rows of ``recent_ids``, oldest first, packed as little-endian
-    float64 (``len(recent_ids) * width * 8`` bytes). Not tracked by the garbage collector
-    (it never takes part in a reference cycle): the worker caches millions of windows.
+    The transactions' ids are packed too: ``id_text`` is their concatenation and
+    ``id_lengths`` their lengths (one object per window, not one per id: cheaper to keep
+    and to encode). ``recent_rows`` holds the rows of ``recent_ids``, oldest first, packed
+    as little-endian float64 (``len(recent_ids) * width * 8`` bytes). Not tracked by the
+    garbage collector (it never takes part in a reference cycle): the worker caches
+    millions of windows.
     """
 
     times: Int64s = msgspec.field(default_factory=Int64s)
-    transaction_ids: list[str] = msgspec.field(default_factory=list)
+    id_text: str = ""
+    id_lengths: IdLengths = msgspec.field(default_factory=IdLengths)
     amounts: Float64s = msgspec.field(default_factory=Float64s)
     fraud_labels: list[FraudLabel] = msgspec.field(default_factory=list)
     recent_ids: list[str] = msgspec.field(default_factory=list)
     recent_rows: bytearray = msgspec.field(default_factory=bytearray)
+
+    @property
+    def transaction_ids(self) -> list[str]:
+        """The ids of the transactions in ``times`` order."""
+        return _split(self.id_text, self.id_lengths)
 
 
 class TerminalWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
     """A terminal's transactions within the delayed horizon and its fraud labels."""
 
     times: Int64s = msgspec.field(default_factory=Int64s)
-    transaction_ids: list[str] = msgspec.field(default_factory=list)
+    id_text: str = ""
+    id_lengths: IdLengths = msgspec.field(default_factory=IdLengths)
     fraud_labels: list[FraudLabel] = msgspec.field(default_factory=list)
+
+    @property
+    def transaction_ids(self) -> list[str]:
+        """The ids of the transactions in ``times`` order (packed as in CustomerWindow)."""
+        return _split(self.id_text, self.id_lengths)
 
 
 W = TypeVar("W", CustomerWindow, TerminalWindow)
 
 
 def _encode_packed(value: Any) -> memoryview:
-    if isinstance(value, Int64s | Float64s):
+    if isinstance(value, Int64s | IdLengths | Float64s):
         return memoryview(value)
     raise NotImplementedError(f"no encoding for {type(value).__name__}")
 
 
-def _decode_packed(kind: type, value: Any) -> Int64s | Float64s:
-    if kind is Int64s or kind is Float64s:
-        packed: Int64s | Float64s = kind(value)
+def _decode_packed(kind: type, value: Any) -> Int64s | IdLengths | Float64s:
+    if kind is Int64s or kind is IdLengths or kind is Float64s:
+        packed: Int64s | IdLengths | Float64s = kind(value)
         return packed
     raise NotImplementedError(f"no decoding for {kind.__name__}")
 
@@ -130,6 +155,11 @@ def encode_window(window: CustomerWindow | TerminalWindow) -> bytes:
 def decode_customer(data: bytes, width: int) -> CustomerWindow:
     """A customer window from :func:`encode_window` output, rows of ``width`` values."""
     window = _decode(_CUSTOMER, data, "customer")
+    _check_ids(window, "customer")
+    if len(window.amounts) != len(window.times):
+        raise _corrupt(
+            "customer", f"holds {len(window.amounts)} amounts for {len(window.times)} times"
+        )
     expected = len(window.recent_ids) * width * ROW_ITEM.size
     if len(window.recent_rows) != expected:
         raise _corrupt(
@@ -142,7 +172,19 @@ def decode_customer(data: bytes, width: int) -> CustomerWindow:
 
 def decode_terminal(data: bytes) -> TerminalWindow:
     """A terminal window from :func:`encode_window` output."""
-    return _decode(_TERMINAL, data, "terminal")
+    window = _decode(_TERMINAL, data, "terminal")
+    _check_ids(window, "terminal")
+    return window
+
+
+def _check_ids(window: CustomerWindow | TerminalWindow, kind: str) -> None:
+    lengths = window.id_lengths
+    if len(lengths) != len(window.times) or sum(lengths) != len(window.id_text):
+        raise _corrupt(
+            kind,
+            f"holds {len(lengths)} id lengths summing to {sum(lengths)} for "
+            f"{len(window.times)} times and {len(window.id_text)} characters of ids",
+        )
 
 
 def _decode(decoder: msgspec.msgpack.Decoder[W], data: bytes, kind: str) -> W:
@@ -241,14 +283,20 @@ class IncrementalFeatures:
         recent_ids = customer.recent_ids
         if transaction_id in recent_ids:
             return False
+        if len(transaction_id) > MAX_ID_LENGTH:
+            raise InputDataError(
+                f"transaction id {transaction_id[:20]!r}... has {len(transaction_id)} "
+                f"characters; windows keep ids of at most {MAX_ID_LENGTH} (transaction.v1 "
+                "allows 64): shorten the ids"
+            )
         times = customer.times
         terminal_times = terminal.times
         here = len(times)
         if here and times[-1] >= t:  # not the customer's newest event: mind the ties
-            here = _position(times, customer.transaction_ids, transaction_id, t)
+            here = _position(customer, transaction_id, t)
         terminal_here = len(terminal_times)
         if terminal_here and terminal_times[-1] >= t:
-            terminal_here = _position(terminal_times, terminal.transaction_ids, transaction_id, t)
+            terminal_here = _position(terminal, transaction_id, t)
         if here < 0 or terminal_here < 0:
             return False
         horizon, terminal_horizon, delay = self._horizons_us
@@ -257,14 +305,16 @@ class IncrementalFeatures:
         cutoff = t - horizon
         if here and times[0] <= cutoff:
             stale = bisect_right(times, cutoff, 0, here)
-            del times[:stale], customer.transaction_ids[:stale], amounts[:stale]
+            _drop_ids(customer, stale)
+            del times[:stale], amounts[:stale]
             here -= stale
         if customer.fraud_labels:
             _drop_labels(customer, cutoff)
         cutoff = t - terminal_horizon
         if terminal_here and terminal_times[0] <= cutoff:
             stale = bisect_right(terminal_times, cutoff, 0, terminal_here)
-            del terminal_times[:stale], terminal.transaction_ids[:stale]
+            _drop_ids(terminal, stale)
+            del terminal_times[:stale]
             terminal_here -= stale
         if terminal.fraud_labels:
             _drop_labels(terminal, cutoff)
@@ -298,7 +348,7 @@ class IncrementalFeatures:
         append(longest_mean)
 
         terminal_times.insert(terminal_here, t)
-        terminal.transaction_ids.insert(terminal_here, transaction_id)
+        _insert_id(terminal, terminal_here, transaction_id)
         delayed = t - delay
         delayed_end = bisect_right(terminal_times, delayed, 0, terminal_here + 1)
         terminal_frauds = terminal.fraud_labels
@@ -341,7 +391,7 @@ class IncrementalFeatures:
 
         times.insert(here, t)
         amounts.insert(here, amount)
-        customer.transaction_ids.insert(here, transaction_id)
+        _insert_id(customer, here, transaction_id)
         recent_rows = customer.recent_rows
         recent_rows += self._pack(*(row if self._select is None else self._select(row)))
         recent_ids.append(transaction_id)
@@ -351,13 +401,45 @@ class IncrementalFeatures:
         return True
 
 
-def _position(times: Int64s, transaction_ids: list[str], transaction_id: str, t: int) -> int:
+def _position(window: CustomerWindow | TerminalWindow, transaction_id: str, t: int) -> int:
     """Where a transaction at ``t`` goes (after its ties); -1 if a tie has its id."""
+    times = window.times
     first_tie = bisect_left(times, t)
     here = bisect_right(times, t, first_tie)
-    if first_tie < here and transaction_id in transaction_ids[first_tie:here]:
-        return -1
+    if first_tie < here:
+        lengths = window.id_lengths
+        start = sum(lengths[:first_tie])
+        ties = window.id_text[start : start + sum(lengths[first_tie:here])]
+        if transaction_id in ties and transaction_id in _split(ties, lengths[first_tie:here]):
+            return -1
     return here
+
+
+def _split(text: str, lengths: Sequence[int]) -> list[str]:
+    ids = []
+    at = 0
+    for length in lengths:
+        ids.append(text[at : at + length])
+        at += length
+    return ids
+
+
+def _insert_id(window: CustomerWindow | TerminalWindow, here: int, transaction_id: str) -> None:
+    lengths = window.id_lengths
+    if here == len(lengths):
+        window.id_text += transaction_id
+    else:
+        at = sum(lengths[:here])
+        text = window.id_text
+        window.id_text = text[:at] + transaction_id + text[at:]
+    lengths.insert(here, len(transaction_id))
+
+
+def _drop_ids(window: CustomerWindow | TerminalWindow, stale: int) -> None:
+    """Drop the ids of the window's first ``stale`` transactions."""
+    lengths = window.id_lengths
+    window.id_text = window.id_text[sum(lengths[:stale]) :]
+    del lengths[:stale]
 
 
 def _record_label(

@@ -14,6 +14,7 @@ from stream_app.features.batch import compute_features
 from stream_app.features.incremental import (
     CustomerWindow,
     Float64s,
+    IdLengths,
     Int64s,
     TerminalWindow,
     decode_customer,
@@ -142,6 +143,13 @@ def test_windows_forget_what_no_window_can_reach() -> None:
     assert store.customers["c"].recent_ids == ["a", "b", "x"]  # sequences outlive windows
 
 
+def test_ids_longer_than_a_window_keeps_are_refused_before_any_change() -> None:
+    store = InMemoryWindowStore(FS)
+    with pytest.raises(InputDataError, match="has 256 characters; windows keep ids of at most 255"):
+        store.process([TransactionEvent("x" * 256, "c", "k", T0, 1.0)], [])
+    assert store.customers["c"] == CustomerWindow() and store.terminals["k"] == TerminalWindow()
+
+
 def test_a_genuine_label_withdraws_a_fraud_label() -> None:
     store = InMemoryWindowStore(FS)
     store.process([], [LabelEvent("a", "c", "k", T0, T0 + DAY, True)])
@@ -170,25 +178,32 @@ def test_state_bytes_round_trip_and_processing_continues_identically() -> None:
 
 def test_state_bytes_are_compact() -> None:
     window = CustomerWindow(
-        times=Int64s([T0, T0 + 1]), transaction_ids=["1234567", "é"],
+        times=Int64s([T0, T0 + 1]), id_text="1234567é", id_lengths=IdLengths([7, 1]),
         amounts=Float64s([1.0, 2.0]), fraud_labels=[("1234567", T0, T0 + 7 * DAY)],
         recent_ids=["1234567"], recent_rows=bytearray(24),
     )  # fmt: skip
-    # msgpack, no field names: 1 B array headers; times, amounts and rows each one binary
-    # (2 B header); ids 1 B + UTF-8; a label an array with its int64 times 9 B each
-    times, ids, amounts = 2 + 16, 1 + (1 + 7) + (1 + 2), 2 + 16
+    assert window.transaction_ids == ["1234567", "é"]
+    # msgpack, no field names: 1 B array headers; times, id lengths, amounts and rows each
+    # one binary (2 B header); ids one string (1 B + UTF-8); a label an array
+    times, ids, amounts = 2 + 16, (1 + 9) + (2 + 2), 2 + 16
     labels, recent, rows = 1 + (1 + (1 + 7) + 9 + 9), 1 + (1 + 7), 2 + 24
     assert len(encode_window(window)) == 1 + times + ids + amounts + labels + recent + rows
-    terminal = TerminalWindow(times=Int64s([T0]), transaction_ids=["42"])
-    assert len(encode_window(terminal)) == 1 + (2 + 8) + (1 + 3) + 1
+    terminal = _terminal()
+    assert len(encode_window(terminal)) == 1 + (2 + 8) + (1 + 2) + (2 + 1) + 1
     assert decode_terminal(encode_window(terminal)) == terminal
+
+
+def _terminal() -> TerminalWindow:
+    return TerminalWindow(times=Int64s([T0]), id_text="42", id_lengths=IdLengths([2]))
 
 
 @pytest.mark.parametrize(
     ("kind", "data", "match"),
     [
         ("terminal", b"", "terminal window state of 0 bytes cannot be read"),
-        ("terminal", encode_window(TerminalWindow(Int64s([T0]), ["42"]))[:-1], "cannot be read"),
+        ("terminal", encode_window(_terminal())[:-1], "cannot be read"),
+        ("terminal", encode_window(_terminal())[:-4] + b"\xc4\x00\x90",
+         "0 id lengths summing to 0 for 1 times and 2 characters of ids"),
         ("terminal", b"\x93\xc4\x03abc\x90\x90", "not a multiple of item size"),
         ("terminal", encode_window(CustomerWindow()), r"Expected `array`, got `bytes`"),
         ("customer", b"\x96\x90\x90\x90\x90\x90\xc4\x00\x00", "cannot be read"),
