@@ -3,6 +3,12 @@
 An outage is logged once when it starts and once when it ends (not per attempt); the
 ``fraudstream_dependency_up`` gauge and the retry counter record it. The retried calls
 must be idempotent: they are repeated whole.
+
+Several calls to one dependency run at once (the worker's process and confirm tasks, its
+commits), through several :class:`Backoff` s: they share one outage per dependency and
+metrics registry, which ends only when no call is failing any more. A call that merely
+queues work (a producer ``send``) must not end an outage while an acknowledgement is
+still being retried.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from stream_app.stream.metrics import WorkerMetrics
@@ -18,6 +26,17 @@ from stream_app.stream.metrics import WorkerMetrics
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Outage:
+    """One dependency's state: calls failing right now, and since when it is down."""
+
+    failing: int = 0
+    down_since: float | None = None
+
+
+_outages: weakref.WeakKeyDictionary[WorkerMetrics, dict[str, _Outage]] = weakref.WeakKeyDictionary()
 
 
 class Backoff:
@@ -37,35 +56,44 @@ class Backoff:
         self._metrics = metrics
         self._first_s = first_s
         self._max_s = max_s
-        self._down_since: float | None = None
+        self._outage = _outages.setdefault(metrics, {}).setdefault(dependency, _Outage())
 
     async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """``await attempt()``, again after a growing pause for as long as it fails."""
         delay = self._first_s
-        while True:
-            try:
-                result = await attempt()
-            except self.failures as exc:
-                self._failed(exc)
+        failing = False
+        try:
+            while True:
+                try:
+                    result = await attempt()
+                    break
+                except self.failures as exc:
+                    if not failing:
+                        failing = True
+                        self._outage.failing += 1
+                    self._failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_s)
-                continue
-            self._succeeded()
-            return result
+        finally:
+            if failing:
+                self._outage.failing -= 1
+        self._succeeded()
+        return result
 
     def _failed(self, exc: BaseException) -> None:
         self._metrics.dependency_retries.labels(self.dependency).inc()
-        if self._down_since is None:
-            self._down_since = time.monotonic()
+        if self._outage.down_since is None:
+            self._outage.down_since = time.monotonic()
             self._metrics.dependency_up.labels(self.dependency).set(0)
             log.warning("%s unavailable (%r); retrying with backoff", self.dependency, exc)
 
     def _succeeded(self) -> None:
-        if self._down_since is not None:
+        outage = self._outage
+        if outage.down_since is not None and outage.failing == 0:
             log.warning(
                 "%s available again after %.1f s",
                 self.dependency,
-                time.monotonic() - self._down_since,
+                time.monotonic() - outage.down_since,
             )
-            self._down_since = None
+            outage.down_since = None
             self._metrics.dependency_up.labels(self.dependency).set(1)

@@ -1,0 +1,119 @@
+"""Backoff: retries while a dependency fails; the outage gauge follows every call in flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stream_app.stream.metrics import WorkerMetrics
+from stream_app.stream.retry import Backoff
+
+
+class UnavailableError(Exception):
+    """The dependency's failure in these tests."""
+
+
+def _value(metrics: WorkerMetrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name, {"dependency": "kafka"})
+    return 0.0 if value is None else value
+
+
+def _backoff(metrics: WorkerMetrics) -> Backoff:
+    return Backoff("kafka", (UnavailableError,), metrics, first_s=0.001, max_s=0.004)
+
+
+def test_a_failing_call_is_retried_until_it_succeeds_and_the_outage_is_recorded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = WorkerMetrics()
+    outcomes: list[BaseException | str] = [*(UnavailableError(str(i)) for i in range(3)), "done"]
+    up_while_failing: list[float] = []
+
+    async def attempt() -> str:
+        up_while_failing.append(_value(metrics, "fraudstream_dependency_up"))
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    assert asyncio.run(_backoff(metrics).call(attempt)) == "done"
+    assert up_while_failing == [1.0, 0.0, 0.0, 0.0]
+    assert _value(metrics, "fraudstream_dependency_retries_total") == 3
+    assert _value(metrics, "fraudstream_dependency_up") == 1.0
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "kafka unavailable",
+        "kafka available again after 0.0 s",
+    ]
+
+
+@pytest.mark.parametrize("same_backoff", [True, False], ids=["one-backoff", "two-backoffs"])
+def test_a_concurrent_success_does_not_end_an_outage_another_call_still_retries(
+    same_backoff: bool,
+) -> None:
+    """The worker queues a batch (``send``, here after one failure) while an earlier
+    batch's acknowledgement is still failing: the dependency stays down until that one
+    succeeds, whether both calls go through one Backoff or two of one worker."""
+    metrics = WorkerMetrics()
+    retrying = _backoff(metrics)
+    queuing = retrying if same_backoff else _backoff(metrics)
+    back = asyncio.Event()
+    queue_failures = [UnavailableError("not connected")]
+    seen: list[float] = []
+
+    async def acknowledgement() -> None:
+        if not back.is_set():
+            raise UnavailableError("timed out")
+
+    async def queue() -> None:
+        if queue_failures:
+            raise queue_failures.pop()
+
+    async def scenario() -> None:
+        acknowledged = asyncio.create_task(retrying.call(acknowledgement))
+        await asyncio.sleep(0.02)
+        await queuing.call(queue)
+        seen.append(_value(metrics, "fraudstream_dependency_up"))
+        back.set()
+        await acknowledged
+        seen.append(_value(metrics, "fraudstream_dependency_up"))
+
+    asyncio.run(scenario())
+    assert seen == [0.0, 1.0]
+
+
+def test_a_cancelled_retry_leaves_the_dependency_down_until_a_call_succeeds() -> None:
+    metrics = WorkerMetrics()
+    backoff = _backoff(metrics)
+    seen: list[float] = []
+
+    async def failing() -> None:
+        raise UnavailableError("refused")
+
+    async def fine() -> None:
+        pass
+
+    async def scenario() -> None:
+        task = asyncio.create_task(backoff.call(failing))
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        seen.append(_value(metrics, "fraudstream_dependency_up"))
+        await backoff.call(fine)
+        seen.append(_value(metrics, "fraudstream_dependency_up"))
+
+    asyncio.run(scenario())
+    assert seen == [0.0, 1.0]
+
+
+def test_other_errors_are_not_retried() -> None:
+    metrics = WorkerMetrics()
+
+    async def broken() -> None:
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError, match="a bug"):
+        asyncio.run(_backoff(metrics).call(broken))
+    assert _value(metrics, "fraudstream_dependency_retries_total") == 0
+    assert _value(metrics, "fraudstream_dependency_up") == 1.0
