@@ -4,11 +4,11 @@ Lines may come in any order (a label before its transaction is fine); blank line
 skipped. A name ending in ``.gz`` is gzip-compressed. Files are read and written one line
 at a time, so the file text is never held in memory.
 
-:func:`write_jsonl` writes the events in the order a live system sees them: transactions
-at their event time, each label at its label time (a transaction before a label at the
-same instant). Amounts are written as the shortest decimal with at most 4 places (the
-contract's limit), so a history whose amounts have at most 4 decimals reads back exactly.
-The contracts do not carry the simulator's ``fraud_scenario``; it reads back as -1.
+:func:`write_jsonl` writes the events a replay publishes, in the same order
+(:mod:`stream_app.sources.events`): transactions at their event time, each label at its
+label time (before a transaction of the same instant). A history whose amounts have at
+most 4 decimals (the contract's limit) reads back exactly; others are rounded to 4. The
+contracts do not carry the simulator's ``fraud_scenario``; it reads back as -1.
 """
 
 from __future__ import annotations
@@ -23,16 +23,9 @@ from typing import BinaryIO, Literal
 import numpy as np
 import numpy.typing as npt
 
-from stream_app.contracts import (
-    Label,
-    Transaction,
-    decode_event,
-    encode_label,
-    encode_transaction,
-    from_epoch_us,
-    to_epoch_us,
-)
+from stream_app.contracts import Label, Transaction, decode_event, from_epoch_us, to_epoch_us
 from stream_app.errors import ContractError, InputDataError
+from stream_app.sources.events import RecordEncoder, replay_order
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 
 _WRITE_BATCH = 10_000
@@ -68,48 +61,16 @@ def write_jsonl(history: TransactionHistory, path: str | Path, include_labels: b
     ``include_labels``. Raises :class:`InputDataError` for a value the contracts reject.
     """
     path = Path(path)
-    n = len(history)
-    labelled = np.flatnonzero(history.label_time_us != NO_LABEL_US) if include_labels else (
-        np.empty(0, dtype=np.int64))
-    # Rows 0..n-1 are transactions, n.. are labels; order by time, transactions first.
-    time = np.concatenate((history.event_time_us, history.label_time_us[labelled]))
-    kind = np.concatenate((np.zeros(n, dtype=np.int8), np.ones(len(labelled), dtype=np.int8)))
-    row = np.concatenate((np.arange(n), labelled))
-    order = np.lexsort((kind, time))
-    amounts = [np.format_float_positional(a, precision=4, unique=True, trim="-")
-               for a in history.amount]
+    order = replay_order(history, labels=include_labels)
+    encoder = RecordEncoder(history)
+    rows, is_label = order.row.tolist(), order.is_label.tolist()
     with _open(path, "wb") as handle:
-        for start in range(0, len(order), _WRITE_BATCH):
+        for start in range(0, len(rows), _WRITE_BATCH):
+            stop = start + _WRITE_BATCH
             handle.writelines(
-                _encode(history, amounts, int(kind[i]), int(row[i]))
-                for i in order[start:start + _WRITE_BATCH]
+                encoder.payload(row, label) + b"\n"
+                for row, label in zip(rows[start:stop], is_label[start:stop], strict=True)
             )
-
-
-def _encode(history: TransactionHistory, amounts: list[str], kind: int, i: int) -> bytes:
-    try:
-        if kind == 0:
-            return encode_transaction(Transaction(
-                transaction_id=history.transaction_id[i],
-                customer_id=history.customer_id[i],
-                terminal_id=history.terminal_id[i],
-                amount=amounts[i],
-                currency=history.currency,
-                event_time=from_epoch_us(int(history.event_time_us[i])),
-            )) + b"\n"
-        return encode_label(Label(
-            transaction_id=history.transaction_id[i],
-            customer_id=history.customer_id[i],
-            terminal_id=history.terminal_id[i],
-            event_time=from_epoch_us(int(history.event_time_us[i])),
-            label_time=from_epoch_us(int(history.label_time_us[i])),
-            is_fraud=bool(history.is_fraud[i]),
-        )) + b"\n"
-    except ContractError as exc:
-        raise InputDataError(
-            f"transaction {history.transaction_id[i]!r} (row {i}) cannot be written: "
-            f"{exc.field}: {exc.problem}"
-        ) from None
 
 
 @contextmanager

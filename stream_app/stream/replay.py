@@ -3,9 +3,11 @@
 Transactions go to the namespace's transactions topic, keyed by ``customer_id``, with the
 record timestamp set to the event time. Every known outcome goes to the labels topic,
 keyed by ``customer_id`` too, with the record timestamp set to its ``label_time``. Both
-streams are merged on one replay clock: a label is published when the clock reaches its
-``label_time`` (before any transaction of the same instant, since terminal windows count
-labels with ``label_time <= t``). The worker's label barrier relies on this order.
+streams are merged on one replay clock by :func:`~stream_app.sources.events.replay_order`
+(re-exported here): a label is published when the clock reaches its ``label_time``
+(before any transaction of the same instant). The worker's label barrier relies on this
+order. The events are built by :class:`~stream_app.sources.events.RecordEncoder`, the
+encoder :func:`~stream_app.sources.jsonl.write_jsonl` uses too.
 
 Records go out in per-partition batches (:class:`~stream_app.stream.publisher.BatchPublisher`,
 the default murmur2 key partitioning) without waiting for each delivery; order within a
@@ -26,10 +28,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from tqdm import tqdm
 
-from stream_app.contracts.codec import encode_label, encode_transaction
-from stream_app.contracts.records import Label, Transaction, from_epoch_us
+from stream_app.contracts.records import from_epoch_us
 from stream_app.errors import DependencyUnavailable, InputDataError
-from stream_app.sources.history import NO_LABEL_US, TransactionHistory
+from stream_app.sources.events import RecordEncoder, ReplayOrder, replay_order
+from stream_app.sources.history import TransactionHistory
 from stream_app.stream.publisher import BatchPublisher, OutRecord
 from stream_app.stream.topics import StreamTopics
 
@@ -40,32 +42,7 @@ CHUNKS_IN_FLIGHT = 4
 MAX_IDLE_SLEEP_S = 0.25
 LINGER_MS = 5
 
-
-@dataclass(frozen=True, eq=False)
-class ReplayOrder:
-    """The merged publication order of a history: one entry per published record.
-
-    ``row`` is the history row, ``is_label`` says whether the record is that row's label
-    (else its transaction) and ``clock_us`` is the replay clock at which it is published
-    (event time for transactions, label time for labels), non-decreasing.
-    """
-
-    row: npt.NDArray[np.int64]
-    is_label: npt.NDArray[np.bool_]
-    clock_us: npt.NDArray[np.int64]
-
-    def __len__(self) -> int:
-        return len(self.row)
-
-    @property
-    def transactions(self) -> int:
-        """Transactions in the order."""
-        return int(len(self.row) - np.count_nonzero(self.is_label))
-
-    @property
-    def labels(self) -> int:
-        """Labels in the order."""
-        return int(np.count_nonzero(self.is_label))
+__all__ = ["ReplayOrder", "ReplaySummary", "replay", "replay_order"]
 
 
 @dataclass(frozen=True)
@@ -96,81 +73,6 @@ class ReplaySummary:
             f"{topics.transactions} / {topics.labels} in {self.duration_s:.1f} s "
             f"({self.events_per_s:,.0f} events/s{span})"
         )
-
-
-def replay_order(
-    history: TransactionHistory, start_us: int | None = None, stop_us: int | None = None
-) -> ReplayOrder:
-    """Merge the transactions in ``[start_us, stop_us)`` and their labels on one clock.
-
-    A label is included when its transaction is, and (with ``stop_us``) when its
-    ``label_time`` is before ``stop_us``: the replay clock never passes ``stop_us``.
-    """
-    if start_us is not None and stop_us is not None and stop_us <= start_us:
-        raise InputDataError(
-            f"the replay range is empty: --to {_iso(stop_us)} is not after --from "
-            f"{_iso(start_us)}; pick a --to later than --from"
-        )
-    times = history.event_time_us
-    lo = 0 if start_us is None else int(np.searchsorted(times, start_us, side="left"))
-    hi = len(history) if stop_us is None else int(np.searchsorted(times, stop_us, side="left"))
-    tx_rows = np.arange(lo, hi, dtype=np.int64)
-    label_times = history.label_time_us[lo:hi]
-    known = label_times != NO_LABEL_US
-    if stop_us is not None:
-        known &= label_times < stop_us
-    label_rows = tx_rows[known]
-    rows = np.concatenate([label_rows, tx_rows])
-    is_label = np.concatenate(
-        [np.ones(len(label_rows), dtype=np.bool_), np.zeros(len(tx_rows), dtype=np.bool_)]
-    )
-    clock = np.concatenate([history.label_time_us[label_rows], times[tx_rows]])
-    # Sort by clock; at equal clock labels first; then by history row (file order).
-    order = np.lexsort((rows, ~is_label, clock))
-    return ReplayOrder(row=rows[order], is_label=is_label[order], clock_us=clock[order])
-
-
-def format_amount(amount: float) -> str:
-    """``amount`` as a contract decimal string (at most 4 decimals, no trailing zeros)."""
-    text = f"{amount:.4f}".rstrip("0").rstrip(".")
-    return text or "0"
-
-
-class RecordEncoder:
-    """Builds the ``transaction.v1`` / ``label.v1`` payloads of history rows."""
-
-    def __init__(self, history: TransactionHistory) -> None:
-        self._history = history
-
-    def transaction(self, row: int) -> Transaction:
-        """The transaction of ``row``."""
-        h = self._history
-        return Transaction(
-            transaction_id=str(h.transaction_id[row]),
-            customer_id=str(h.customer_id[row]),
-            terminal_id=str(h.terminal_id[row]),
-            amount=format_amount(float(h.amount[row])),
-            currency=h.currency,
-            event_time=from_epoch_us(int(h.event_time_us[row])),
-        )
-
-    def label(self, row: int) -> Label:
-        """The label of ``row`` (its outcome must be known)."""
-        h = self._history
-        return Label(
-            transaction_id=str(h.transaction_id[row]),
-            customer_id=str(h.customer_id[row]),
-            terminal_id=str(h.terminal_id[row]),
-            event_time=from_epoch_us(int(h.event_time_us[row])),
-            label_time=from_epoch_us(int(h.label_time_us[row])),
-            is_fraud=bool(h.is_fraud[row]),
-        )
-
-    def payload(self, row: int, is_label: bool) -> bytes:
-        """The encoded, validated record of ``row``."""
-        if is_label:
-            return encode_label(self.label(row))
-        return encode_transaction(self.transaction(row))
 
 
 async def replay(
@@ -290,7 +192,3 @@ async def _publish(
         i = stop
     for futures in in_flight:
         await asyncio.gather(*futures)
-
-
-def _iso(epoch_us: int) -> str:
-    return from_epoch_us(epoch_us).isoformat().replace("+00:00", "Z")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from stream_app.errors import InputDataError
+from stream_app.sources.events import replay_order
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 from stream_app.sources.jsonl import read_jsonl, write_jsonl
 from stream_app.sources.simulator import simulate
@@ -74,6 +75,24 @@ def test_events_are_written_in_the_order_a_live_system_sees_them(
     first_label = next(i for i, e in enumerate(events) if e["schema"] == "label.v1")
     labelled = events[first_label]["transaction_id"]
     assert any(e["transaction_id"] == labelled for e in events[:first_label])
+    # The very order a replay publishes.
+    order = replay_order(history)
+    assert [(e["schema"] == "label.v1", e["transaction_id"]) for e in events] == list(
+        zip(order.is_label.tolist(), history.transaction_id[order.row].tolist(), strict=True))
+
+
+def test_a_label_is_written_before_a_transaction_of_the_same_instant(tmp_path: Path) -> None:
+    source = _write(
+        tmp_path / "source.jsonl",
+        _transaction("b", when="2018-04-01T10:00:10Z"),
+        _transaction("a", when="2018-04-01T10:00:00Z"),
+        _label("a", False, when="2018-04-01T10:00:00Z", known="2018-04-01T10:00:10Z"),
+    )
+    path = tmp_path / "events.jsonl"
+    write_jsonl(read_jsonl(source), path)
+    events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [(e["schema"], e["transaction_id"]) for e in events] == [
+        ("transaction.v1", "a"), ("label.v1", "a"), ("transaction.v1", "b")]
 
 
 def test_without_labels_every_transaction_reads_back_unlabelled(
@@ -164,6 +183,6 @@ def test_a_value_the_contract_rejects_is_not_written(
         amount=-history.amount, currency=history.currency, is_fraud=history.is_fraud,
         label_time_us=history.label_time_us, fraud_scenario=history.fraud_scenario,
     )
-    with pytest.raises(InputDataError, match=r"transaction '0' \(row 0\) cannot be written: "
-                                             r"\$\.amount"):
+    with pytest.raises(InputDataError, match=r"transaction '0' \(row 0\) cannot be encoded as "
+                                             r"transaction\.v1: \$\.amount"):
         write_jsonl(bad, tmp_path / "bad.jsonl")
