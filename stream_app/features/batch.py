@@ -255,6 +255,8 @@ def _terminal_windows(
     delayed_end = np.minimum(terminals.first_after(times - delay_us), here + 1)
     event = times[frauds]
     fraud_keys = terminals.sorted_keys[terminals.position[frauds]]
+    # undelayed windows count the strictly earlier rows and the current one
+    earlier = terminals.first_after(times - 1)
     for n in fs.terminal_windows_days:
         window_us = n * MICROS_PER_DAY
         count = (delayed_end - terminals.first_after(times - delay_us - window_us)).astype(
@@ -267,7 +269,7 @@ def _terminal_windows(
             times,
         )
         risk = np.where(count > 0, known / np.maximum(count, 1.0), 0.0)
-        undelayed = here - terminals.first_after(times - window_us) + 1
+        undelayed = earlier - terminals.first_after(times - window_us) + 1
         out[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = terminals.in_history_order(count)
         out[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = terminals.in_history_order(risk)
         out[f"terminal_nb_tx_{n}d_undelayed"] = terminals.in_history_order(

@@ -384,10 +384,10 @@ class IncrementalFeatures:
                 append(float(sum(1 for _, e, lt in frauds if lt <= t and t - horizon < e <= t)))
             else:
                 append(0.0)
-        end = terminal_here
+        earlier = end = bisect_left(terminal_times, t, 0, terminal_here)
         for window in self._undelayed_windows_us:
             end = bisect_right(terminal_times, t - window, 0, end)
-            append(terminal_here - end + 1.0)
+            append(earlier - end + 1.0)
 
         times.insert(here, t)
         amounts.insert(here, amount)

@@ -25,8 +25,9 @@ whose ``label_time <= t``:
   (1 if 0).
 - ``customer_nb_fraud_known_{M}d``: c's transactions in ``(t - M days, t]`` with a fraud
   label whose ``label_time <= t``.
-- ``terminal_nb_tx_{N}d_undelayed``: k's transactions in ``(t - N days, t]``, current
-  included.
+- ``terminal_nb_tx_{N}d_undelayed``: k's transactions in ``(t - N days, t)``, plus one for
+  the current transaction. Other transactions at the same time are left out: they may
+  belong to other partitions, where the order of same-time events is not defined.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def test_ties_count_only_the_rows_applied_so_far() -> None:
     table = both_executions(history_of(rows), DEFAULT)
     assert column(table, "CUSTOMER_ID_NB_TX_1DAY_WINDOW") == [1, 2, 3]
     assert column(table, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW") == [10, 20, 30]
-    assert column(table, "terminal_nb_tx_1d_undelayed") == [1, 2, 3]
+    assert column(table, "terminal_nb_tx_1d_undelayed") == [1, 1, 1]  # order-free
     assert column(table, "customer_seconds_since_prev_tx_capped_30d") == [30 * 86_400, 0, 0]
 
 
