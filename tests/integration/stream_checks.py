@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import msgspec
 import redis
 
-from stream_app.features.incremental import CustomerWindow, TerminalWindow
+from stream_app.features.incremental import (
+    CustomerWindow,
+    TerminalWindow,
+    decode_customer,
+    decode_terminal,
+)
+from stream_app.features.redis_store import KEY_LAYOUT
 from stream_app.sources.history import TransactionHistory
 
 
@@ -31,19 +36,25 @@ def _expected_windows(
     return customers, terminals, customer_frauds, terminal_frauds
 
 
-def windows_match(client: redis.Redis, namespace: str, history: TransactionHistory) -> str:
-    """'' when Redis holds exactly the history's windows, else what differs first."""
+def windows_match(
+    client: redis.Redis, namespace: str, history: TransactionHistory, width: int
+) -> str:
+    """'' when Redis holds exactly the history's windows (customer rows of ``width``
+    features), else what differs first."""
     customers, terminals, customer_frauds, terminal_frauds = _expected_windows(history)
-    prefix = f"fraudstream:{namespace}:v1:"
-    for kind, expected, frauds, cls in (
-        ("cust", customers, customer_frauds, CustomerWindow),
-        ("term", terminals, terminal_frauds, TerminalWindow),
+    prefix = f"fraudstream:{namespace}:{KEY_LAYOUT}:"
+    for kind, expected, frauds in (
+        ("cust", customers, customer_frauds),
+        ("term", terminals, terminal_frauds),
     ):
         for key, ids in expected.items():
             state = client.hget(f"{prefix}{kind}:{key}", "s")
             if state is None:
                 return f"{kind}:{key} missing"
-            window = msgspec.msgpack.decode(state, type=cls)
+            assert isinstance(state, bytes), "use a client without decode_responses"
+            window: CustomerWindow | TerminalWindow = (
+                decode_customer(state, width) if kind == "cust" else decode_terminal(state)
+            )
             if sorted(window.transaction_ids) != sorted(ids):
                 return f"{kind}:{key} holds {sorted(window.transaction_ids)}, not {sorted(ids)}"
             labelled = [label[0] for label in window.fraud_labels]

@@ -114,7 +114,8 @@ def test_a_frozen_broker_is_waited_out_without_loss_or_doubles(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     bundle_path = bundle_with_threshold(0.0)
-    version = load_bundle(bundle_path).model_version
+    bundle = load_bundle(bundle_path)
+    version, width = bundle.model_version, len(bundle.feature_columns)
     history = small_history(seed=11, n_days=12)
     first, second = _halves(replay_order(history, None, None))
     expected = {alert_id(tx, version) for tx in history.transaction_id.tolist()}
@@ -140,7 +141,7 @@ def test_a_frozen_broker_is_waited_out_without_loss_or_doubles(
             _replay(history, second, settings)
             _wait(
                 worker,
-                lambda: windows_match(redis_client, settings.namespace, history) == "",
+                lambda: windows_match(redis_client, settings.namespace, history, width) == "",
                 "every transaction in Redis",
             )
 
@@ -161,7 +162,7 @@ def test_a_frozen_broker_is_waited_out_without_loss_or_doubles(
     assert health == 200
     assert _stalled(after) > 0, "no publish or commit waited out the frozen broker"
     assert _kafka(after, "fraudstream_dependency_up") == 1.0
-    assert windows_match(redis_client, settings.namespace, history) == ""
+    assert windows_match(redis_client, settings.namespace, history, width) == ""
     assert {a.alert_id for a in alerts} == expected
     for alert in alerts:  # a repeated alert is the same alert
         assert alert.alert_id == alert_id(alert.transaction_id, version)

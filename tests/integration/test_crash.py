@@ -61,7 +61,8 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     bundle_path = bundle_with_threshold(0.0)
-    version = load_bundle(bundle_path).model_version
+    bundle = load_bundle(bundle_path)
+    version, width = bundle.model_version, len(bundle.feature_columns)
     settings = worker_settings(
         kafka_bootstrap, redis_url, model_dir=str(bundle_path), batch_max_events=40
     )
@@ -85,7 +86,7 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(
         )
         with worker_process(settings, log) as worker:
             deadline = time.monotonic() + FINISH_TIMEOUT_S
-            while (problem := windows_match(redis_client, settings.namespace, history)) and (
+            while (problem := windows_match(redis_client, settings.namespace, history, width)) and (
                 time.monotonic() < deadline
             ):
                 worker.check_alive()
