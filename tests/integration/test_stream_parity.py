@@ -86,21 +86,11 @@ async def _stream_scores(
     return scores, alerts
 
 
-# Known defect, open in the stream issue: the event-time alignment passes this case most
-# runs, but a partition that looks caught up while the replay's batch for it is still in
-# flight holds nothing back, so some runs still differ. Not strict, because it is racy.
-_ALIGNMENT_RACE = pytest.mark.xfail(
-    strict=False,
-    reason="known defect: event-time alignment across partitions races with in-flight "
-    "producer batches of a partition that looks caught up",
-)
-
-
-@pytest.mark.parametrize("partitions", [1, pytest.param(2, marks=_ALIGNMENT_RACE)])
+@pytest.mark.parametrize("partitions", [1, 3])
 def test_stream_scores_and_alerts_equal_the_backtest(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path, partitions: int
 ) -> None:
-    # With 2 partitions the worker must still apply transactions in event-time order
+    # With 3 partitions the worker must still apply transactions in event-time order
     # across them: terminal windows are shared by customers of every partition.
     history = _history()
     bundle = tiny_bundle().path
