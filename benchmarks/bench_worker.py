@@ -8,12 +8,14 @@ transaction was consumed and confirmed, labels/s, the worker's CPU µs per trans
 Redis's µs per window-write call, and the worker's per-stage seconds (from its metrics).
 
     .venv/bin/python benchmarks/bench_worker.py --models DIR [--days 10] [--batch 1000]
+        [--profile PATH]   (cProfile of the worker phase only; slows it down)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import datetime as dt
 import resource
 import time
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--profile", metavar="PATH", help="write a cProfile of the worker phase")
     args = parser.parse_args()
     bundle = load_bundle(args.models)
     history = simulate(args.customers, args.terminals, args.days, dt.date(2018, 4, 1), seed=1)
@@ -60,6 +63,9 @@ def main() -> None:
             order = replay_order(history, None, None)
             await replay(history, order, settings.kafka_bootstrap, topics, None, progress=False)
             app = create_app(settings, bundle)
+            profile = cProfile.Profile() if args.profile else None
+            if profile:
+                profile.enable()
             cpu0, wall0 = time.process_time(), time.perf_counter()
             await app.start()
             registry = app.runtime.metrics.registry
@@ -80,6 +86,9 @@ def main() -> None:
                 await asyncio.sleep(0.01)
             await app.runtime.drained()
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            if profile:
+                profile.disable()
+                profile.dump_stats(args.profile)
             await app.stop()
             stats = redis.Redis.from_url(redis_server.url).info("commandstats")
             evalsha = stats.get("cmdstat_evalsha", {})
