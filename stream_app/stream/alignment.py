@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import sys
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -105,7 +105,7 @@ class EventTimeAligner(Generic[T]):
         self._activity = ActivityClock(idle_s, now)
         self._heap: list[tuple[_Key, T]] = []
         self._held: set[_Key] = set()
-        self._arrivals: deque[tuple[float, _Key]] = deque()
+        self._arrivals: deque[tuple[float, list[_Key]]] = deque()  # keys added together
         self._partitions: dict[int, _Partition] = {}
         self._dirty: set[int] = set()
 
@@ -114,18 +114,27 @@ class EventTimeAligner(Generic[T]):
         """How many records wait for the watermark."""
         return len(self._heap)
 
-    def add(self, partition: int, offset: int, event_time_us: int, item: T, now: float) -> None:
-        """Buffer one fetched transaction."""
-        key = (event_time_us, partition, offset)
-        heapq.heappush(self._heap, (key, item))
-        self._held.add(key)
-        self._arrivals.append((now, key))
-        state = self._state(partition)
-        state.pending.append(key)
-        state.held += 1
-        state.newest_us = max(state.newest_us, event_time_us)
-        self._activity.touch(partition, now)
-        self._dirty.add(partition)
+    def add(self, records: Iterable[tuple[int, int, int, T]], now: float) -> None:
+        """Buffer fetched transactions, each as (event time µs, partition, offset, item)."""
+        heap, held, partitions = self._heap, self._held, self._partitions
+        keys: list[_Key] = []
+        touched: set[int] = set()
+        for event_time_us, partition, offset, item in records:
+            key = (event_time_us, partition, offset)
+            heapq.heappush(heap, (key, item))
+            held.add(key)
+            keys.append(key)
+            state = partitions.get(partition) or self._state(partition)
+            state.pending.append(key)
+            state.held += 1
+            if event_time_us > state.newest_us:
+                state.newest_us = event_time_us
+            touched.add(partition)
+        if keys:
+            self._arrivals.append((now, keys))
+        for partition in touched:
+            self._activity.touch(partition, now)
+        self._dirty |= touched
 
     def fetched(self, partition: int, end_offset: int) -> None:
         """Record that every record of ``partition`` below ``end_offset`` was fetched."""
@@ -143,10 +152,10 @@ class EventTimeAligner(Generic[T]):
         watermark = self._watermark(owned, behind, now)
         bound: tuple[float, int, int] = (watermark, _LAST, _LAST)
         arrivals, held = self._arrivals, self._held
-        while arrivals and (arrivals[0][1] not in held or now - arrivals[0][0] >= self._max_wait_s):
-            arrived = arrivals.popleft()[1]
-            if arrived in held:
-                bound = max(bound, arrived)
+        while arrivals and now - arrivals[0][0] >= self._max_wait_s:
+            waited = [key for key in arrivals.popleft()[1] if key in held]
+            if waited:
+                bound = max(bound, max(waited))
         heap, items, forced = self._heap, [], 0
         while heap and (heap[0][0] <= bound or len(heap) > self._max_buffered):
             key, item = heapq.heappop(heap)

@@ -266,10 +266,15 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._aligner_generation != batch.generation:
             aligner.clear(now)
             self._aligner_generation = batch.generation
-        for tx, event, (tp, offset) in zip(
-            batch.transactions, batch.events, batch.sources, strict=True
-        ):
-            aligner.add(tp.partition, offset, event.event_time_us, (tx, event, (tp, offset)), now)
+        aligner.add(
+            (
+                (event.event_time_us, tp.partition, offset, (tx, event, (tp, offset)))
+                for tx, event, (tp, offset) in zip(
+                    batch.transactions, batch.events, batch.sources, strict=True
+                )
+            ),
+            now,
+        )
         for tp, end in batch.offsets.items():
             if tp.topic == self._topics.transactions:
                 aligner.fetched(tp.partition, end)

@@ -27,8 +27,7 @@ def aligner(
 
 
 def fetch(a: EventTimeAligner[str], p: int, start: int, times: list[int], now: float) -> None:
-    for i, t in enumerate(times):
-        a.add(p, start + i, t, f"{p}@{start + i}", now)
+    a.add(((t, p, start + i, f"{p}@{start + i}") for i, t in enumerate(times)), now)
     a.fetched(p, start + len(times))
 
 
