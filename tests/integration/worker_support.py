@@ -8,9 +8,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from functools import cache
 from pathlib import Path
-from typing import cast
 
 from aiokafka.structs import ConsumerRecord
 
@@ -23,33 +21,14 @@ from stream_app.stream.app import WorkerApp, create_app
 from stream_app.stream.replay import replay, replay_order
 from stream_app.stream.topic_reader import read_topic
 from stream_app.stream.topics import StreamTopics, ensure_topics, stream_topics
-from tests.unit.model_bundles import CREATED_AT, tiny_bundle
-from training.bundle import write_bundle
-from training.models import Autoencoder
+from tests.unit.model_bundles import tiny_bundle
 
 PARTITIONS = 2
 
 
-@cache
 def bundle_with_threshold(threshold: float) -> Path:
-    """The session's tiny bundle re-exported with ``threshold`` (0 = every transaction alerts)."""
-    tiny = tiny_bundle()
-    normaliser = cast(Autoencoder, tiny.modules["autoencoder"]).normaliser
-    path = tiny.path.parent / f"threshold-{threshold}"
-    return write_bundle(
-        path,
-        autoencoder=tiny.modules["autoencoder"],
-        sequence_model=tiny.modules["sequence"],
-        stacker=tiny.modules["combined"],
-        feature_set=tiny.feature_set,
-        normalisation=normaliser.statistics(tiny.feature_set.columns),
-        threshold=threshold,
-        threshold_rule=f"fixed {threshold} for worker tests",
-        training_range=(dt.date(2018, 8, 1), dt.date(2018, 8, 8)),
-        metrics={"auc_roc": 0.5, "folds": [{"index": 0, "average_precision": 0.1}]},
-        sample_inputs=tiny.sample,
-        created_at=CREATED_AT,
-    )
+    """The session's tiny bundle alerting at ``threshold`` (0 = every transaction alerts)."""
+    return tiny_bundle(threshold).path
 
 
 def small_history(seed: int = 3, n_days: int = 12) -> TransactionHistory:

@@ -2,15 +2,18 @@
 
 Exporting three graphs takes seconds, so the bundle is written once (to a temporary
 directory removed at exit) and shared read-only; tests that tamper with it copy it first.
+A bundle with another alert threshold is a copy of it with a re-signed manifest, not a
+second export.
 """
 
 from __future__ import annotations
 
 import atexit
 import datetime as dt
+import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -20,6 +23,8 @@ import torch
 from torch import nn
 
 from stream_app.features.spec import FeatureSet, feature_set
+from stream_app.scoring.bundle import load_bundle
+from stream_app.scoring.manifest import MANIFEST_FILE, model_version
 from training.bundle import write_bundle
 from training.export import torch_outputs
 from training.models import Autoencoder, FeatureNormaliser, SequenceClassifier, Stacker, log_columns
@@ -56,8 +61,33 @@ def random_rows(fs: FeatureSet, n: int, seed: int) -> Rows:
     return Rows(values=sequences[:, -1].copy(), sequences=sequences, mask=mask)
 
 
+def tiny_bundle(threshold: float | None = None) -> TinyBundle:
+    """The session's bundle; with ``threshold``, the same models alerting at ``threshold``."""
+    return _exported() if threshold is None else _with_threshold(threshold)
+
+
 @cache
-def tiny_bundle() -> TinyBundle:
+def _with_threshold(threshold: float) -> TinyBundle:
+    """A copy of the exported bundle whose manifest says ``threshold``.
+
+    The ONNX files are copied as they are, so the manifest's sha256 of each stays right;
+    ``model_version`` (the manifest's content hash) is recomputed, and the copy is loaded
+    once to prove it verifies.
+    """
+    exported = _exported()
+    path = Path(shutil.copytree(exported.path, exported.path.parent / f"threshold-{threshold}"))
+    manifest = path / MANIFEST_FILE
+    document = json.loads(manifest.read_text(encoding="utf-8"))
+    document["threshold"] = threshold
+    document["threshold_rule"] = f"fixed {threshold} (tests)"
+    document["model_version"] = model_version(document)
+    manifest.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    load_bundle(path)
+    return replace(exported, path=path, threshold=threshold)
+
+
+@cache
+def _exported() -> TinyBundle:
     fs = feature_set("default")
     torch.manual_seed(7)
     fit_rows = random_rows(fs, 256, seed=1)
