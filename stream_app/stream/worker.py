@@ -31,7 +31,9 @@ owned transactions partition still holding back (behind, or active within
 stop at the oldest waiting record. Partitions with many records waiting are paused so the
 fetches serve the lagging ones. At most ``align_max_buffered_events`` wait, none longer
 than ``align_max_wait_ms`` (``fraudstream_alignment_forced_releases`` counts records
-released early); ``fraudstream_out_of_order`` counts what still came too late.
+released early); ``fraudstream_out_of_order`` counts what still came too late. Idle and
+wait times run on a clock that stops while the broker does not answer fetches, so a
+broker outage forces nothing out early.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 
 _Aligned = tuple[Transaction, TransactionEvent, tuple[TopicPartition, int]]
 _QUEUE_DEPTH = 1
+_POLL_STALE_S = 2.0  # no fetch response for this long: the broker may hold unseen records
 _STOP_DRAIN_S = 10.0
 
 
@@ -110,7 +113,9 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._progress.idle.set()
         self._generation = 0
         self._label_time_us: dict[TopicPartition, int] = {}
-        now = time.monotonic()
+        self._clock_at = time.monotonic()
+        self._broker_s = 0.0
+        now = self._broker_time()
         self._label_activity = ActivityClock(settings.align_idle_ms / 1000, now)
         self._aligner: EventTimeAligner[_Aligned] = EventTimeAligner(
             topics.transactions,
@@ -186,7 +191,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         transactions (never committed, so redelivered to their new owner)."""
         self._generation += 1
         self._label_time_us.clear()
-        now = time.monotonic()
+        now = self._broker_time()
         self._label_activity.clear(now)
         self._aligner.clear(now)
         self._aligner_generation = self._generation
@@ -254,7 +259,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         batch = self._pipeline.decode(fetched, generation)
         self._metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
         self._label_time_us.update(batch.last_label_time_us)
-        now = time.monotonic()
+        now = self._broker_time()
         for tp in batch.last_label_time_us:
             self._label_activity.touch(tp.partition, now)
         return batch
@@ -262,7 +267,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _align(self, batch: DecodedBatch) -> DecodedBatch | None:
         """Keep the transactions the watermark releases; ``None`` if nothing is left."""
         aligner = self._aligner
-        now = time.monotonic()
+        now = self._broker_time()
         if self._aligner_generation != batch.generation:
             aligner.clear(now)
             self._aligner_generation = batch.generation
@@ -317,14 +322,31 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self._consumer.resume(*to_resume)
 
     async def _is_behind(self, tp: TopicPartition) -> bool:
-        """``tp`` has records not fetched yet (the high watermark of the last fetch response:
-        tansu's ListOffsets is wrong); a partition revoked meanwhile is not ours to wait for."""
+        """``tp`` may have records not fetched yet: its position is below the high watermark
+        of the last fetch response (tansu's ListOffsets is wrong), or that response is older
+        than ``_POLL_STALE_S`` (paused, or the broker does not answer). A partition revoked
+        meanwhile is not ours to wait for."""
         try:
             highwater = self._consumer.highwater(tp)
             position = await self._consumer.position(tp)
+            fresh = self._fresh_poll(tp)
         except (IllegalStateError, AssertionError):
             return False
-        return highwater is None or position < highwater
+        return highwater is None or position < highwater or not fresh
+
+    def _fresh_poll(self, tp: TopicPartition) -> bool:
+        polled_ms = self._consumer.last_poll_timestamp(tp)
+        return polled_ms is not None and time.time() - polled_ms / 1000 < _POLL_STALE_S
+
+    def _broker_time(self) -> float:
+        """Seconds that pass only while the broker answers fetches (a fresh fetch response
+        for an owned partition): idle and wait times of the alignment and the label barrier
+        stand still during a broker outage, so an outage forces nothing out of order."""
+        now = time.monotonic()
+        elapsed, self._clock_at = now - self._clock_at, now
+        if any(self._fresh_poll(tp) for tp in self._consumer.assignment()):
+            self._broker_s += elapsed
+        return self._broker_s
 
     async def _label_barrier(self, batch: DecodedBatch) -> None:
         start = time.perf_counter()
@@ -348,7 +370,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _labels_ready(self, t: int) -> bool:
         """Each owned labels partition delivered a label after ``t``, or is caught up and
         quiet for ``align_idle_ms`` (a caught-up partition may have labels in flight)."""
-        now = time.monotonic()
+        now = self._broker_time()
         for tp in self._owned(self._topics.labels):
             if self._label_time_us.get(tp, -1) > t:
                 continue

@@ -162,6 +162,13 @@ def test_a_frozen_broker_is_waited_out_without_loss_or_doubles(
     assert health == 200
     assert _stalled(after) > 0, "no publish or commit waited out the frozen broker"
     assert _kafka(after, "fraudstream_dependency_up") == 1.0
+    # the alignment's clocks stood still during the outage: nothing was forced out early
+    order_breaks = {
+        name: value
+        for (name, _), value in after.items()
+        if name in ("fraudstream_alignment_forced_releases_total", "fraudstream_out_of_order_total")
+    }
+    assert not any(order_breaks.values()), order_breaks
     assert windows_match(redis_client, settings.namespace, history, width) == ""
     assert {a.alert_id for a in alerts} == expected
     for alert in alerts:  # a repeated alert is the same alert
