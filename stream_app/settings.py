@@ -41,6 +41,27 @@ class Settings:
     web_port: int = 6066
     max_payload_bytes: int = 16384
 
+    def __post_init__(self) -> None:
+        for name, least in _LEAST.items():
+            value = getattr(self, name)
+            if value < least:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()}={value!r} is too small; use {least} or more"
+                )
+        if self.align_idle_ms >= self.label_barrier_timeout_ms:
+            raise ConfigError(
+                f"{ENV_PREFIX}ALIGN_IDLE_MS={self.align_idle_ms} must be below "
+                f"{ENV_PREFIX}LABEL_BARRIER_TIMEOUT_MS={self.label_barrier_timeout_ms}: the "
+                "label barrier would give up before a quiet labels partition counts as caught "
+                "up; lower the first or raise the second"
+            )
+        if self.broker_heartbeat_interval_s >= self.broker_session_timeout_s:
+            raise ConfigError(
+                f"{ENV_PREFIX}BROKER_HEARTBEAT_INTERVAL_S={self.broker_heartbeat_interval_s} "
+                f"must be below {ENV_PREFIX}BROKER_SESSION_TIMEOUT_S="
+                f"{self.broker_session_timeout_s}; use about a third of the session timeout"
+            )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``), then apply ``overrides``."""
@@ -57,6 +78,26 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+_LEAST: dict[str, float] = {
+    "label_delay_days": 0,
+    "batch_max_events": 1,
+    "batch_max_wait_ms": 0,
+    "label_barrier_timeout_ms": 1,
+    "align_max_buffered_events": 1,
+    "align_max_wait_ms": 0,
+    "align_idle_ms": 0,
+    "topic_partitions": 1,
+    "topic_replication": 1,
+    "broker_session_timeout_s": 0.1,
+    "broker_heartbeat_interval_s": 0.01,
+    "redis_key_ttl_days": 1,
+    "onnx_intra_op_threads": 1,
+    "web_port": 0,
+    "max_payload_bytes": 64,
+}
+"""The smallest value each numeric setting accepts."""
 
 
 def _parse(var: str, raw: str, kind: Any) -> Any:

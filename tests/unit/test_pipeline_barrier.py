@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,6 +47,9 @@ class ScriptedConsumer:
     async def position(self, tp: TopicPartition) -> int:
         return self.position_
 
+    def last_poll_timestamp(self, tp: TopicPartition) -> int:
+        return int(time.time() * 1000)  # the broker answers
+
     async def getmany(self, *tps: TopicPartition, timeout_ms: int, max_records: int) -> Any:
         assert tps == (LABELS,), "the barrier reads labels only"
         self.label_fetches += 1
@@ -61,11 +65,13 @@ class ScriptedConsumer:
         return {LABELS: records}
 
 
-def _barrier(consumer: ScriptedConsumer, timeout_ms: int, at: dt.datetime) -> tuple[Any, float]:
+def _barrier(
+    consumer: ScriptedConsumer, timeout_ms: int, at: dt.datetime, idle_ms: int = 0
+) -> tuple[Any, float]:
     """Run the barrier for a one-transaction batch at ``at``: (the batch, timeouts)."""
 
     async def run() -> tuple[Any, float]:
-        worker, metrics = _worker(timeout_ms)
+        worker, metrics = _worker(timeout_ms, idle_ms)
         real, worker._consumer = worker._consumer, consumer  # scripted, not a broker client
         try:
             batch = _transaction_batch(worker, at)
@@ -78,14 +84,16 @@ def _barrier(consumer: ScriptedConsumer, timeout_ms: int, at: dt.datetime) -> tu
     return asyncio.run(run())
 
 
-def _worker(timeout_ms: int) -> tuple[BatchWorker, WorkerMetrics]:
+def _worker(timeout_ms: int, idle_ms: int = 0) -> tuple[BatchWorker, WorkerMetrics]:
     metrics = WorkerMetrics()
     scorer: Any = SimpleNamespace(bundle=SimpleNamespace(model_version="m"))
     pipeline = Pipeline(
         topics=TOPICS, store=None, scorer=scorer, publisher=None,  # type: ignore[arg-type]
         metrics=metrics, dlq_partitions=1, publish_scores=False, max_payload_bytes=16384,
     )  # fmt: skip
-    settings = Settings.from_env({}, label_barrier_timeout_ms=timeout_ms, batch_max_wait_ms=5)
+    settings = Settings.from_env(
+        {}, label_barrier_timeout_ms=timeout_ms, batch_max_wait_ms=5, align_idle_ms=idle_ms
+    )
     return BatchWorker(settings, TOPICS, pipeline, metrics), metrics
 
 
@@ -122,3 +130,17 @@ def test_an_unknown_high_watermark_is_waited_for_at_most_the_timeout() -> None:
     batch, timeouts = _barrier(consumer, 50, T0)
     assert consumer.label_fetches >= 1 and batch.labels == []
     assert timeouts == 1
+
+
+def test_a_caught_up_labels_partition_is_waited_for_until_it_is_quiet() -> None:
+    # Every label is older than the batch and the partition is caught up, but labels just
+    # arrived: more may be in flight, so the barrier keeps reading until the idle time.
+    labels = [_label(i, T0 + dt.timedelta(days=i)) for i in range(4)]
+    eager = ScriptedConsumer(labels, highwater=len(labels))
+    _barrier(eager, 5_000, T0 + dt.timedelta(days=8), idle_ms=0)
+    patient = ScriptedConsumer(labels, highwater=len(labels))
+    batch, timeouts = _barrier(patient, 5_000, T0 + dt.timedelta(days=8), idle_ms=300)
+    assert len(batch.labels) == 4
+    assert timeouts == 0
+    assert eager.label_fetches == 2
+    assert patient.label_fetches > eager.label_fetches + 5  # polled on while not quiet
