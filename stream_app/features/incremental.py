@@ -28,7 +28,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -53,38 +53,32 @@ ROW_ITEM = struct.Struct("<d")
 """One value of a packed feature row: little-endian float64."""
 
 if TYPE_CHECKING:
-    _IntArray = array[int]
-    _FloatArray = array[float]
+    IntArray = array[int]
+    FloatArray = array[float]
 else:  # array is not subscriptable at run time before Python 3.12
-    _IntArray = _FloatArray = array
+    IntArray = FloatArray = array
+
+# Times (int64 µs), id lengths (a byte each) and amounts (float64) are plain arrays, not
+# subclasses: C code (bisect) reads a subclass's items through a Python-level slot, ~10x
+# slower. In msgpack each is an ext value whose code names its type code.
+_EXT_CODES = {"q": 1, "B": 2, "d": 3}
+_TYPE_CODES = {code: typecode for typecode, code in _EXT_CODES.items()}
 
 
-class Int64s(_IntArray):
-    """Packed int64 values (event times in µs): a quarter of a list's memory, and encoded
-    as one binary (machine byte order: little-endian on x86-64 and arm64)."""
-
-    __slots__ = ()
-
-    def __new__(cls, values: Iterable[int] | bytes = ()) -> Int64s:
-        return cast(Int64s, super().__new__(cls, "q", values))
+def int64s(values: Iterable[int] = ()) -> IntArray:
+    """Packed int64 values (event times in µs): a quarter of a list's memory, encoded as
+    one binary (machine byte order: little-endian on x86-64 and arm64)."""
+    return array("q", values)
 
 
-class IdLengths(_IntArray):
+def id_lengths(values: Iterable[int] = ()) -> IntArray:
     """Packed lengths (up to :data:`MAX_ID_LENGTH`) of the ids of a window, a byte each."""
-
-    __slots__ = ()
-
-    def __new__(cls, values: Iterable[int] | bytes = ()) -> IdLengths:
-        return cast(IdLengths, super().__new__(cls, "B", values))
+    return array("B", values)
 
 
-class Float64s(_FloatArray):
-    """Packed float64 values (amounts), stored like :class:`Int64s`."""
-
-    __slots__ = ()
-
-    def __new__(cls, values: Iterable[float] | bytes = ()) -> Float64s:
-        return cast(Float64s, super().__new__(cls, "d", values))
+def float64s(values: Iterable[float] = ()) -> FloatArray:
+    """Packed float64 values (amounts), stored like :func:`int64s`."""
+    return array("d", values)
 
 
 class CustomerWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
@@ -98,10 +92,10 @@ class CustomerWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True
     millions of windows.
     """
 
-    times: Int64s = msgspec.field(default_factory=Int64s)
+    times: IntArray = msgspec.field(default_factory=int64s)
     id_text: str = ""
-    id_lengths: IdLengths = msgspec.field(default_factory=IdLengths)
-    amounts: Float64s = msgspec.field(default_factory=Float64s)
+    id_lengths: IntArray = msgspec.field(default_factory=id_lengths)
+    amounts: FloatArray = msgspec.field(default_factory=float64s)
     fraud_labels: list[FraudLabel] = msgspec.field(default_factory=list)
     recent_ids: list[str] = msgspec.field(default_factory=list)
     recent_rows: bytearray = msgspec.field(default_factory=bytearray)
@@ -115,9 +109,9 @@ class CustomerWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True
 class TerminalWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
     """A terminal's transactions within the delayed horizon and its fraud labels."""
 
-    times: Int64s = msgspec.field(default_factory=Int64s)
+    times: IntArray = msgspec.field(default_factory=int64s)
     id_text: str = ""
-    id_lengths: IdLengths = msgspec.field(default_factory=IdLengths)
+    id_lengths: IntArray = msgspec.field(default_factory=id_lengths)
     fraud_labels: list[FraudLabel] = msgspec.field(default_factory=list)
 
     @property
@@ -129,22 +123,29 @@ class TerminalWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True
 W = TypeVar("W", CustomerWindow, TerminalWindow)
 
 
-def _encode_packed(value: Any) -> memoryview:
-    if isinstance(value, Int64s | IdLengths | Float64s):
-        return memoryview(value)
+def _encode_array(value: Any) -> msgspec.msgpack.Ext:
+    if isinstance(value, array):
+        return msgspec.msgpack.Ext(_EXT_CODES[value.typecode], memoryview(value))
     raise NotImplementedError(f"no encoding for {type(value).__name__}")
 
 
-def _decode_packed(kind: type, value: Any) -> Int64s | IdLengths | Float64s:
-    if kind is Int64s or kind is IdLengths or kind is Float64s:
-        packed: Int64s | IdLengths | Float64s = kind(value)
-        return packed
-    raise NotImplementedError(f"no decoding for {kind.__name__}")
+def _array_of_ext(code: int, data: memoryview) -> IntArray | FloatArray:
+    if code not in _TYPE_CODES:
+        raise ValueError(f"unknown ext code {code}")
+    packed: IntArray | FloatArray = array(_TYPE_CODES[code])
+    packed.frombytes(data)
+    return packed
 
 
-_ENCODER = msgspec.msgpack.Encoder(enc_hook=_encode_packed)
-_CUSTOMER = msgspec.msgpack.Decoder(CustomerWindow, dec_hook=_decode_packed)
-_TERMINAL = msgspec.msgpack.Decoder(TerminalWindow, dec_hook=_decode_packed)
+def _decode_array(kind: type, value: Any) -> IntArray | FloatArray:
+    if kind is array and isinstance(value, array):
+        return value
+    raise TypeError(f"expected a packed array, got {type(value).__name__}")
+
+
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=_encode_array)
+_CUSTOMER = msgspec.msgpack.Decoder(CustomerWindow, dec_hook=_decode_array, ext_hook=_array_of_ext)
+_TERMINAL = msgspec.msgpack.Decoder(TerminalWindow, dec_hook=_decode_array, ext_hook=_array_of_ext)
 
 
 def encode_window(window: CustomerWindow | TerminalWindow) -> bytes:
@@ -155,10 +156,13 @@ def encode_window(window: CustomerWindow | TerminalWindow) -> bytes:
 def decode_customer(data: bytes, width: int) -> CustomerWindow:
     """A customer window from :func:`encode_window` output, rows of ``width`` values."""
     window = _decode(_CUSTOMER, data, "customer")
-    _check_ids(window, "customer")
-    if len(window.amounts) != len(window.times):
+    _check_times_and_ids(window, "customer")
+    amounts = window.amounts
+    if amounts.typecode != "d" or len(amounts) != len(window.times):
         raise _corrupt(
-            "customer", f"holds {len(window.amounts)} amounts for {len(window.times)} times"
+            "customer",
+            f"holds {len(amounts)} amounts of type code {amounts.typecode} where "
+            f"{len(window.times)} of d belong",
         )
     expected = len(window.recent_ids) * width * ROW_ITEM.size
     if len(window.recent_rows) != expected:
@@ -173,12 +177,18 @@ def decode_customer(data: bytes, width: int) -> CustomerWindow:
 def decode_terminal(data: bytes) -> TerminalWindow:
     """A terminal window from :func:`encode_window` output."""
     window = _decode(_TERMINAL, data, "terminal")
-    _check_ids(window, "terminal")
+    _check_times_and_ids(window, "terminal")
     return window
 
 
-def _check_ids(window: CustomerWindow | TerminalWindow, kind: str) -> None:
+def _check_times_and_ids(window: CustomerWindow | TerminalWindow, kind: str) -> None:
     lengths = window.id_lengths
+    if (window.times.typecode, lengths.typecode) != ("q", "B"):
+        raise _corrupt(
+            kind,
+            f"holds arrays of type codes {window.times.typecode}, {lengths.typecode} where "
+            "q, B belong",
+        )
     if len(lengths) != len(window.times) or sum(lengths) != len(window.id_text):
         raise _corrupt(
             kind,
@@ -190,7 +200,7 @@ def _check_ids(window: CustomerWindow | TerminalWindow, kind: str) -> None:
 def _decode(decoder: msgspec.msgpack.Decoder[W], data: bytes, kind: str) -> W:
     try:
         return decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, ValueError) as exc:
         raise _corrupt(kind, f"of {len(data)} bytes cannot be read ({exc})") from None
 
 
@@ -347,8 +357,13 @@ class IncrementalFeatures:
         append(count)
         append(longest_mean)
 
-        terminal_times.insert(terminal_here, t)
-        _insert_id(terminal, terminal_here, transaction_id)
+        if terminal_here == len(terminal_times):  # the terminal's newest event
+            terminal_times.append(t)
+            terminal.id_text += transaction_id
+            terminal.id_lengths.append(len(transaction_id))
+        else:
+            terminal_times.insert(terminal_here, t)
+            _insert_id(terminal, terminal_here, transaction_id)
         delayed = t - delay
         delayed_end = bisect_right(terminal_times, delayed, 0, terminal_here + 1)
         terminal_frauds = terminal.fraud_labels
@@ -389,9 +404,15 @@ class IncrementalFeatures:
             end = bisect_right(terminal_times, t - window, 0, end)
             append(earlier - end + 1.0)
 
-        times.insert(here, t)
-        amounts.insert(here, amount)
-        _insert_id(customer, here, transaction_id)
+        if here == len(times):  # the customer's newest event
+            times.append(t)
+            amounts.append(amount)
+            customer.id_text += transaction_id
+            customer.id_lengths.append(len(transaction_id))
+        else:
+            times.insert(here, t)
+            amounts.insert(here, amount)
+            _insert_id(customer, here, transaction_id)
         recent_rows = customer.recent_rows
         recent_rows += self._pack(*(row if self._select is None else self._select(row)))
         recent_ids.append(transaction_id)
@@ -426,12 +447,9 @@ def _split(text: str, lengths: Sequence[int]) -> list[str]:
 
 def _insert_id(window: CustomerWindow | TerminalWindow, here: int, transaction_id: str) -> None:
     lengths = window.id_lengths
-    if here == len(lengths):
-        window.id_text += transaction_id
-    else:
-        at = sum(lengths[:here])
-        text = window.id_text
-        window.id_text = text[:at] + transaction_id + text[at:]
+    at = sum(lengths[:here])
+    text = window.id_text
+    window.id_text = text[:at] + transaction_id + text[at:]
     lengths.insert(here, len(transaction_id))
 
 

@@ -13,13 +13,13 @@ from stream_app.errors import InputDataError
 from stream_app.features.batch import compute_features
 from stream_app.features.incremental import (
     CustomerWindow,
-    Float64s,
-    IdLengths,
-    Int64s,
     TerminalWindow,
     decode_customer,
     decode_terminal,
     encode_window,
+    float64s,
+    id_lengths,
+    int64s,
 )
 from stream_app.features.spec import feature_set
 from stream_app.features.store import (
@@ -178,13 +178,14 @@ def test_state_bytes_round_trip_and_processing_continues_identically() -> None:
 
 def test_state_bytes_are_compact() -> None:
     window = CustomerWindow(
-        times=Int64s([T0, T0 + 1]), id_text="1234567é", id_lengths=IdLengths([7, 1]),
-        amounts=Float64s([1.0, 2.0]), fraud_labels=[("1234567", T0, T0 + 7 * DAY)],
+        times=int64s([T0, T0 + 1]), id_text="1234567é", id_lengths=id_lengths([7, 1]),
+        amounts=float64s([1.0, 2.0]), fraud_labels=[("1234567", T0, T0 + 7 * DAY)],
         recent_ids=["1234567"], recent_rows=bytearray(24),
     )  # fmt: skip
     assert window.transaction_ids == ["1234567", "é"]
-    # msgpack, no field names: 1 B array headers; times, id lengths, amounts and rows each
-    # one binary (2 B header); ids one string (1 B + UTF-8); a label an array
+    # msgpack, no field names: 1 B array headers; times, id lengths and amounts each an
+    # ext value (2 B header for 1 to 16 bytes), the rows a binary (2 B header); ids one
+    # string (1 B + UTF-8); a label an array
     times, ids, amounts = 2 + 16, (1 + 9) + (2 + 2), 2 + 16
     labels, recent, rows = 1 + (1 + (1 + 7) + 9 + 9), 1 + (1 + 7), 2 + 24
     assert len(encode_window(window)) == 1 + times + ids + amounts + labels + recent + rows
@@ -194,7 +195,7 @@ def test_state_bytes_are_compact() -> None:
 
 
 def _terminal() -> TerminalWindow:
-    return TerminalWindow(times=Int64s([T0]), id_text="42", id_lengths=IdLengths([2]))
+    return TerminalWindow(times=int64s([T0]), id_text="42", id_lengths=id_lengths([2]))
 
 
 @pytest.mark.parametrize(
@@ -202,10 +203,12 @@ def _terminal() -> TerminalWindow:
     [
         ("terminal", b"", "terminal window state of 0 bytes cannot be read"),
         ("terminal", encode_window(_terminal())[:-1], "cannot be read"),
-        ("terminal", encode_window(_terminal())[:-4] + b"\xc4\x00\x90",
+        ("terminal", encode_window(_terminal())[:-4] + b"\xc7\x00\x02\x90",
          "0 id lengths summing to 0 for 1 times and 2 characters of ids"),
-        ("terminal", b"\x93\xc4\x03abc\x90\x90", "not a multiple of item size"),
-        ("terminal", encode_window(CustomerWindow()), r"Expected `array`, got `bytes`"),
+        ("terminal", b"\x91\xc7\x03\x01abc", "not a multiple of item size"),
+        ("terminal", b"\x91\xd7\x03" + bytes(8), "holds arrays of type codes d, B where q, B"),
+        ("terminal", b"\x91\xc4\x00", "expected a packed array, got bytes"),
+        ("terminal", encode_window(CustomerWindow()), r"Expected `array`, got `ext`"),
         ("customer", b"\x96\x90\x90\x90\x90\x90\xc4\x00\x00", "cannot be read"),
         ("customer", encode_window(CustomerWindow(recent_ids=["a"], recent_rows=bytearray(8))),
          f"8 bytes of feature rows where 1 rows of {WIDTH} values take {WIDTH * 8}"),
