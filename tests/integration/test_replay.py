@@ -25,6 +25,7 @@ from stream_app.sources.simulator import simulate
 from stream_app.stream.replay import ReplayOrder, replay, replay_order
 from stream_app.stream.topic_reader import read_topic
 from stream_app.stream.topics import StreamTopics, ensure_topics_sync, stream_topics
+from tests.unit.feature_histories import clock_history
 
 pytestmark = pytest.mark.integration
 
@@ -43,27 +44,6 @@ def _read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]
     records: list[ConsumerRecord[bytes, bytes]] = []
     asyncio.run(read_topic(bootstrap, topic, lambda _tp, batch: records.extend(batch)))
     return records
-
-
-def _history(event_times_s: list[float], label_delay_s: float | None = None) -> TransactionHistory:
-    n = len(event_times_s)
-    times = np.array([round(t * US) for t in event_times_s], dtype=np.int64) + 1_530_000_000 * US
-    labels = (
-        np.full(n, NO_LABEL_US, dtype=np.int64)
-        if label_delay_s is None
-        else times + round(label_delay_s * US)
-    )
-    return TransactionHistory(
-        transaction_id=np.array([f"tx{i}" for i in range(n)], dtype=object),
-        customer_id=np.array([f"c{i % 3}" for i in range(n)], dtype=object),
-        terminal_id=np.array([f"k{i % 2}" for i in range(n)], dtype=object),
-        event_time_us=times,
-        amount=np.round(np.linspace(1.0, 99.0, n), 2),
-        currency="EUR",
-        is_fraud=np.array([i % 4 == 0 for i in range(n)], dtype=np.int8),
-        label_time_us=labels,
-        fraud_scenario=np.zeros(n, dtype=np.int8),
-    )
 
 
 def _run(history: TransactionHistory, order: ReplayOrder, bootstrap: str, topics: StreamTopics,
@@ -137,7 +117,7 @@ def test_from_and_to_keep_event_times_in_range_and_labels_known_before_the_end(
 
 
 def test_namespace_isolates_topics(kafka_bootstrap: str) -> None:
-    history = _history([0, 1, 2, 3, 4, 5], label_delay_s=2)
+    history = clock_history([0, 1, 2, 3, 4, 5], label_delay_s=2)
     ours, other = _topics(kafka_bootstrap), _topics(kafka_bootstrap)
     _run(history, replay_order(history), kafka_bootstrap, ours)
 
@@ -165,7 +145,7 @@ def _topic_names(bootstrap: str) -> set[str]:
 
 def test_speed_paces_publication_relative_to_the_first_event(kafka_bootstrap: str) -> None:
     # Events 0..3 s apart in event time, replayed 4x faster: about 0.75 s of wall time.
-    history = _history([0.0, 1.0, 2.0, 3.0])
+    history = clock_history([0.0, 1.0, 2.0, 3.0])
     sent: list[tuple[list[int], float]] = []
     topics = _topics(kafka_bootstrap)
     asyncio.run(replay(history, replay_order(history), kafka_bootstrap, topics, 4.0,
@@ -219,7 +199,7 @@ def test_replay_command_rejects_a_bad_speed_and_namespace(tmp_path: Path) -> Non
 
 def test_events_per_s_offers_a_fixed_transaction_rate(kafka_bootstrap: str) -> None:
     # 11 transactions at 20 per second: the last one goes out about 0.5 s after the first.
-    history = _history([i * 3600.0 for i in range(11)], label_delay_s=1)
+    history = clock_history([i * 3600.0 for i in range(11)], label_delay_s=1)
     sent: dict[int, float] = {}
 
     def record(rows: npt.NDArray[np.int64], at: float) -> None:

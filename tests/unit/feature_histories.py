@@ -103,3 +103,34 @@ def label_events(history: TransactionHistory) -> list[LabelEvent]:
         )
         for i in rows
     ]  # fmt: skip
+
+
+def clock_history(
+    event_times_s: Sequence[float],
+    label_delay_s: float | None = None,
+    amounts: Sequence[float] | None = None,
+) -> TransactionHistory:
+    """Transactions tx0, tx1, ... at ``event_times_s`` seconds after 2018-06-26 08:00 UTC
+    (customers c0..c2, terminals k0..k1, every fourth a fraud), each labelled
+    ``label_delay_s`` later (never when None)."""
+    n = len(event_times_s)
+    times = np.array([round(t * 1_000_000) for t in event_times_s], dtype=np.int64)
+    times += 1_530_000_000 * 1_000_000
+    labels = (
+        np.full(n, NO_LABEL_US, dtype=np.int64)
+        if label_delay_s is None
+        else times + round(label_delay_s * 1_000_000)
+    )
+    return TransactionHistory(
+        transaction_id=np.array([f"tx{i}" for i in range(n)], dtype=object),
+        customer_id=np.array([f"c{i % 3}" for i in range(n)], dtype=object),
+        terminal_id=np.array([f"k{i % 2}" for i in range(n)], dtype=object),
+        event_time_us=times,
+        amount=np.array(amounts, dtype=np.float64)
+        if amounts is not None
+        else np.round(np.linspace(1.0, 99.0, n), 2),
+        currency="EUR",
+        is_fraud=np.array([i % 4 == 0 for i in range(n)], dtype=np.int8),
+        label_time_us=labels,
+        fraud_scenario=np.zeros(n, dtype=np.int8),
+    )

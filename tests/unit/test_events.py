@@ -10,47 +10,25 @@ from hypothesis import strategies as st
 from stream_app.contracts import decode_label, decode_transaction
 from stream_app.errors import InputDataError
 from stream_app.sources.events import RecordEncoder, format_amount, replay_order
-from stream_app.sources.history import NO_LABEL_US, TransactionHistory
+from stream_app.sources.history import TransactionHistory
+from tests.unit.feature_histories import clock_history
 
 US = 1_000_000
 DAY_US = 86_400 * US
 T0 = 1_530_000_000 * US
 
 
-def _history(
-    event_times_s: list[float],
-    label_delay_s: float | None = None,
-    amounts: list[float] | None = None,
-) -> TransactionHistory:
-    n = len(event_times_s)
-    times = np.array([round(t * US) for t in event_times_s], dtype=np.int64) + T0
-    labels = (
-        np.full(n, NO_LABEL_US, dtype=np.int64)
-        if label_delay_s is None
-        else times + round(label_delay_s * US)
-    )
-    return TransactionHistory(
-        transaction_id=np.array([f"tx{i}" for i in range(n)], dtype=object),
-        customer_id=np.array([f"c{i % 3}" for i in range(n)], dtype=object),
-        terminal_id=np.array([f"k{i % 2}" for i in range(n)], dtype=object),
-        event_time_us=times,
-        amount=np.array(amounts or [12.5] * n, dtype=np.float64),
-        currency="EUR",
-        is_fraud=np.array([i % 4 == 0 for i in range(n)], dtype=np.int8),
-        label_time_us=labels,
-        fraud_scenario=np.zeros(n, dtype=np.int8),
-    )
-
-
 def _published(history: TransactionHistory, **kwargs: bool) -> list[str]:
     order = replay_order(history, **kwargs)
-    return [("L" if lab else "T") + str(row)
-            for row, lab in zip(order.row.tolist(), order.is_label.tolist(), strict=True)]
+    return [
+        ("L" if lab else "T") + str(row)
+        for row, lab in zip(order.row.tolist(), order.is_label.tolist(), strict=True)
+    ]
 
 
 def test_labels_are_merged_on_the_replay_clock_before_transactions_of_the_same_instant() -> None:
     # Transactions at 0, 10, 20, 30 s; labels known 10 s after each event.
-    history = _history([0, 10, 20, 30], label_delay_s=10)
+    history = clock_history([0, 10, 20, 30], label_delay_s=10)
     order = replay_order(history)
     assert _published(history) == ["T0", "L0", "T1", "L1", "T2", "L2", "T3", "L3"]
     assert np.all(np.diff(order.clock_us) >= 0)
@@ -58,15 +36,18 @@ def test_labels_are_merged_on_the_replay_clock_before_transactions_of_the_same_i
 
 
 def test_without_labels_the_order_is_the_transactions_in_history_order() -> None:
-    history = _history([0, 10, 10, 30], label_delay_s=10)
+    history = clock_history([0, 10, 10, 30], label_delay_s=10)
     assert _published(history, labels=False) == ["T0", "T1", "T2", "T3"]
     assert _published(history) == ["T0", "L0", "T1", "T2", "L1", "L2", "T3", "L3"]
 
 
 def test_an_empty_range_is_an_input_error_naming_both_ends() -> None:
-    history = _history([0, 10])
-    with pytest.raises(InputDataError, match=r"--to 2018-06-26T08:00:00Z is not after --from "
-                                             r"2018-06-26T08:00:00Z"):
+    history = clock_history([0, 10])
+    with pytest.raises(
+        InputDataError,
+        match=r"--to 2018-06-26T08:00:00Z is not after --from "
+        r"2018-06-26T08:00:00Z",
+    ):
         replay_order(history, T0, T0)
 
 
@@ -75,16 +56,24 @@ def test_every_amount_the_contract_carries_reads_back_as_the_same_float(
     units: int, fraction: int, places: int
 ) -> None:
     text = f"{units}.{fraction % 10**places:0{places}d}" if places else str(units)
-    history = _history([0], amounts=[float(text)])
+    history = clock_history([0], amounts=[float(text)])
     decoded = decode_transaction(RecordEncoder(history).payload(0, is_label=False))
     assert decoded.amount_float == float(text)
 
 
 @pytest.mark.parametrize(
     ("amount", "written"),
-    [(12.5, "12.5"), (3.0, "3"), (0.0, "0"), (57.16, "57.16"), (0.0001, "0.0001"),
-     (999999999999.9999, "999999999999.9999"),
-     (2.3000000000000003, "2.3"), (4.050000000000001, "4.05"), (0.12345, "0.1235")],
+    [
+        (12.5, "12.5"),
+        (3.0, "3"),
+        (0.0, "0"),
+        (57.16, "57.16"),
+        (0.0001, "0.0001"),
+        (999999999999.9999, "999999999999.9999"),
+        (2.3000000000000003, "2.3"),
+        (4.050000000000001, "4.05"),
+        (0.12345, "0.1235"),
+    ],
 )
 def test_amounts_are_shortest_decimals_rounded_to_the_contracts_four_places(
     amount: float, written: str
@@ -93,7 +82,7 @@ def test_amounts_are_shortest_decimals_rounded_to_the_contracts_four_places(
 
 
 def test_labels_repeat_their_transaction_and_carry_the_label_time() -> None:
-    history = _history([0, 10], label_delay_s=7 * 86_400)
+    history = clock_history([0, 10], label_delay_s=7 * 86_400)
     label = decode_label(RecordEncoder(history).payload(1, is_label=True))
     assert (label.transaction_id, label.customer_id, label.terminal_id) == ("tx1", "c1", "k1")
     assert (label.event_time_us, label.label_time_us) == (T0 + 10 * US, T0 + 10 * US + 7 * DAY_US)
@@ -104,8 +93,12 @@ def test_labels_repeat_their_transaction_and_carry_the_label_time() -> None:
 def test_an_amount_the_contract_rejects_names_the_transaction_and_row(
     amount: float, shown: str
 ) -> None:
-    history = _history([0, 10], amounts=[1.0, amount])
-    with pytest.raises(InputDataError, match=(
+    history = clock_history([0, 10], amounts=[1.0, amount])
+    with pytest.raises(
+        InputDataError,
+        match=(
             r"transaction 'tx1' \(row 1\) cannot be encoded as transaction\.v1: "
-            rf"\$\.amount: got {shown}; expected a non-negative decimal")):
+            rf"\$\.amount: got {shown}; expected a non-negative decimal"
+        ),
+    ):
         RecordEncoder(history).payload(1, is_label=False)
