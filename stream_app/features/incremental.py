@@ -28,7 +28,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
@@ -60,9 +60,7 @@ else:  # array is not subscriptable at run time before Python 3.12
 
 # Times (int64 µs), id lengths (a byte each) and amounts (float64) are plain arrays, not
 # subclasses: C code (bisect) reads a subclass's items through a Python-level slot, ~10x
-# slower. In msgpack each is an ext value whose code names its type code.
-_EXT_CODES = {"q": 1, "B": 2, "d": 3}
-_TYPE_CODES = {code: typecode for typecode, code in _EXT_CODES.items()}
+# slower.
 
 
 def int64s(values: Iterable[int] = ()) -> IntArray:
@@ -81,7 +79,7 @@ def float64s(values: Iterable[float] = ()) -> FloatArray:
     return array("d", values)
 
 
-class CustomerWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+class CustomerWindow(msgspec.Struct, gc=False):
     """A customer's recent transactions, fraud labels and last K feature rows.
 
     The transactions' ids are packed too: ``id_text`` is their concatenation and
@@ -106,7 +104,7 @@ class CustomerWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True
         return _split(self.id_text, self.id_lengths)
 
 
-class TerminalWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
+class TerminalWindow(msgspec.Struct, gc=False):
     """A terminal's transactions within the delayed horizon and its fraud labels."""
 
     times: IntArray = msgspec.field(default_factory=int64s)
@@ -120,49 +118,68 @@ class TerminalWindow(msgspec.Struct, array_like=True, forbid_unknown_fields=True
         return _split(self.id_text, self.id_lengths)
 
 
-W = TypeVar("W", CustomerWindow, TerminalWindow)
+class _CustomerState(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """A customer window as :func:`encode_window` writes it: its fields in order, the
+    packed ones as binaries."""
+
+    times: bytes
+    id_text: str
+    id_lengths: bytes
+    amounts: bytes
+    fraud_labels: list[FraudLabel]
+    recent_ids: list[str]
+    recent_rows: bytearray
 
 
-def _encode_array(value: Any) -> msgspec.msgpack.Ext:
-    if isinstance(value, array):
-        return msgspec.msgpack.Ext(_EXT_CODES[value.typecode], memoryview(value))
-    raise NotImplementedError(f"no encoding for {type(value).__name__}")
+class _TerminalState(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """A terminal window as :func:`encode_window` writes it."""
+
+    times: bytes
+    id_text: str
+    id_lengths: bytes
+    fraud_labels: list[FraudLabel]
 
 
-def _array_of_ext(code: int, data: memoryview) -> IntArray | FloatArray:
-    if code not in _TYPE_CODES:
-        raise ValueError(f"unknown ext code {code}")
-    packed: IntArray | FloatArray = array(_TYPE_CODES[code])
-    packed.frombytes(data)
-    return packed
+S = TypeVar("S", _CustomerState, _TerminalState)
 
-
-def _decode_array(kind: type, value: Any) -> IntArray | FloatArray:
-    if kind is array and isinstance(value, array):
-        return value
-    raise TypeError(f"expected a packed array, got {type(value).__name__}")
-
-
-_ENCODER = msgspec.msgpack.Encoder(enc_hook=_encode_array)
-_CUSTOMER = msgspec.msgpack.Decoder(CustomerWindow, dec_hook=_decode_array, ext_hook=_array_of_ext)
-_TERMINAL = msgspec.msgpack.Decoder(TerminalWindow, dec_hook=_decode_array, ext_hook=_array_of_ext)
+_ENCODE = msgspec.msgpack.Encoder().encode
+_CUSTOMER = msgspec.msgpack.Decoder(_CustomerState)
+_TERMINAL = msgspec.msgpack.Decoder(_TerminalState)
 
 
 def encode_window(window: CustomerWindow | TerminalWindow) -> bytes:
-    """The window's state as msgpack (an array of its fields, rows as one binary)."""
-    return _ENCODER.encode(window)
+    """The window's state as msgpack: an array of its fields in order, packed ones as
+    binaries (a tuple of views: no encoder hook per field, no copy before the encoder's)."""
+    if isinstance(window, CustomerWindow):
+        return _ENCODE(
+            (
+                memoryview(window.times), window.id_text, memoryview(window.id_lengths),
+                memoryview(window.amounts), window.fraud_labels, window.recent_ids,
+                window.recent_rows,
+            )
+        )  # fmt: skip
+    return _ENCODE(
+        (memoryview(window.times), window.id_text, memoryview(window.id_lengths),
+         window.fraud_labels)
+    )  # fmt: skip
 
 
 def decode_customer(data: bytes, width: int) -> CustomerWindow:
     """A customer window from :func:`encode_window` output, rows of ``width`` values."""
-    window = _decode(_CUSTOMER, data, "customer")
-    _check_times_and_ids(window, "customer")
-    amounts = window.amounts
-    if amounts.typecode != "d" or len(amounts) != len(window.times):
+    state = _decode(_CUSTOMER, data, "customer")
+    window = CustomerWindow(
+        times=_unpack(int64s(), state.times, "customer", "times"),
+        id_text=state.id_text,
+        id_lengths=_unpack(id_lengths(), state.id_lengths, "customer", "id lengths"),
+        amounts=_unpack(float64s(), state.amounts, "customer", "amounts"),
+        fraud_labels=state.fraud_labels,
+        recent_ids=state.recent_ids,
+        recent_rows=state.recent_rows,
+    )
+    _check_ids(window, "customer")
+    if len(window.amounts) != len(window.times):
         raise _corrupt(
-            "customer",
-            f"holds {len(amounts)} amounts of type code {amounts.typecode} where "
-            f"{len(window.times)} of d belong",
+            "customer", f"holds {len(window.amounts)} amounts for {len(window.times)} times"
         )
     expected = len(window.recent_ids) * width * ROW_ITEM.size
     if len(window.recent_rows) != expected:
@@ -176,19 +193,31 @@ def decode_customer(data: bytes, width: int) -> CustomerWindow:
 
 def decode_terminal(data: bytes) -> TerminalWindow:
     """A terminal window from :func:`encode_window` output."""
-    window = _decode(_TERMINAL, data, "terminal")
-    _check_times_and_ids(window, "terminal")
+    state = _decode(_TERMINAL, data, "terminal")
+    window = TerminalWindow(
+        times=_unpack(int64s(), state.times, "terminal", "times"),
+        id_text=state.id_text,
+        id_lengths=_unpack(id_lengths(), state.id_lengths, "terminal", "id lengths"),
+        fraud_labels=state.fraud_labels,
+    )
+    _check_ids(window, "terminal")
     return window
 
 
-def _check_times_and_ids(window: CustomerWindow | TerminalWindow, kind: str) -> None:
-    lengths = window.id_lengths
-    if (window.times.typecode, lengths.typecode) != ("q", "B"):
+A = TypeVar("A", IntArray, FloatArray)
+
+
+def _unpack(packed: A, data: bytes, kind: str, field: str) -> A:
+    if len(data) % packed.itemsize:
         raise _corrupt(
-            kind,
-            f"holds arrays of type codes {window.times.typecode}, {lengths.typecode} where "
-            "q, B belong",
+            kind, f"holds {len(data)} bytes of {field}, not a multiple of {packed.itemsize}"
         )
+    packed.frombytes(data)
+    return packed
+
+
+def _check_ids(window: CustomerWindow | TerminalWindow, kind: str) -> None:
+    lengths = window.id_lengths
     if len(lengths) != len(window.times) or sum(lengths) != len(window.id_text):
         raise _corrupt(
             kind,
@@ -197,10 +226,10 @@ def _check_times_and_ids(window: CustomerWindow | TerminalWindow, kind: str) -> 
         )
 
 
-def _decode(decoder: msgspec.msgpack.Decoder[W], data: bytes, kind: str) -> W:
+def _decode(decoder: msgspec.msgpack.Decoder[S], data: bytes, kind: str) -> S:
     try:
         return decoder.decode(data)
-    except (msgspec.DecodeError, ValueError) as exc:
+    except msgspec.DecodeError as exc:
         raise _corrupt(kind, f"of {len(data)} bytes cannot be read ({exc})") from None
 
 
