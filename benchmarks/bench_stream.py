@@ -11,13 +11,15 @@ bundle (trained first when ``.run/demo/bundle`` is missing, or ``--bundle``):
 3. **latency**: a fresh worker gets transactions offered at a fixed ``--rate`` for
    ``--seconds``; latency is the time from handing a transaction to the producer to
    receiving its score record (alerts are published in the same batch, so this is the
-   ingest-to-alert latency), p50 and p99.
+   ingest-to-alert latency), p50 and p99. Offers start ``--warmup-s`` after the worker is
+   up: a worker just assigned its partitions holds its first batch for up to
+   ``align_idle_ms`` until the labels partitions count as quiet.
 
 Prints a table, then ONE JSON line with ``events_per_s``, ``naive_events_per_s``,
 ``speedup``, ``latency_p50_ms`` and ``latency_p99_ms``.
 
     .venv/bin/python benchmarks/bench_stream.py [--events 200000] [--naive-events 20000]
-        [--rate 2000] [--seconds 20] [--bundle DIR]
+        [--rate 2000] [--seconds 20] [--warmup-s 3] [--bundle DIR]
 """
 
 from __future__ import annotations
@@ -205,6 +207,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--naive-events", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=2_000.0)
+    parser.add_argument("--warmup-s", type=float, default=3.0,
+                        help="seconds the latency worker runs before the first offer")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--bundle", type=Path, default=None)
     args = parser.parse_args()
@@ -270,6 +274,7 @@ def main() -> None:
             sent_at[rows] = at
 
         async def offer() -> None:
+            await asyncio.sleep(args.warmup_s)  # a running worker, not one just assigned
             await replay(paced, replay_order(paced), kafka.address, lat_topics, None,
                          events_per_s=args.rate, progress=False, on_sent=on_sent)
 

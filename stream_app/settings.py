@@ -25,6 +25,7 @@ class Settings:
     model_dir: str = "models/current"
     batch_max_events: int = 1000
     batch_max_wait_ms: int = 20
+    fetch_max_wait_ms: int = 50
     label_barrier_timeout_ms: int = 2000
     align_max_buffered_events: int = 50_000
     align_max_wait_ms: int = 10_000
@@ -84,6 +85,7 @@ _LEAST: dict[str, float] = {
     "label_delay_days": 0,
     "batch_max_events": 1,
     "batch_max_wait_ms": 0,
+    "fetch_max_wait_ms": 0,
     "label_barrier_timeout_ms": 1,
     "align_max_buffered_events": 1,
     "align_max_wait_ms": 0,

@@ -20,6 +20,7 @@ from stream_app.errors import ConfigError, DependencyUnavailable
 
 POLL_TIMEOUT_MS = 200
 MAX_RECORDS = 2_000
+_FETCH_MAX_WAIT_MS = 50  # an empty fetch is answered after this (tansu: even if records arrive)
 
 OnRecords = Callable[[TopicPartition, Sequence[Any]], None]
 """Called with each fetched partition's records (aiokafka ``ConsumerRecord`` s)."""
@@ -44,6 +45,7 @@ async def read_topic(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
     )
     try:
         await consumer.start()

@@ -105,6 +105,9 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
             heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
             max_poll_interval_ms=300_000,
+            # A fetch with nothing to return waits this long; tansu answers only then, even
+            # when records arrive meanwhile, so this bounds the latency it adds.
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
         self._kafka = Backoff("kafka", (KafkaError, OSError), metrics)
         self._decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(_QUEUE_DEPTH)
