@@ -4,10 +4,12 @@ Terminal windows are shared by customers of every partition, so a transaction ma
 applied once no owned partition can still deliver an earlier one. A partition *holds
 back* while it is behind (records on the broker not fetched yet) or not yet quiet (see
 :class:`ActivityClock`): a caught-up partition may still have a producer batch in flight,
-so only a quiet one stops counting. The watermark is the smallest
-newest-fetched event time over the partitions holding back; records newer than it stay
-buffered, in a heap keyed by (event time, partition, offset), and a partition's
-committable offset never passes its oldest buffered record.
+so only a quiet one stops counting. The watermark is the smallest newest-fetched event
+time over the partitions holding back. Each partition's records wait in fetch (offset)
+order; those up to the watermark are released, merged across partitions in (event time,
+partition, offset) order, and a partition's committable offset never passes its oldest
+waiting record. A partition releases in offset order (as Kafka Streams processes it): a
+record written out of event-time order waits behind the earlier offsets.
 
 :meth:`EventTimeAligner.crowded` names partitions with ``max_per_partition`` or more
 records buffered, for the consumer to pause: a fetch returns one partition's records in a
@@ -18,9 +20,6 @@ partition cannot stop the worker; those releases are counted as forced.
 
 from __future__ import annotations
 
-import heapq
-import sys
-from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -29,18 +28,52 @@ from aiokafka import TopicPartition
 
 T = TypeVar("T")
 
-_Key = tuple[int, int, int]  # (event time µs, partition, offset): unique within one topic
-_LAST = sys.maxsize  # sorts after every partition and offset
+_PARTITION_SHIFT = 48
+_TIME_SHIFT = 64
+_OFFSET_MASK = (1 << _PARTITION_SHIFT) - 1
+
+
+def _key(event_time_us: int, partition: int, offset: int) -> int:
+    """(event time, partition, offset) as one int that sorts the same way (cheap compares)."""
+    return (event_time_us << _TIME_SHIFT) + (partition << _PARTITION_SHIFT) + offset
+
+
+def _time_bound(event_time_us: float) -> float:
+    """The largest key of a record at ``event_time_us`` (inf and -inf pass through)."""
+    if event_time_us in (float("inf"), float("-inf")):
+        return event_time_us
+    return ((int(event_time_us) + 1) << _TIME_SHIFT) - 1
 
 
 @dataclass(eq=False, slots=True)
-class _Partition:
-    """What one partition has buffered, and how far it was fetched."""
+class _Partition(Generic[T]):
+    """One partition's waiting records (key, arrival, item) in fetch order from ``head``."""
 
-    pending: deque[_Key] = field(default_factory=deque)  # in fetch (offset) order
-    held: int = 0
-    newest_us: int = -1
+    pending: list[tuple[int, float, T]] = field(default_factory=list)
+    head: int = 0
+    newest_us: int | None = None
     fetched_end: int | None = None
+
+    @property
+    def held(self) -> int:
+        return len(self.pending) - self.head
+
+    def take_until(self, bound: float) -> list[tuple[int, float, T]]:
+        """Remove and return the waiting records from the head with key <= ``bound``."""
+        pending, start = self.pending, self.head
+        end = start
+        while end < len(pending) and pending[end][0] <= bound:
+            end += 1
+        taken = pending[start:end]
+        if end >= len(pending):
+            pending.clear()
+            self.head = 0
+        elif end > 1024 and end * 2 > len(pending):
+            del pending[:end]
+            self.head = 0
+        else:
+            self.head = end
+        return taken
 
 
 class ActivityClock:
@@ -103,35 +136,28 @@ class EventTimeAligner(Generic[T]):
         self._max_per_partition = max_per_partition
         self._max_wait_s = max_wait_s
         self._activity = ActivityClock(idle_s, now)
-        self._heap: list[tuple[_Key, T]] = []
-        self._held: set[_Key] = set()
-        self._arrivals: deque[tuple[float, list[_Key]]] = deque()  # keys added together
-        self._partitions: dict[int, _Partition] = {}
+        self._partitions: dict[int, _Partition[T]] = {}
+        self._buffered = 0
         self._dirty: set[int] = set()
 
     @property
     def buffered(self) -> int:
         """How many records wait for the watermark."""
-        return len(self._heap)
+        return self._buffered
 
     def add(self, records: Iterable[tuple[int, int, int, T]], now: float) -> None:
         """Buffer fetched transactions, each as (event time µs, partition, offset, item)."""
-        heap, held, partitions = self._heap, self._held, self._partitions
-        keys: list[_Key] = []
+        partitions = self._partitions
         touched: set[int] = set()
+        added = 0
         for event_time_us, partition, offset, item in records:
-            key = (event_time_us, partition, offset)
-            heapq.heappush(heap, (key, item))
-            held.add(key)
-            keys.append(key)
             state = partitions.get(partition) or self._state(partition)
-            state.pending.append(key)
-            state.held += 1
-            if event_time_us > state.newest_us:
+            state.pending.append((_key(event_time_us, partition, offset), now, item))
+            if state.newest_us is None or event_time_us > state.newest_us:
                 state.newest_us = event_time_us
             touched.add(partition)
-        if keys:
-            self._arrivals.append((now, keys))
+            added += 1
+        self._buffered += added
         for partition in touched:
             self._activity.touch(partition, now)
         self._dirty |= touched
@@ -149,55 +175,72 @@ class EventTimeAligner(Generic[T]):
     def release(self, owned: Collection[int], behind: Collection[int], now: float) -> Released[T]:
         """Release what no owned partition holding back can still precede; ``behind`` are
         the owned partitions with records on the broker not fetched yet."""
-        watermark = self._watermark(owned, behind, now)
-        bound: tuple[float, int, int] = (watermark, _LAST, _LAST)
-        arrivals, held = self._arrivals, self._held
-        while arrivals and now - arrivals[0][0] >= self._max_wait_s:
-            waited = [key for key in arrivals.popleft()[1] if key in held]
-            if waited:
-                bound = max(bound, max(waited))
-        heap, items, forced = self._heap, [], 0
-        while heap and (heap[0][0] <= bound or len(heap) > self._max_buffered):
-            key, item = heapq.heappop(heap)
-            held.remove(key)
-            forced += key[0] > watermark
-            items.append(item)
-            self._partitions[key[1]].held -= 1
-            self._dirty.add(key[1])
-        return Released(items, self._safe_offsets(), forced)
+        strict = _time_bound(self._watermark(owned, behind, now))
+        bound = max(strict, self._overdue_bound(now), self._overflow_bound())
+        taken: list[tuple[int, float, T]] = []
+        for p, state in self._partitions.items():
+            if state.held and state.pending[state.head][0] <= bound:
+                taken += state.take_until(bound)
+                self._dirty.add(p)
+        taken.sort(key=_first)  # runs in key order: a merge of the partitions
+        self._buffered -= len(taken)
+        forced = sum(1 for key, _, _ in taken if key > strict) if bound > strict else 0
+        return Released([item for _, _, item in taken], self._safe_offsets(), forced)
 
     def clear(self, now: float) -> None:
         """Forget everything (new generation: uncommitted records are redelivered)."""
-        self._heap.clear()
-        self._held.clear()
-        self._arrivals.clear()
         self._partitions.clear()
+        self._buffered = 0
         self._dirty.clear()
         self._activity.clear(now)
 
-    def _state(self, partition: int) -> _Partition:
+    def _state(self, partition: int) -> _Partition[T]:
         state = self._partitions.get(partition)
         if state is None:
             state = self._partitions[partition] = _Partition()
         return state
 
     def _watermark(self, owned: Collection[int], behind: Collection[int], now: float) -> float:
-        newest = [
-            -1 if (state := self._partitions.get(p)) is None else state.newest_us
-            for p in owned
-            if p in behind or not self._activity.quiet(p, now)
-        ]
+        newest: list[float] = []
+        for p in owned:
+            if p in behind or not self._activity.quiet(p, now):
+                state = self._partitions.get(p)
+                known = None if state is None else state.newest_us
+                newest.append(float("-inf") if known is None else known)
         return min(newest, default=float("inf"))
+
+    def _overdue_bound(self, now: float) -> float:
+        """The largest key of the records that waited ``max_wait_s`` or longer."""
+        bound = float("-inf")
+        for state in self._partitions.values():
+            pending, end = state.pending, state.head
+            while end < len(pending) and now - pending[end][1] >= self._max_wait_s:
+                end += 1
+            if end > state.head:
+                bound = max(bound, max(key for key, _, _ in pending[state.head : end]))
+        return bound
+
+    def _overflow_bound(self) -> float:
+        """The key up to which releasing leaves at most ``max_buffered`` waiting."""
+        excess = self._buffered - self._max_buffered
+        if excess <= 0:
+            return float("-inf")
+        keys = sorted(key for s in self._partitions.values() for key, _, _ in s.pending[s.head :])
+        return keys[excess - 1]
 
     def _safe_offsets(self) -> dict[TopicPartition, int]:
         offsets = {}
         for p in self._dirty:
             state = self._partitions[p]
-            pending = state.pending
-            while pending and pending[0] not in self._held:
-                pending.popleft()
-            offset = pending[0][2] if pending else state.fetched_end
-            if offset is not None:  # the oldest buffered record, else the fetch end
-                offsets[TopicPartition(self._topic, p)] = offset
+            if state.held:  # the oldest waiting record, else the fetch end
+                offsets[TopicPartition(self._topic, p)] = (
+                    state.pending[state.head][0] & _OFFSET_MASK
+                )
+            elif state.fetched_end is not None:
+                offsets[TopicPartition(self._topic, p)] = state.fetched_end
         self._dirty.clear()
         return offsets
+
+
+def _first(entry: tuple[int, float, object]) -> int:
+    return entry[0]

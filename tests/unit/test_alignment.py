@@ -144,3 +144,12 @@ def test_activity_clock_starts_new_partitions_at_the_last_wake_up() -> None:
     assert clock.quiet(3, now=6.0)
     assert not clock.quiet(0, now=6.0)
     assert ActivityClock(idle_s=0, now=0).quiet(1, now=0)  # 0 disables the wait
+
+
+def test_a_partition_releases_in_offset_order() -> None:
+    a = aligner()
+    fetch(a, 0, 0, [30, 20], now=0)  # a producer wrote them out of event-time order
+    fetch(a, 1, 0, [25], now=0)
+    assert a.release(BOTH, behind=BOTH, now=0).items == ["1@0"]  # 20 waits behind 30
+    fetch(a, 1, 1, [35], now=0)
+    assert a.release(BOTH, behind=BOTH, now=0).items == ["0@1", "0@0"]  # applied by time
