@@ -348,7 +348,9 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         now = time.monotonic()
         elapsed, self._clock_at = now - self._clock_at, now
         if any(self._fresh_poll(tp) for tp in self._consumer.assignment()):
-            self._broker_s += elapsed
+            # a gap between calls (the loop waited on the broker) counts only up to the
+            # freshness window: the broker may have been down for the rest of it
+            self._broker_s += min(elapsed, _POLL_STALE_S)
         return self._broker_s
 
     async def _label_barrier(self, batch: DecodedBatch) -> None:
