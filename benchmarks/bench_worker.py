@@ -7,7 +7,7 @@ process) consumes the backlog. Prints transactions/s from worker start until the
 transaction was consumed and confirmed, labels/s, the worker's CPU µs per transaction,
 Redis's µs per window-write call, and the worker's per-stage seconds (from its metrics).
 
-    .venv/bin/python benchmarks/bench_worker.py --models DIR [--days 10] [--batch 1000]
+    .venv/bin/python benchmarks/bench_worker.py --models DIR [--days 10] [--batch 2000]
         [--profile PATH]   (cProfile of the worker phase only; slows it down)
 """
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=5000)
     parser.add_argument("--terminals", type=int, default=10000)
     parser.add_argument("--days", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--profile", metavar="PATH", help="write a cProfile of the worker phase")
     args = parser.parse_args()
