@@ -140,8 +140,9 @@ class Pipeline:
         self._max_bytes = max_payload_bytes
         self._clock = clock
         self._model_version = scorer.bundle.model_version
-        self._kafka = Backoff("kafka", (KafkaError, OSError), metrics)
-        self._redis = Backoff("redis", (RedisError, OSError), metrics)
+        self.kafka = Backoff("kafka", (KafkaError, OSError), metrics)
+        """Retries of broker calls; the worker's own calls to the broker share it."""
+        self.redis = Backoff("redis", (RedisError, OSError), metrics)
 
     def forget_cached_state(self) -> None:
         """Drop windows cached in the process (the partitions moved)."""
@@ -227,14 +228,14 @@ class Pipeline:
                 for label in batch.labels
             ]
             start = time.perf_counter()
-            computed = await self._redis.call(lambda: self._store.compute(batch.events, labels))
+            computed = await self.redis.call(lambda: self._store.compute(batch.events, labels))
             self._observe("redis", start)
             if computed.late.any():
                 self._metrics.late_events.labels("transaction").inc(int(computed.late.sum()))
             if batch.transactions:
                 records.extend(self._score(batch, computed))
         start = time.perf_counter()
-        futures = await self._kafka.call(lambda: self._publisher.send(records))
+        futures = await self.kafka.call(lambda: self._publisher.send(records))
         self._observe("publish", start)
         return SentBatch(batch, computed, records, futures)
 
@@ -254,12 +255,12 @@ class Pipeline:
                 futures = None
                 raise failure
 
-        await self._kafka.call(acknowledged)
+        await self.kafka.call(acknowledged)
         self._observe("publish", start)
         computed = sent.computed
         if computed is not None and computed.writes:
             start = time.perf_counter()
-            await self._redis.call(lambda: self._store.write(computed))
+            await self.redis.call(lambda: self._store.write(computed))
             self._observe("redis", start)
 
     def _score(self, batch: DecodedBatch, computed: ComputedBatch) -> list[OutRecord]:

@@ -5,10 +5,9 @@ An outage is logged once when it starts and once when it ends (not per attempt);
 must be idempotent: they are repeated whole.
 
 Several calls to one dependency run at once (the worker's process and confirm tasks, its
-commits), through several :class:`Backoff` s: they share one outage per dependency and
-metrics registry, which ends only when no call is failing any more. A call that merely
-queues work (a producer ``send``) must not end an outage while an acknowledgement is
-still being retried.
+commits) through one shared :class:`Backoff` per dependency (the pipeline's), whose
+outage ends only when no call is failing any more: a call that merely queues work (a
+producer ``send``) must not end an outage while an acknowledgement is still retried.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,9 +34,6 @@ class _Outage:
     down_since: float | None = None
 
 
-_outages: weakref.WeakKeyDictionary[WorkerMetrics, dict[str, _Outage]] = weakref.WeakKeyDictionary()
-
-
 class Backoff:
     """Retries one dependency's calls: delays double from ``first_s`` up to ``max_s``."""
 
@@ -56,7 +51,7 @@ class Backoff:
         self._metrics = metrics
         self._first_s = first_s
         self._max_s = max_s
-        self._outage = _outages.setdefault(metrics, {}).setdefault(dependency, _Outage())
+        self._outage = _Outage()
 
     async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """``await attempt()``, again after a growing pause for as long as it fails."""

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from stream_app.contracts import Transaction
 from stream_app.features.store import TransactionEvent
@@ -54,7 +54,6 @@ from stream_app.settings import Settings
 from stream_app.stream.alignment import ActivityClock, EventTimeAligner
 from stream_app.stream.metrics import WorkerMetrics
 from stream_app.stream.pipeline import DecodedBatch, Pipeline, SentBatch
-from stream_app.stream.retry import Backoff
 from stream_app.stream.topics import StreamTopics
 
 log = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             # when records arrive meanwhile, so this bounds the latency it adds.
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
-        self._kafka = Backoff("kafka", (KafkaError, OSError), metrics)
+        self._kafka = pipeline.kafka  # one outage per dependency across the tasks
         self._decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(_QUEUE_DEPTH)
         self._sent: asyncio.Queue[SentBatch] = asyncio.Queue(_QUEUE_DEPTH)
         self._progress = _Progress()
