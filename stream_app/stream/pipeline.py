@@ -153,9 +153,10 @@ class Pipeline:
     ) -> DecodedBatch:
         """Validate every record of a fetch; invalid ones become dead letters.
 
-        Transactions are ordered by event time (stable: ties keep partition order), the
-        order in which their windows are applied; ``sources`` holds each one's partition
-        and offset.
+        Transactions stay in fetch order (by partition, then offset): ordering them for
+        the windows is the :class:`~stream_app.stream.alignment.EventTimeAligner`'s job,
+        which needs each partition's records in offset order to know what it may commit.
+        ``sources`` holds each one's partition and offset.
         """
         batch = DecodedBatch(generation)
         transactions: list[tuple[int, TopicPartition, int, Transaction]] = []
@@ -196,15 +197,13 @@ class Pipeline:
                             error=error,
                         )
                     )
-        transactions.sort(key=lambda item: item[0])
         batch.transactions = [tx for _, _, _, tx in transactions]
         batch.events = [
             TransactionEvent(tx.transaction_id, tx.customer_id, tx.terminal_id, t, tx.amount_float)
             for t, _, _, tx in transactions
         ]
         batch.sources = [(tp, offset) for _, tp, offset, _ in transactions]
-        if transactions:
-            batch.max_event_time_us = transactions[-1][0]
+        batch.max_event_time_us = max((t for t, _, _, _ in transactions), default=-1)
         return batch
 
     async def process(self, batch: DecodedBatch) -> SentBatch:

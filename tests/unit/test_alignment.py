@@ -153,3 +153,12 @@ def test_a_partition_releases_in_offset_order() -> None:
     assert a.release(BOTH, behind=BOTH, now=0).items == ["1@0"]  # 20 waits behind 30
     fetch(a, 1, 1, [35], now=0)
     assert a.release(BOTH, behind=BOTH, now=0).items == ["0@1", "0@0"]  # applied by time
+
+
+def test_a_record_written_out_of_time_order_blocks_the_commit_of_its_offset() -> None:
+    a = aligner()
+    fetch(a, 0, 0, [30, 20], now=0)  # offsets 0 and 1
+    fetch(a, 1, 0, [25], now=0)
+    released = a.release(BOTH, behind=BOTH, now=0)
+    assert released.items == ["1@0"]
+    assert released.offsets == {P0: 0, P1: 1}  # nothing of P0 is committable yet

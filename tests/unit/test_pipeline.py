@@ -97,7 +97,7 @@ def _tx(tx_id: str, at: dt.datetime, amount: str = "10.00") -> bytes:
     return encode_transaction(Transaction(tx_id, "c1", "k1", amount, "EUR", at))
 
 
-def test_decode_orders_transactions_by_event_time_and_dead_letters_the_rest() -> None:
+def test_decode_keeps_fetch_order_and_dead_letters_the_rest() -> None:
     pipeline, _, metrics = _pipeline()
     later, earlier = _tx("b", T0 + dt.timedelta(hours=1)), _tx("a", T0)
     label = encode_label(Label("a", "c1", "k1", T0, T0 + dt.timedelta(days=1), True))
@@ -110,9 +110,14 @@ def test_decode_orders_transactions_by_event_time_and_dead_letters_the_rest() ->
         TopicPartition(TOPICS.labels, 1): [_record(TOPICS.labels, 1, 5, label)],
     }
     batch = pipeline.decode(fetched, generation=4)
-    assert [tx.transaction_id for tx in batch.transactions] == ["a", "b"]
+    # fetch order, partition by partition: the aligner orders them by event time
+    assert [tx.transaction_id for tx in batch.transactions] == ["b", "a"]
+    assert batch.sources == [
+        (TopicPartition(TOPICS.transactions, 0), 7),
+        (TopicPartition(TOPICS.transactions, 1), 3),
+    ]
     assert [lab.transaction_id for lab in batch.labels] == ["a"]
-    assert batch.max_event_time_us == batch.transactions[-1].event_time_us
+    assert batch.max_event_time_us == batch.transactions[0].event_time_us  # the later one
     assert batch.offsets == {
         TopicPartition(TOPICS.transactions, 0): 9,
         TopicPartition(TOPICS.transactions, 1): 4,
