@@ -127,7 +127,6 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             idle_s=settings.align_idle_ms / 1000,
             now=now,
         )
-        self._aligner_generation = 0
         self._scored_until_us = -1
         self._committable: dict[TopicPartition, int] = {}
         self._commit_due = asyncio.Event()
@@ -196,7 +195,6 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         now = self._broker_time()
         self._label_activity.clear(now)
         self._aligner.clear(now)
-        self._aligner_generation = self._generation
         self._scored_until_us = -1
         self._pipeline.forget_cached_state()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
@@ -270,9 +268,6 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """Keep the transactions the watermark releases; ``None`` if nothing is left."""
         aligner = self._aligner
         now = self._broker_time()
-        if self._aligner_generation != batch.generation:
-            aligner.clear(now)
-            self._aligner_generation = batch.generation
         aligner.add(
             (
                 (event.event_time_us, tp.partition, offset, (tx, event, (tp, offset)))
