@@ -27,9 +27,11 @@ where the states live and when they are written:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from itertools import chain
+from operator import attrgetter
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
@@ -51,6 +53,7 @@ KEY_LAYOUT = "v2"
 LUA_SCRIPT = files("stream_app.features").joinpath("redis_windows.lua").read_text()
 SECONDS_PER_DAY = 86_400
 DEFAULT_MAX_CACHED_WINDOWS = 2_000_000
+_NO_TIME_US = -(1 << 62)
 
 W = TypeVar("W", CustomerWindow, TerminalWindow)
 
@@ -110,6 +113,7 @@ class RedisWindowStore:
         self._terminals: dict[str, _Cached[TerminalWindow]] = {}
         self._script = client.register_script(LUA_SCRIPT)
         self._customer_horizon_us = fs.customer_windows_days[-1] * MICROS_PER_DAY
+        self._newest_us = _NO_TIME_US  # at least the newest event time of any cached window
         self._terminal_horizon_us = (
             fs.label_delay_days + fs.terminal_windows_days[-1]
         ) * MICROS_PER_DAY
@@ -168,18 +172,26 @@ class RedisWindowStore:
     def _missing(
         self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
     ) -> tuple[list[str], list[str]]:
-        customers: dict[str, None] = {}
-        terminals: dict[str, None] = {}
-        for event in _events(transactions, labels):
-            if event.customer_id not in self._customers:
-                customers[event.customer_id] = None
-            if event.terminal_id not in self._terminals:
-                terminals[event.terminal_id] = None
+        cached_customers, cached_terminals = self._customers, self._terminals
+        customers = [
+            key
+            for key in dict.fromkeys(
+                chain(map(_CUSTOMER_ID, labels), map(_CUSTOMER_ID, transactions))
+            )
+            if key not in cached_customers
+        ]
+        terminals = [
+            key
+            for key in dict.fromkeys(
+                chain(map(_TERMINAL_ID, labels), map(_TERMINAL_ID, transactions))
+            )
+            if key not in cached_terminals
+        ]
         cached = len(self._customers) + len(self._terminals)
         if cached and cached + len(customers) + len(terminals) > self._max_cached:
             self.forget_cached_state()  # bounded memory: start over, no recency bookkeeping
             return self._missing(transactions, labels)
-        return list(customers), list(terminals)
+        return customers, terminals
 
     async def _read(self, customers: Sequence[str], terminals: Sequence[str]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
@@ -192,59 +204,81 @@ class RedisWindowStore:
     def _install(
         self, customers: Sequence[str], terminals: Sequence[str], replies: Sequence[Any]
     ) -> None:
+        newest = self._newest_us
         for customer_id, (version, state) in zip(customers, replies, strict=False):
-            self._customers[customer_id] = _customer(version, state, self._width)
+            customer = self._customers[customer_id] = _customer(version, state, self._width)
+            if customer.window.times:
+                newest = max(newest, customer.window.times[-1])
         for terminal_id, (version, state) in zip(terminals, replies[len(customers) :], strict=True):
-            self._terminals[terminal_id] = _terminal(version, state)
+            terminal = self._terminals[terminal_id] = _terminal(version, state)
+            if terminal.window.times:
+                newest = max(newest, terminal.window.times[-1])
+        self._newest_us = newest
 
     # -- computing -------------------------------------------------------------------------
 
     def _compute(
         self, transactions: tuple[TransactionEvent, ...], labels: tuple[LabelEvent, ...]
     ) -> ComputedBatch:
-        labels = tuple(label for label in labels if label.is_fraud or self._withdraws(label))
         cached_customers, cached_terminals = self._customers, self._terminals
         customers: dict[str, _Cached[CustomerWindow]] = {}
         terminals: dict[str, _Cached[TerminalWindow]] = {}
-        for label in labels:
-            customers[label.customer_id] = cached_customers[label.customer_id]
-            terminals[label.terminal_id] = cached_terminals[label.terminal_id]
-        customer_horizon, terminal_horizon = self._customer_horizon_us, self._terminal_horizon_us
-        late = np.zeros(len(transactions), dtype=np.bool_)
-        for i, (_, customer_id, terminal_id, t, _) in enumerate(transactions):
-            customer = customers.get(customer_id)
-            if customer is None:
-                customer = customers[customer_id] = cached_customers[customer_id]
-            terminal = terminals.get(terminal_id)
-            if terminal is None:
-                terminal = terminals[terminal_id] = cached_terminals[terminal_id]
-            times, terminal_times = customer.window.times, terminal.window.times
-            if (times and t <= times[-1] - customer_horizon) or (
-                terminal_times and t <= terminal_times[-1] - terminal_horizon
+        changing = []
+        for label in labels:  # genuine labels that withdraw nothing change no window
+            customer = cached_customers[label.customer_id]
+            terminal = cached_terminals[label.terminal_id]
+            tx_id = label.transaction_id
+            if (
+                label.is_fraud
+                or _labelled(customer.window, tx_id)
+                or _labelled(terminal.window, tx_id)
             ):
-                late[i] = True
+                changing.append(label)
+                customers[label.customer_id] = customer
+                terminals[label.terminal_id] = terminal
+        for customer_id in dict.fromkeys(map(_CUSTOMER_ID, transactions)):
+            customers[customer_id] = cached_customers[customer_id]
+        for terminal_id in dict.fromkeys(map(_TERMINAL_ID, transactions)):
+            terminals[terminal_id] = cached_terminals[terminal_id]
+        late = self._late(transactions, customers, terminals)
         customer_windows = {key: entry.window for key, entry in customers.items()}
         terminal_windows = {key: entry.window for key, entry in terminals.items()}
         applied = np.flatnonzero(~late)
         on_time = [transactions[i] for i in applied.tolist()] if late.any() else transactions
-        features = apply_batch(self._features, customer_windows, terminal_windows, on_time, labels)
+        features = apply_batch(
+            self._features, customer_windows, terminal_windows, on_time, changing
+        )
+        if on_time:
+            self._newest_us = max(self._newest_us, max(map(_EVENT_TIME, on_time)))
         writes = [
             *_changes(customers, self.customer_key),
             *_changes(terminals, self.terminal_key),
         ]
-        return ComputedBatch(features, applied, late, transactions, labels, tuple(writes))
+        return ComputedBatch(features, applied, late, transactions, tuple(changing), tuple(writes))
 
-    def _withdraws(self, label: LabelEvent) -> bool:
-        """Whether a genuine label withdraws a fraud label (else it changes no window)."""
-        tx_id = label.transaction_id
-        return any(
-            known == tx_id
-            for window in (
-                self._customers[label.customer_id].window,
-                self._terminals[label.terminal_id].window,
-            )
-            for known, _, _ in window.fraud_labels
-        )
+    def _late(
+        self,
+        transactions: tuple[TransactionEvent, ...],
+        customers: dict[str, _Cached[CustomerWindow]],
+        terminals: dict[str, _Cached[TerminalWindow]],
+    ) -> npt.NDArray[np.bool_]:
+        """Which transactions are older than a window horizon relative to their customer's
+        or terminal's newest event (none when all are within the shorter horizon of the
+        newest event any cached window holds)."""
+        late = np.zeros(len(transactions), dtype=np.bool_)
+        customer_horizon, terminal_horizon = self._customer_horizon_us, self._terminal_horizon_us
+        if not transactions or min(map(_EVENT_TIME, transactions)) > self._newest_us - min(
+            customer_horizon, terminal_horizon
+        ):
+            return late
+        for i, (_, customer_id, terminal_id, t, _) in enumerate(transactions):
+            times = customers[customer_id].window.times
+            terminal_times = terminals[terminal_id].window.times
+            if (times and t <= times[-1] - customer_horizon) or (
+                terminal_times and t <= terminal_times[-1] - terminal_horizon
+            ):
+                late[i] = True
+        return late
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -290,11 +324,19 @@ class RedisWindowStore:
         )
 
 
-def _events(
-    transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
-) -> Iterator[TransactionEvent | LabelEvent]:
-    yield from labels
-    yield from transactions
+_CUSTOMER_ID = attrgetter("customer_id")
+_TERMINAL_ID = attrgetter("terminal_id")
+_EVENT_TIME = attrgetter("event_time_us")
+
+
+def _labelled(window: CustomerWindow | TerminalWindow, transaction_id: str) -> bool:
+    """Whether ``window`` holds a fraud label of ``transaction_id``."""
+    labels = window.fraud_labels
+    if labels:
+        for known, _, _ in labels:
+            if known == transaction_id:
+                return True
+    return False
 
 
 def _customer(version: Any, state: Any, width: int) -> _Cached[CustomerWindow]:

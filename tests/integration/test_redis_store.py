@@ -240,6 +240,30 @@ def test_late_transactions_are_flagged_and_not_applied(redis_store: BlockingRedi
     assert computed.features.transaction_id == ("ok",)
 
 
+def test_a_restarted_store_flags_transactions_late_for_windows_it_read(
+    redis_store: BlockingRedisStore, redis_url: str
+) -> None:
+    """The late check knows the newest event time of windows read from Redis, not only of
+    events this process applied."""
+    redis_store.process([TransactionEvent("new", "c", "k", T0 + 40 * DAY, 5.0)], [])
+    restarted = BlockingRedisStore(redis_url)
+    try:
+        computed = restarted.run(
+            restarted.store.compute(
+                [
+                    TransactionEvent("old", "c", "k2", T0 + 5 * DAY, 5.0),
+                    TransactionEvent("old-at-k", "c2", "k", T0 + 2 * DAY, 5.0),
+                    TransactionEvent("ok", "c3", "k3", T0 + 5 * DAY, 5.0),
+                ],
+                [],
+            )
+        )
+    finally:
+        restarted.close()
+    assert computed.late.tolist() == [True, True, False]
+    assert computed.features.transaction_id == ("ok",)
+
+
 def test_bytes_per_customer(redis_store: BlockingRedisStore, redis_client: redis.Redis) -> None:
     """30 days of a busy customer (6 transactions a day): the window is bounded by the
     horizon, so the key stops growing; prints MEMORY USAGE for the report."""
