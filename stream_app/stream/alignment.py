@@ -31,11 +31,8 @@ T = TypeVar("T")
 _PARTITION_SHIFT = 48
 _TIME_SHIFT = 64
 _OFFSET_MASK = (1 << _PARTITION_SHIFT) - 1
-
-
-def _key(event_time_us: int, partition: int, offset: int) -> int:
-    """(event time, partition, offset) as one int that sorts the same way (cheap compares)."""
-    return (event_time_us << _TIME_SHIFT) + (partition << _PARTITION_SHIFT) + offset
+# A record's key: (event time, partition, offset) as one int that sorts the same way (cheap
+# compares): (event_time_us << _TIME_SHIFT) + (partition << _PARTITION_SHIFT) + offset.
 
 
 def _time_bound(event_time_us: float) -> float:
@@ -150,13 +147,28 @@ class EventTimeAligner(Generic[T]):
         partitions = self._partitions
         touched: set[int] = set()
         added = 0
-        for event_time_us, partition, offset, item in records:
-            state = partitions.get(partition) or self._state(partition)
-            state.pending.append((_key(event_time_us, partition, offset), now, item))
-            if state.newest_us is None or event_time_us > state.newest_us:
-                state.newest_us = event_time_us
-            touched.add(partition)
+        current = -1
+        state = pending = newest = None
+        for event_time_us, partition, offset, item in records:  # runs of one partition
+            if partition != current:
+                if state is not None:
+                    state.newest_us = newest
+                current = partition
+                state = partitions.get(partition) or self._state(partition)
+                pending, newest = state.pending, state.newest_us
+                touched.add(partition)
+            pending.append(  # type: ignore[union-attr]
+                (
+                    (event_time_us << _TIME_SHIFT) + (partition << _PARTITION_SHIFT) + offset,
+                    now,
+                    item,
+                )
+            )
+            if newest is None or event_time_us > newest:
+                newest = event_time_us
             added += 1
+        if state is not None:
+            state.newest_us = newest
         self._buffered += added
         for partition in touched:
             self._activity.touch(partition, now)

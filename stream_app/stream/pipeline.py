@@ -232,7 +232,7 @@ class Pipeline:
             if computed.late.any():
                 self._metrics.late_events.labels("transaction").inc(int(computed.late.sum()))
             if batch.transactions:
-                records.extend(self._score(batch, computed))
+                records.extend(await self._score(batch, computed))
         start = time.perf_counter()
         futures = await self.kafka.call(lambda: self._publisher.send(records))
         self._observe("publish", start)
@@ -262,8 +262,12 @@ class Pipeline:
             await self.redis.call(lambda: self._store.write(computed))
             self._observe("redis", start)
 
-    def _score(self, batch: DecodedBatch, computed: ComputedBatch) -> list[OutRecord]:
-        """Score the batch's new transactions (not re-deliveries, not late ones) at once."""
+    async def _score(self, batch: DecodedBatch, computed: ComputedBatch) -> list[OutRecord]:
+        """Score the batch's new transactions (not re-deliveries, not late ones) at once.
+
+        ONNX Runtime releases the GIL while it runs, so the scorer runs in a thread: the
+        event loop decodes the next fetch meanwhile.
+        """
         features = computed.features
         fresh = np.flatnonzero(~features.duplicate)
         duplicates = len(features.duplicate) - len(fresh)
@@ -273,8 +277,11 @@ class Pipeline:
             return []
         rows = computed.applied[fresh]
         start = time.perf_counter()
-        scores = self._scorer.score_batch(
-            features.values[fresh], features.sequences[fresh], features.mask[fresh]
+        scores = await asyncio.to_thread(
+            self._scorer.score_batch,
+            features.values[fresh],
+            features.sequences[fresh],
+            features.mask[fresh],
         )
         self._observe("scoring", start)
         self._metrics.event_time_lag.set(time.time() - batch.max_event_time_us / 1_000_000)
@@ -326,22 +333,23 @@ class Pipeline:
         encode = msgspec.json.encode
         threshold = self._scorer.threshold
         topic = self._topics.scores
+        model_version = self._model_version
         out = [
             OutRecord(
-                topic=topic,
-                key=tx.customer_id.encode(),
-                value=encode(
+                topic,
+                tx.customer_id.encode(),
+                encode(
                     TransactionScore(
                         tx.transaction_id,
                         tx.customer_id,
                         score,
                         threshold,
-                        bool(alert),
-                        self._model_version,
+                        alert,
+                        model_version,
                         tx.event_time,
                     )
                 ),
-                timestamp_ms=t // MICROS_PER_MS,
+                t // MICROS_PER_MS,
             )
             for tx, t, score, alert in zip(
                 transactions, times_us, scores, is_alert.tolist(), strict=True
