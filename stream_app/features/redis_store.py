@@ -11,13 +11,16 @@ where the states live and when they are written:
   on write;
 - windows are cached in the process with the version they were read at. A batch is
   computed on the cache (:meth:`RedisWindowStore.compute`; keys not cached yet are read
-  first, in one pipelined round trip) and written later with one Lua call
+  first, with one Lua call, ``redis_windows_read.lua``) and written later with one Lua call
   (``redis_windows.lua``, :meth:`RedisWindowStore.write`) that stores the changed states
   only if no version moved since they were read. In steady state a batch costs one round
-  trip. Customer windows belong to the worker owning the customer's partition; terminal
-  windows are shared, and a moved version (another worker, or a worker that lost its
-  partitions) makes the write re-apply the batch's events to the fresh states: updates of
-  one window depend only on that window, and re-applied events are recognised by id.
+  trip. Neither call passes arguments per key (the asyncio client packs each argument in
+  Python): a write sends a msgpack header and the states concatenated, a read its keys
+  as one msgpack array. Customer windows belong to the worker owning
+  the customer's partition; terminal windows are shared, and a moved version (another
+  worker, or a worker that lost its partitions) makes the write re-apply the batch's
+  events to the fresh states: updates of one window depend only on that window, and
+  re-applied events are recognised by id.
 - Events are idempotent: a re-delivered transaction or label leaves every state
   byte-identical, so nothing is written and no version changes.
 - A transaction older than a window horizon relative to its customer's or terminal's newest
@@ -34,6 +37,7 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any, Generic, NamedTuple, TypeVar
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -50,12 +54,17 @@ from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent
 from stream_app.sources.history import MICROS_PER_DAY
 
 KEY_LAYOUT = "v2"
-LUA_SCRIPT = files("stream_app.features").joinpath("redis_windows.lua").read_text()
+WRITE_SCRIPT = files("stream_app.features").joinpath("redis_windows.lua").read_text()
+READ_SCRIPT = files("stream_app.features").joinpath("redis_windows_read.lua").read_text()
 SECONDS_PER_DAY = 86_400
 DEFAULT_MAX_CACHED_WINDOWS = 2_000_000
 _NO_TIME_US = -(1 << 62)
 
 W = TypeVar("W", CustomerWindow, TerminalWindow)
+# Keys, versions and sizes go to and from the scripts as msgpack (Redis's Lua has cmsgpack
+# built in); states as plain bytes: Redis's cmsgpack knows no binary type.
+_ENCODER = msgspec.msgpack.Encoder()
+_READ_HEADER = msgspec.msgpack.Decoder(list[int])
 
 
 @dataclass(slots=True)
@@ -111,7 +120,8 @@ class RedisWindowStore:
         self._max_cached = max_cached_windows
         self._customers: dict[str, _Cached[CustomerWindow]] = {}
         self._terminals: dict[str, _Cached[TerminalWindow]] = {}
-        self._script = client.register_script(LUA_SCRIPT)
+        self._write_script = client.register_script(WRITE_SCRIPT)
+        self._read_script = client.register_script(READ_SCRIPT)
         self._customer_horizon_us = fs.customer_windows_days[-1] * MICROS_PER_DAY
         self._newest_us = _NO_TIME_US  # at least the newest event time of any cached window
         self._terminal_horizon_us = (
@@ -162,7 +172,7 @@ class RedisWindowStore:
         """Store the batch's changed windows atomically; redo on fresh states if one moved."""
         writes = computed.writes
         while writes:
-            reply = await self._script(keys=[w.key for w in writes], args=self._args(writes))
+            reply = await self._write_script(args=self._args(writes))
             if not reply:
                 return
             writes = self._redo(computed, writes, reply)
@@ -193,16 +203,21 @@ class RedisWindowStore:
             return self._missing(transactions, labels)
         return customers, terminals
 
-    async def _read(self, customers: Sequence[str], terminals: Sequence[str]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for customer_id in customers:
-            pipe.hmget(self.customer_key(customer_id), "v", "s")
-        for terminal_id in terminals:
-            pipe.hmget(self.terminal_key(terminal_id), "v", "s")
-        return list(await pipe.execute())
+    async def _read(
+        self, customers: Sequence[str], terminals: Sequence[str]
+    ) -> list[tuple[int, bytes]]:
+        """``(version, state)`` per key, customers first (``(0, b"")`` for a missing key)."""
+        customer_prefix, terminal_prefix = self.customer_key(""), self.terminal_key("")
+        keys = [customer_prefix + c for c in customers]
+        keys += [terminal_prefix + t for t in terminals]
+        header, *states = await self._read_script(args=[_ENCODER.encode(keys)])
+        return list(zip(_READ_HEADER.decode(header), states, strict=True))
 
     def _install(
-        self, customers: Sequence[str], terminals: Sequence[str], replies: Sequence[Any]
+        self,
+        customers: Sequence[str],
+        terminals: Sequence[str],
+        replies: Sequence[tuple[int, bytes]],
     ) -> None:
         newest = self._newest_us
         for customer_id, (version, state) in zip(customers, replies, strict=False):
@@ -283,11 +298,9 @@ class RedisWindowStore:
     # -- writing ---------------------------------------------------------------------------
 
     def _args(self, writes: Sequence[_Write]) -> list[Any]:
-        args: list[Any] = [self._ttl_s]
-        for write in writes:
-            args.append(str(write.expected_version))
-            args.append(write.after)
-        return args
+        keys, versions, states = zip(*writes, strict=True)
+        sizes = list(map(len, states))
+        return [self._ttl_s, _ENCODER.encode((keys, versions, sizes)), b"".join(states)]
 
     def _redo(
         self, computed: ComputedBatch, writes: tuple[_Write, ...], reply: Sequence[Any]

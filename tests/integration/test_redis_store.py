@@ -200,6 +200,28 @@ def test_a_restarted_store_continues_exactly_where_redis_left_off(
     )
 
 
+def test_a_cold_store_reads_every_version_and_state_as_stored(
+    redis_store: BlockingRedisStore, redis_client: redis.Redis, redis_url: str
+) -> None:
+    history = random_history(24, n=700)
+    _drive(redis_store, history, seed=24)
+    customers = [*sorted(set(history.customer_id.tolist())), "never-seen"]
+    terminals = [*sorted(set(history.terminal_id.tolist())), "never-seen"]
+    cold = BlockingRedisStore(redis_url)
+    try:
+        replies = cold.run(cold.store._read(customers, terminals))
+    finally:
+        cold.close()
+    keys = [redis_store.store.customer_key(c) for c in customers]
+    keys += [redis_store.store.terminal_key(t) for t in terminals]
+    expected = []
+    for key in keys:
+        version, state = redis_client.hmget(key, "v", "s")
+        expected.append((int(version or 0), state or b""))
+    assert replies == expected
+    assert expected[0][0] > 0 and expected[len(customers) - 1] == (0, b"")
+
+
 def test_two_workers_sharing_terminals_lose_no_update(
     redis_client: redis.Redis, redis_url: str
 ) -> None:
