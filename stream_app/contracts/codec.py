@@ -1,6 +1,6 @@
 """Decode and encode contract events (the hot path: every consumed event passes here).
 
-Decoding is two msgspec passes over the same bytes, both with decoders built once:
+The strict decoding is two msgspec passes over the same bytes, both with decoders built once:
 
 1. the record decoder checks types, lengths, patterns, ranges, unknown fields, the
    ``schema`` tag and real calendar dates with a tz offset (``Meta(tz=True)``);
@@ -8,6 +8,12 @@ Decoding is two msgspec passes over the same bytes, both with decoders built onc
    is spelled as the JSON Schema demands (RFC 3339, upper-case ``T``/``Z``, ``+hh:mm``
    offsets, at most 6 fractional digits). msgspec's own datetime parser is more lenient
    (``t``, a space, ``+0100``, nanoseconds) and would otherwise accept what the schema rejects.
+
+Transactions and labels first take a fast path: one msgspec pass into a "wire" struct
+whose amount, currency and times are plain strings, then cheaper checks of those strings
+(:mod:`stream_app.contracts.fast`). The fast path accepts a subset of what the strict
+decoding accepts; whatever it does not accept is decided, and its error worded, by the
+strict decoding, so both give the same verdicts and messages.
 
 Every failure raises :class:`~stream_app.errors.ContractError` with the JSON path of the
 bad field and a sentence naming the bad value and what is expected instead. Encoders
@@ -23,7 +29,14 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta
 
-from stream_app.contracts.records import TIMESTAMP_PATTERN, Alert, Label, Transaction
+from stream_app.contracts import fast
+from stream_app.contracts.records import (
+    TIMESTAMP_PATTERN,
+    Alert,
+    Label,
+    Transaction,
+    to_epoch_us,
+)
 from stream_app.errors import ContractError
 from stream_app.settings import Settings
 
@@ -63,25 +76,45 @@ _FAILURES: Final = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeE
 
 def decode_transaction(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Transaction:
     """Decode and validate one ``transaction.v1`` payload."""
+    return decode_transaction_us(raw, max_bytes)[0]
+
+
+def decode_transaction_us(
+    raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> tuple[Transaction, int]:
+    """:func:`decode_transaction` and the record's ``event_time_us``, computed once."""
     _check_size(raw, max_bytes)
+    decoded = fast.transaction(raw)
+    if decoded is not None:
+        return decoded
     try:
         record = _TRANSACTION.decode(raw)
         _TRANSACTION_SPELLING.decode(raw)
     except _FAILURES as exc:
         raise _contract_error(exc, raw, ("transaction.v1",)) from None
-    return record
+    return record, to_epoch_us(record.event_time)
 
 
 def decode_label(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Label:
     """Decode and validate one ``label.v1`` payload (``label_time`` >= ``event_time``)."""
+    return decode_label_us(raw, max_bytes)[0]
+
+
+def decode_label_us(
+    raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> tuple[Label, int, int]:
+    """:func:`decode_label` and the record's ``event_time_us`` and ``label_time_us``."""
     _check_size(raw, max_bytes)
+    decoded = fast.label(raw)
+    if decoded is not None:
+        return decoded
     try:
         record = _LABEL.decode(raw)
         _LABEL_SPELLING.decode(raw)
     except _FAILURES as exc:
         raise _contract_error(exc, raw, ("label.v1",)) from None
     _check_label_order(record)
-    return record
+    return record, to_epoch_us(record.event_time), to_epoch_us(record.label_time)
 
 
 def decode_event(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Transaction | Label:

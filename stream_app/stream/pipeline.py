@@ -23,11 +23,10 @@ from redis.exceptions import RedisError
 
 from stream_app.contracts import (
     Alert,
-    Label,
     Reason,
     Transaction,
-    decode_label,
-    decode_transaction,
+    decode_label_us,
+    decode_transaction_us,
     encode_alert,
 )
 from stream_app.errors import ContractError
@@ -75,13 +74,17 @@ class BatchWindowStore(Protocol):
 
 @dataclass(eq=False)
 class DecodedBatch:
-    """Validated records of one fetch, and the offsets to commit once it is processed."""
+    """Validated records of one fetch, and the offsets to commit once it is processed.
+
+    ``events[i]`` is ``transactions[i]`` as the window store takes it, ``sources[i]`` its
+    partition and offset; labels are kept as the window store takes them.
+    """
 
     generation: int
     transactions: list[Transaction] = field(default_factory=list)
     events: list[TransactionEvent] = field(default_factory=list)
     sources: list[tuple[TopicPartition, int]] = field(default_factory=list)
-    labels: list[Label] = field(default_factory=list)
+    labels: list[LabelEvent] = field(default_factory=list)
     dead_letters: list[OutRecord] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     last_label_time_us: dict[TopicPartition, int] = field(default_factory=dict)
@@ -159,8 +162,8 @@ class Pipeline:
         ``sources`` holds each one's partition and offset.
         """
         batch = DecodedBatch(generation)
-        transactions: list[tuple[int, TopicPartition, int, Transaction]] = []
         labels_topic = self._topics.labels
+        max_bytes = self._max_bytes
         for tp, records in fetched.items():
             if not records:
                 continue
@@ -176,12 +179,31 @@ class Pipeline:
                             "$", "the record has no value (a tombstone); send one JSON event"
                         )
                     if is_label:
-                        label = decode_label(record.value, self._max_bytes)
-                        batch.labels.append(label)
-                        batch.last_label_time_us[tp] = label.label_time_us
+                        label, event_us, label_us = decode_label_us(record.value, max_bytes)
+                        batch.labels.append(
+                            LabelEvent(
+                                label.transaction_id,
+                                label.customer_id,
+                                label.terminal_id,
+                                event_us,
+                                label_us,
+                                label.is_fraud,
+                            )
+                        )
+                        batch.last_label_time_us[tp] = label_us
                     else:
-                        tx = decode_transaction(record.value, self._max_bytes)
-                        transactions.append((tx.event_time_us, tp, record.offset, tx))
+                        tx, event_us = decode_transaction_us(record.value, max_bytes)
+                        batch.transactions.append(tx)
+                        batch.events.append(
+                            TransactionEvent(
+                                tx.transaction_id,
+                                tx.customer_id,
+                                tx.terminal_id,
+                                event_us,
+                                float(tx.amount),
+                            )
+                        )
+                        batch.sources.append((tp, record.offset))
                 except ContractError as error:
                     self._metrics.dlq.labels(kind).inc()
                     batch.dead_letters.append(
@@ -197,13 +219,7 @@ class Pipeline:
                             error=error,
                         )
                     )
-        batch.transactions = [tx for _, _, _, tx in transactions]
-        batch.events = [
-            TransactionEvent(tx.transaction_id, tx.customer_id, tx.terminal_id, t, tx.amount_float)
-            for t, _, _, tx in transactions
-        ]
-        batch.sources = [(tp, offset) for _, tp, offset, _ in transactions]
-        batch.max_event_time_us = max((t for t, _, _, _ in transactions), default=-1)
+        batch.max_event_time_us = max((e.event_time_us for e in batch.events), default=-1)
         return batch
 
     async def process(self, batch: DecodedBatch) -> SentBatch:
@@ -215,17 +231,7 @@ class Pipeline:
         records = list(batch.dead_letters)
         computed = None
         if batch.transactions or batch.labels:
-            labels = [
-                LabelEvent(
-                    label.transaction_id,
-                    label.customer_id,
-                    label.terminal_id,
-                    label.event_time_us,
-                    label.label_time_us,
-                    label.is_fraud,
-                )
-                for label in batch.labels
-            ]
+            labels = batch.labels
             start = time.perf_counter()
             computed = await self.redis.call(lambda: self._store.compute(batch.events, labels))
             self._observe("redis", start)

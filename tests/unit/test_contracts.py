@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -28,16 +29,23 @@ from stream_app.contracts import (
     decode_alert,
     decode_event,
     decode_label,
+    decode_label_us,
     decode_transaction,
+    decode_transaction_us,
     encode_alert,
     encode_label,
     encode_transaction,
+    fast,
     from_epoch_us,
     records,
     to_epoch_us,
 )
 from stream_app.errors import ContractError
 from stream_app.settings import Settings
+
+AGREEMENT_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 CONTRACTS = ("transaction.v1", "label.v1", "alert.v1")
 
@@ -219,6 +227,50 @@ def test_event_time_us_is_exact_utc_microseconds_for_any_offset() -> None:
     assert to_epoch_us(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == -1
     far = datetime(9999, 12, 31, 18, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5)))
     assert from_epoch_us(to_epoch_us(far)) == far
+
+
+@pytest.mark.parametrize(
+    "event_time",
+    [
+        "2018-04-01T00:00:31Z",
+        "2018-04-01T02:00:31.5+02:00",
+        "1969-12-31T23:59:59.999999Z",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T18:59:59.000001-05:00",
+    ],
+)
+def test_decode_us_gives_the_records_times_in_microseconds(event_time: str) -> None:
+    for _ in range(2):  # the second time from the fast path's caches
+        tx, tx_us = decode_transaction_us(payload("transaction.v1", event_time=event_time))
+        assert tx == decode_transaction(payload("transaction.v1", event_time=event_time))
+        assert tx_us == tx.event_time_us
+        label, event_us, label_us = decode_label_us(
+            payload("label.v1", event_time=event_time, label_time=event_time)
+        )
+        assert (event_us, label_us) == (label.event_time_us, label.label_time_us) == (tx_us,) * 2
+
+
+@AGREEMENT_SETTINGS
+@given(
+    text=st.one_of(
+        st.from_regex(records.TIMESTAMP_PATTERN, fullmatch=True), st.deferred(lambda: _timestamps())
+    )
+)
+def test_fast_time_check_accepts_what_the_strict_decoding_accepts(text: str) -> None:
+    try:
+        strict: datetime | None = msgspec.json.decode(
+            msgspec.json.encode(text), type=records.Timestamp
+        )
+    except msgspec.ValidationError:
+        strict = None
+    spelled = re.search(records.TIMESTAMP_PATTERN, text) is not None
+    for _ in range(2):  # learning, then from the caches
+        timed = fast._time(text)
+        assert (timed is not None) == (spelled and strict is not None)
+        if timed is not None and strict is not None:
+            moment, at = timed
+            assert (moment, moment.utcoffset()) == (strict, strict.utcoffset())
+            assert at == to_epoch_us(strict)
 
 
 def test_amount_is_kept_exact_with_float_and_decimal_views() -> None:
@@ -588,11 +640,6 @@ def _mutated(contract: str, fields: dict[str, st.SearchStrategy[Any]]) -> st.Sea
         return json.dumps(document).encode()
 
     return build()
-
-
-AGREEMENT_SETTINGS = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
 
 
 @AGREEMENT_SETTINGS
