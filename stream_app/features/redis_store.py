@@ -30,6 +30,7 @@ where the states live and when they are written:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -111,7 +112,12 @@ class RedisWindowStore:
         key_prefix: str,
         ttl_days: int,
         max_cached_windows: int = DEFAULT_MAX_CACHED_WINDOWS,
+        writer: Any = None,
     ) -> None:
+        """``client`` is a ``redis.asyncio`` client. ``writer``, a synchronous client of the
+        same server, makes :meth:`write` send its script from a thread: the reply is then
+        taken as it arrives, not when the event loop is next free of CPU work (a batch's
+        window maths runs for tens of ms without a pause)."""
         self._client = client
         self._features = IncrementalFeatures(fs)
         self._width = len(fs.columns)
@@ -121,6 +127,7 @@ class RedisWindowStore:
         self._customers: dict[str, _Cached[CustomerWindow]] = {}
         self._terminals: dict[str, _Cached[TerminalWindow]] = {}
         self._write_script = client.register_script(WRITE_SCRIPT)
+        self._threaded_write = None if writer is None else writer.register_script(WRITE_SCRIPT)
         self._read_script = client.register_script(READ_SCRIPT)
         self._customer_horizon_us = fs.customer_windows_days[-1] * MICROS_PER_DAY
         self._newest_us = _NO_TIME_US  # at least the newest event time of any cached window
@@ -172,7 +179,11 @@ class RedisWindowStore:
         """Store the batch's changed windows atomically; redo on fresh states if one moved."""
         writes = computed.writes
         while writes:
-            reply = await self._write_script(args=self._args(writes))
+            args = self._args(writes)
+            if self._threaded_write is None:
+                reply = await self._write_script(args=args)
+            else:
+                reply = await asyncio.to_thread(self._threaded_write, args=args)
             if not reply:
                 return
             writes = self._redo(computed, writes, reply)

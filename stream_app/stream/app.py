@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import redis
 import redis.asyncio as redis_asyncio
 from aiokafka import AIOKafkaProducer
 from faust.app.base import BootStrategy
@@ -82,6 +83,7 @@ class StreamRuntime(Service):
         self._worker: BatchWorker | None = None
         self._producer: Any = None
         self._redis: Any = None
+        self._redis_writer: redis.Redis | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -103,11 +105,17 @@ class StreamRuntime(Service):
             socket_timeout=_REDIS_TIMEOUT_S,
             socket_connect_timeout=_REDIS_TIMEOUT_S,
         )
+        self._redis_writer = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=_REDIS_TIMEOUT_S,
+            socket_connect_timeout=_REDIS_TIMEOUT_S,
+        )
         store = RedisWindowStore(
             self._redis,
             features,
             key_prefix=topics.redis_key_prefix,
             ttl_days=settings.redis_key_ttl_days,
+            writer=self._redis_writer,
         )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -158,6 +166,8 @@ class StreamRuntime(Service):
             await self._producer.stop()
         if self._redis is not None:
             await self._redis.aclose()
+        if self._redis_writer is not None:
+            self._redis_writer.close()
 
 
 def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:

@@ -225,7 +225,7 @@ class Pipeline:
     async def process(self, batch: DecodedBatch) -> SentBatch:
         """Windows on the cached states, one scorer call, outputs handed to the producer.
 
-        The windows are written by :meth:`confirm`, after the outputs are acknowledged: a
+        The windows are written by :meth:`store`, after the outputs are acknowledged: a
         crash in between recomputes the same rows from Redis and re-sends the same alerts.
         """
         records = list(batch.dead_letters)
@@ -244,9 +244,8 @@ class Pipeline:
         self._observe("publish", start)
         return SentBatch(batch, computed, records, futures)
 
-    async def confirm(self, sent: SentBatch) -> None:
-        """Wait until the broker acknowledged ``sent`` (re-sending while it fails), then
-        write its windows to Redis (retrying while Redis is down)."""
+    async def acknowledge(self, sent: SentBatch) -> None:
+        """Wait until the broker acknowledged ``sent``'s outputs (re-sending while it fails)."""
         start = time.perf_counter()
         futures: list[asyncio.Future[Any]] | None = sent.futures
 
@@ -262,6 +261,13 @@ class Pipeline:
 
         await self.kafka.call(acknowledged)
         self._observe("publish", start)
+
+    async def store(self, sent: SentBatch) -> None:
+        """Write an acknowledged batch's windows to Redis (retrying while Redis is down).
+
+        Batches must be stored in the order they were processed: each write expects the
+        window versions the previous one left.
+        """
         computed = sent.computed
         if computed is not None and computed.writes:
             start = time.perf_counter()

@@ -3,17 +3,19 @@
 Faust dispatches one message at a time (~5k events/s here, see the performance notes), so
 the hot topics are read by one aiokafka consumer in the worker's consumer group,
 subscribed to ``transactions`` and ``labels`` (co-partitioned by ``customer_id``: the
-range assignor gives a worker the same partition numbers of both). Four tasks run:
+range assignor gives a worker the same partition numbers of both). Five tasks run:
 
 1. **fetch**: ``getmany`` -> decode and validate (:meth:`Pipeline.decode`) -> label
    barrier -> queue. It decodes batch k+1 while batch k waits on Redis or the broker.
 2. **process**: windows in Redis (one round trip), one scorer call, alerts/scores/dead
    letters handed to the producer without waiting (:meth:`Pipeline.process`).
-3. **confirm**: waits for the broker's acknowledgements, then writes the batch's windows
-   to Redis, then marks its offsets committable. Up to ``_SENT_DEPTH`` processed batches
-   wait for it, so the process task does not stall while one batch's Redis write and
-   acknowledgements are in flight (with one, it sat idle for about a fifth of the time).
-4. **commit**: commits the committable offsets, coalescing batches while a commit is slow
+3. **acknowledge**: waits for the broker's acknowledgements of a batch's outputs.
+4. **store**: then writes the batch's windows to Redis (in processing order: each write
+   expects the versions the previous one left) and marks its offsets committable.
+   Acknowledgements of the next batches are awaited while a write is in flight, and up
+   to ``_SENT_DEPTH`` batches wait for each of the two, so the process task does not stall
+   on them (with one stage and one waiting batch it sat idle about a fifth of the time).
+5. **commit**: commits the committable offsets, coalescing batches while a commit is slow
    (tansu takes tens of ms), and before partitions are revoked or the worker stops.
 
 Offsets are committed only after the broker and Redis acknowledged a batch
@@ -62,7 +64,7 @@ log = logging.getLogger(__name__)
 
 _Aligned = tuple[Transaction, TransactionEvent, tuple[TopicPartition, int]]
 _QUEUE_DEPTH = 1  # decoded batches waiting for the process task
-_SENT_DEPTH = 3  # processed batches waiting for the confirm task
+_SENT_DEPTH = 3  # batches waiting for the acknowledge task, and for the store task
 _POLL_STALE_S = 2.0  # no fetch response for this long: the broker may hold unseen records
 _STOP_DRAIN_S = 10.0
 
@@ -114,6 +116,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._kafka = pipeline.kafka  # one outage per dependency across the tasks
         self._decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(_QUEUE_DEPTH)
         self._sent: asyncio.Queue[SentBatch] = asyncio.Queue(_SENT_DEPTH)
+        self._acknowledged: asyncio.Queue[SentBatch] = asyncio.Queue(_SENT_DEPTH)
         self._progress = _Progress()
         self._progress.idle.set()
         self._generation = 0
@@ -137,13 +140,14 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Join the group and start the fetch, process, confirm and commit tasks."""
+        """Join the group and start the fetch, process, acknowledge, store and commit tasks."""
         self._consumer.subscribe([self._topics.transactions, self._topics.labels], listener=self)
         await self._kafka.call(self._consumer.start)
         for name, loop in (
             ("fetch", self._fetch_loop),
             ("process", self._process_loop),
-            ("confirm", self._confirm_loop),
+            ("acknowledge", self._acknowledge_loop),
+            ("store", self._store_loop),
             ("commit", self._commit_loop),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=f"fraudstream-{name}"))
@@ -234,11 +238,21 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             await self._sent.put(await self._pipeline.process(batch))
 
-    async def _confirm_loop(self) -> None:
+    async def _acknowledge_loop(self) -> None:
         while True:
             sent = await self._sent.get()
             try:
-                await self._pipeline.confirm(sent)
+                await self._pipeline.acknowledge(sent)
+            except BaseException:
+                self._progress.finished()
+                raise
+            await self._acknowledged.put(sent)
+
+    async def _store_loop(self) -> None:
+        while True:
+            sent = await self._acknowledged.get()
+            try:
+                await self._pipeline.store(sent)
                 if sent.batch.generation == self._generation:
                     for tp, offset in sent.batch.offsets.items():
                         self._committable[tp] = max(offset, self._committable.get(tp, 0))

@@ -147,7 +147,8 @@ def test_alerts_exactly_for_scores_at_or_above_the_threshold(publish_scores: boo
 
     async def run() -> None:
         sent = await pipeline.process(pipeline.decode(fetched, generation=1))
-        await pipeline.confirm(sent)
+        await pipeline.acknowledge(sent)
+        await pipeline.store(sent)
 
     asyncio.run(run())
     alerts = [decode_alert(r.value) for r in publisher.records if r.topic == TOPICS.alerts]
@@ -176,7 +177,8 @@ def test_redelivered_transactions_are_not_scored_again() -> None:
     async def run() -> None:
         for _ in range(2):
             sent = await pipeline.process(pipeline.decode(fetched, generation=1))
-            await pipeline.confirm(sent)
+            await pipeline.acknowledge(sent)
+            await pipeline.store(sent)
 
     asyncio.run(run())
     assert sum(r.topic == TOPICS.scores for r in publisher.records) == 3
