@@ -15,6 +15,9 @@ bundle (trained first when ``.run/demo/bundle`` is missing, or ``--bundle``):
    up: a worker just assigned its partitions holds its first batch for up to
    ``align_idle_ms`` until the labels partitions count as quiet.
 
+The throughput run is bracketed by a yardstick (M pure-Python loop adds per CPU second):
+this shared virtual machine's speed varies by about ±30 % from minute to minute.
+
 Prints a table, then ONE JSON line with ``events_per_s``, ``naive_events_per_s``,
 ``speedup``, ``latency_p50_ms`` and ``latency_p99_ms``.
 
@@ -166,6 +169,17 @@ def worker_settings(kafka: str, redis_url: str, bundle: Path, namespace: str) ->
     )
 
 
+def python_speed() -> float:
+    """Millions of pure-Python loop additions per CPU second right now: a yardstick of how
+    fast this (shared, virtual) machine runs Python at the moment (it has varied ±30 %
+    between minutes here), to read the events/s against."""
+    start = time.process_time()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return 5.0 / (time.process_time() - start)
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of process ``pid`` in MiB (0 when unknown)."""
     try:
@@ -242,7 +256,11 @@ def main() -> None:
             stack.callback(lambda: print(worker_profile(settings)))
             return worker.check_alive
 
+        speed_before = python_speed()
         asyncio.run(run_and_watch(kafka.address, topics.scores, watch, batched))
+        speed_after = python_speed()
+        print(f"machine yardstick: {speed_before:.1f} / {speed_after:.1f} M Python loop adds "
+              "per CPU second before / after the throughput run")
         print(f"batched worker: {watch.count:,} scored, {watch.events_per_s:,.0f} events/s, "
               f"worker RSS {rss[0]:.0f} MiB")
 
