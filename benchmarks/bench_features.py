@@ -22,7 +22,7 @@ from pathlib import Path
 from stream_app.features.batch import compute_features
 from stream_app.features.incremental import encode_window
 from stream_app.features.spec import feature_set
-from stream_app.features.store import InMemoryWindowStore, TransactionEvent, replay_history
+from stream_app.features.store import InMemoryWindowStore, replay_history, transaction_events
 from stream_app.sources.handbook import read_handbook
 
 HANDBOOK = Path(__file__).resolve().parent.parent.parent / "shared/data/handbook"
@@ -52,14 +52,7 @@ def main() -> None:
     replay_history(history, fs)
     clock.line("incremental replay default", n, "events")
 
-    events = [
-        TransactionEvent(*fields)
-        for fields in zip(
-            history.transaction_id.tolist(), history.customer_id.tolist(),
-            history.terminal_id.tolist(), history.event_time_us.tolist(),
-            history.amount.tolist(), strict=True,
-        )
-    ]  # fmt: skip
+    events = transaction_events(history)
     store = InMemoryWindowStore(fs)
     clock.restart()
     for start in range(0, n, args.batch):

@@ -35,7 +35,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from stream_app.features.redis_store import RedisWindowStore
 from stream_app.features.spec import feature_set
-from stream_app.features.store import LabelEvent, TransactionEvent
+from stream_app.features.store import LabelEvent, TransactionEvent, transaction_events
 from stream_app.local_services import start_redis
 from stream_app.sources.history import MICROS_PER_DAY, NO_LABEL_US, TransactionHistory
 from stream_app.sources.simulator import simulate
@@ -47,14 +47,7 @@ Batch = tuple[list[TransactionEvent], list[LabelEvent]]
 
 def batches(history: TransactionHistory, size: int) -> list[Batch]:
     """Worker-like batches: ``size`` transactions and the labels known by their last time."""
-    transactions = [
-        TransactionEvent(*fields)
-        for fields in zip(
-            history.transaction_id.tolist(), history.customer_id.tolist(),
-            history.terminal_id.tolist(), history.event_time_us.tolist(),
-            history.amount.tolist(), strict=True,
-        )
-    ]  # fmt: skip
+    transactions = transaction_events(history)
     rows = np.flatnonzero(history.label_time_us != NO_LABEL_US)
     rows = rows[np.argsort(history.label_time_us[rows], kind="stable")]
     labels = [

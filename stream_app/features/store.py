@@ -217,17 +217,7 @@ def replay_history(
     released = np.searchsorted(history.label_time_us[frauds], history.event_time_us, "right")
     cuts = np.flatnonzero(np.diff(released)) + 1
     bounds = np.unique(np.r_[0, cuts, np.arange(0, len(history), _REPLAY_BATCH), len(history)])
-    transactions = [
-        TransactionEvent(*fields)
-        for fields in zip(
-            history.transaction_id.tolist(),
-            history.customer_id.tolist(),
-            history.terminal_id.tolist(),
-            history.event_time_us.tolist(),
-            history.amount.tolist(),
-            strict=True,
-        )
-    ]
+    transactions = transaction_events(history)
     values = np.empty((len(history), len(fs.columns)), dtype=np.float64)
     applied = 0
     collecting = gc.isenabled()
@@ -247,6 +237,21 @@ def replay_history(
         values=values,
         sequence_index=_last_rows(history.customer_id, fs.sequence_length),
     )
+
+
+def transaction_events(history: TransactionHistory) -> list[TransactionEvent]:
+    """The history's transactions as the window stores take them, in history order."""
+    return [
+        TransactionEvent(*fields)
+        for fields in zip(
+            history.transaction_id.tolist(),
+            history.customer_id.tolist(),
+            history.terminal_id.tolist(),
+            history.event_time_us.tolist(),
+            history.amount.tolist(),
+            strict=True,
+        )
+    ]
 
 
 _RowsOf = Callable[[Sequence[TransactionEvent], Sequence[LabelEvent]], npt.NDArray[np.float64]]

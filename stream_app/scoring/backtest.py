@@ -30,7 +30,7 @@ from stream_app.features.store import (
     FeatureBatch,
     InMemoryWindowStore,
     LabelEvent,
-    TransactionEvent,
+    transaction_events,
 )
 from stream_app.scoring.scorer import ScoreBatch, Scorer
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
@@ -134,7 +134,7 @@ def backtest(
     with tqdm(total=end, unit="tx", desc="backtest", file=sys.stderr,
               disable=None if progress else True) as bar:
         for start, stop, labels in _segments(history, end, batch_size):
-            batch = store.process(_transactions(history, start, stop), labels)
+            batch = store.process(transaction_events(history.slice(start, stop)), labels)
             bar.update(stop - start)
             offset = max(first - start, 0)
             keep = np.flatnonzero(~batch.duplicate[offset:]) + offset
@@ -191,20 +191,6 @@ def _segments(
         due = int(released[start])
         yield start, stop, [_label(history, int(row)) for row in frauds[applied:due]]
         applied = due
-
-
-def _transactions(history: TransactionHistory, start: int, stop: int) -> list[TransactionEvent]:
-    return [
-        TransactionEvent(*fields)
-        for fields in zip(
-            history.transaction_id[start:stop].tolist(),
-            history.customer_id[start:stop].tolist(),
-            history.terminal_id[start:stop].tolist(),
-            history.event_time_us[start:stop].tolist(),
-            history.amount[start:stop].tolist(),
-            strict=True,
-        )
-    ]
 
 
 def _label(history: TransactionHistory, row: int) -> LabelEvent:
