@@ -177,16 +177,47 @@ class RedisWindowStore:
 
     async def write(self, computed: ComputedBatch) -> None:
         """Store the batch's changed windows atomically; redo on fresh states if one moved."""
-        writes = computed.writes
-        while writes:
-            args = self._args(writes)
+        await self.write_all([computed])
+
+    async def write_all(self, batches: Sequence[ComputedBatch]) -> None:
+        """:meth:`write` for several batches, in the order they were computed (each write
+        expects the versions the previous one left). With a ``writer`` client they are
+        sent one after the other from one thread call, so a group costs one pass of the
+        event loop, not one per batch. A stale reply stops the group there: that batch is
+        redone on the fresh states, then the rest are sent (and redone if they too moved).
+        """
+        pending = [(computed, computed.writes) for computed in batches if computed.writes]
+        while pending:
+            requests = [writes for _, writes in pending]
             if self._threaded_write is None:
-                reply = await self._write_script(args=args)
+                written, reply = await self._send(requests)
             else:
-                reply = await asyncio.to_thread(self._threaded_write, args=args)
-            if not reply:
-                return
-            writes = self._redo(computed, writes, reply)
+                written, reply = await asyncio.to_thread(self._send_threaded, requests)
+            del pending[:written]
+            if reply:
+                computed, writes = pending[0]
+                redone = self._redo(computed, writes, reply)
+                if redone:
+                    pending[0] = (computed, redone)
+                else:
+                    del pending[0]
+
+    async def _send(self, requests: Sequence[tuple[_Write, ...]]) -> tuple[int, Any]:
+        """Send the writes in order until one is stale: (how many were stored, its reply)."""
+        for index, writes in enumerate(requests):
+            reply = await self._write_script(args=self._args(writes))
+            if reply:
+                return index, reply
+        return len(requests), None
+
+    def _send_threaded(self, requests: Sequence[tuple[_Write, ...]]) -> tuple[int, Any]:
+        """:meth:`_send` on the synchronous ``writer`` client (run in a thread)."""
+        assert self._threaded_write is not None
+        for index, writes in enumerate(requests):
+            reply = self._threaded_write(args=self._args(writes))
+            if reply:
+                return index, reply
+        return len(requests), None
 
     # -- reading ---------------------------------------------------------------------------
 

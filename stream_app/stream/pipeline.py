@@ -63,8 +63,8 @@ class BatchWindowStore(Protocol):
         """Apply ``labels`` then ``transactions`` in process; nothing written yet."""
         ...
 
-    async def write(self, computed: ComputedBatch) -> None:
-        """Make a computed batch's window changes durable."""
+    async def write_all(self, batches: Sequence[ComputedBatch]) -> None:
+        """Make computed batches' window changes durable, in the order given."""
         ...
 
     def forget_cached_state(self) -> None:
@@ -262,16 +262,16 @@ class Pipeline:
         await self.kafka.call(acknowledged)
         self._observe("publish", start)
 
-    async def store(self, sent: SentBatch) -> None:
-        """Write an acknowledged batch's windows to Redis (retrying while Redis is down).
+    async def store(self, sent: Sequence[SentBatch]) -> None:
+        """Write acknowledged batches' windows to Redis (retrying while Redis is down).
 
         Batches must be stored in the order they were processed: each write expects the
         window versions the previous one left.
         """
-        computed = sent.computed
-        if computed is not None and computed.writes:
+        computed = [batch.computed for batch in sent if batch.computed is not None]
+        if any(c.writes for c in computed):
             start = time.perf_counter()
-            await self.redis.call(lambda: self._store.write(computed))
+            await self.redis.call(lambda: self._store.write_all(computed))
             self._observe("redis", start)
 
     async def _score(self, batch: DecodedBatch, computed: ComputedBatch) -> list[OutRecord]:

@@ -11,7 +11,8 @@ range assignor gives a worker the same partition numbers of both). Five tasks ru
    letters handed to the producer without waiting (:meth:`Pipeline.process`).
 3. **acknowledge**: waits for the broker's acknowledgements of a batch's outputs.
 4. **store**: then writes the batch's windows to Redis (in processing order: each write
-   expects the versions the previous one left) and marks its offsets committable.
+   expects the versions the previous one left; the batches waiting are written in one
+   go) and marks their offsets committable.
    Acknowledgements of the next batches are awaited while a write is in flight, and up
    to ``_SENT_DEPTH`` batches wait for each of the two, so the process task does not stall
    on them (with one stage and one waiting batch it sat idle about a fifth of the time).
@@ -249,16 +250,21 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._acknowledged.put(sent)
 
     async def _store_loop(self) -> None:
+        """Store the acknowledged batches, all those waiting at once (in order)."""
         while True:
-            sent = await self._acknowledged.get()
+            group = [await self._acknowledged.get()]
+            while not self._acknowledged.empty():
+                group.append(self._acknowledged.get_nowait())
             try:
-                await self._pipeline.store(sent)
-                if sent.batch.generation == self._generation:
-                    for tp, offset in sent.batch.offsets.items():
-                        self._committable[tp] = max(offset, self._committable.get(tp, 0))
-                    self._commit_due.set()
+                await self._pipeline.store(group)
+                for sent in group:
+                    if sent.batch.generation == self._generation:
+                        for tp, offset in sent.batch.offsets.items():
+                            self._committable[tp] = max(offset, self._committable.get(tp, 0))
+                        self._commit_due.set()
             finally:
-                self._progress.finished()
+                for _ in group:
+                    self._progress.finished()
 
     async def _commit_loop(self) -> None:
         """Commit the confirmed offsets, several batches at a time while a commit is slow."""

@@ -44,10 +44,13 @@ TTL_DAYS = 45
 class BlockingRedisStore:
     """The async RedisWindowStore behind the synchronous WindowStore protocol (own loop)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, threaded_writes: bool = False) -> None:
         self.loop = asyncio.new_event_loop()
         self.client = redis_asyncio.Redis.from_url(url)
-        self.store = RedisWindowStore(self.client, FS, key_prefix=PREFIX, ttl_days=TTL_DAYS)
+        self.writer = redis.Redis.from_url(url) if threaded_writes else None
+        self.store = RedisWindowStore(
+            self.client, FS, key_prefix=PREFIX, ttl_days=TTL_DAYS, writer=self.writer
+        )
 
     @property
     def feature_set(self) -> Any:
@@ -64,6 +67,8 @@ class BlockingRedisStore:
     def close(self) -> None:
         self.loop.run_until_complete(self.client.aclose())
         self.loop.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 @pytest.fixture
@@ -243,6 +248,33 @@ def test_two_workers_sharing_terminals_lose_no_update(
     finally:
         check.close()
     assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"5"
+
+
+@pytest.mark.parametrize("threaded_writes", [False, True], ids=["async", "threaded"])
+def test_a_group_of_writes_redoes_a_stale_batch_and_the_ones_after_it(
+    redis_client: redis.Redis, redis_url: str, threaded_writes: bool
+) -> None:
+    a = BlockingRedisStore(redis_url, threaded_writes=threaded_writes)
+    b = BlockingRedisStore(redis_url)
+    try:
+        a.process([TransactionEvent("a1", "ca", "k", T0, 1.0)], [])  # k at version 1
+        b.process([TransactionEvent("b1", "cb", "k", T0 + 1, 1.0)], [])  # 2, behind a's back
+        first = a.run(a.store.compute([TransactionEvent("a2", "ca", "k", T0 + 2, 1.0)], []))
+        second = a.run(a.store.compute([TransactionEvent("a3", "cd", "k", T0 + 3, 1.0)], []))
+        a.run(a.store.write_all([first, second]))  # both expect versions a alone left
+    finally:
+        a.close()
+        b.close()
+    check = BlockingRedisStore(redis_url)
+    try:
+        nb = FS.columns.index("terminal_nb_tx_1d_undelayed")
+        row = check.process([TransactionEvent("c1", "cc", "k", T0 + 4, 1.0)], [])
+        assert row.values[0, nb] == 5.0  # a1, b1, a2, a3 and c1 itself
+    finally:
+        check.close()
+    assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"5"  # a2, a3 redone, then c1
+    assert redis_client.hget(f"{PREFIX}v2:cust:ca", "v") == b"2"
+    assert redis_client.hget(f"{PREFIX}v2:cust:cd", "v") == b"1"
 
 
 def test_late_transactions_are_flagged_and_not_applied(redis_store: BlockingRedisStore) -> None:

@@ -52,8 +52,8 @@ class InMemoryBatches:
             tuple(labels), (),
         )  # fmt: skip
 
-    async def write(self, computed: ComputedBatch) -> None:
-        self.written.append(computed)
+    async def write_all(self, batches: Sequence[ComputedBatch]) -> None:
+        self.written.extend(batches)
 
     def forget_cached_state(self) -> None:
         pass
@@ -148,7 +148,7 @@ def test_alerts_exactly_for_scores_at_or_above_the_threshold(publish_scores: boo
     async def run() -> None:
         sent = await pipeline.process(pipeline.decode(fetched, generation=1))
         await pipeline.acknowledge(sent)
-        await pipeline.store(sent)
+        await pipeline.store([sent])
 
     asyncio.run(run())
     alerts = [decode_alert(r.value) for r in publisher.records if r.topic == TOPICS.alerts]
@@ -178,7 +178,7 @@ def test_redelivered_transactions_are_not_scored_again() -> None:
         for _ in range(2):
             sent = await pipeline.process(pipeline.decode(fetched, generation=1))
             await pipeline.acknowledge(sent)
-            await pipeline.store(sent)
+            await pipeline.store([sent])
 
     asyncio.run(run())
     assert sum(r.topic == TOPICS.scores for r in publisher.records) == 3
