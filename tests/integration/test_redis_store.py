@@ -240,13 +240,7 @@ def test_two_workers_sharing_terminals_lose_no_update(
     finally:
         a.close()
         b.close()
-    check = BlockingRedisStore(redis_url)
-    try:
-        nb = FS.columns.index("terminal_nb_tx_1d_undelayed")
-        row = check.process([TransactionEvent("c1", "cc", "k", T0 + 4, 1.0)], [])
-        assert row.values[0, nb] == 5.0  # a1, b1, a2, b2 and c1 itself
-    finally:
-        check.close()
+    assert _terminal_k_count_for_a_new_transaction(redis_url) == 5.0  # a1, b1, a2, b2, c1
     assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"5"
 
 
@@ -265,16 +259,21 @@ def test_a_group_of_writes_redoes_a_stale_batch_and_the_ones_after_it(
     finally:
         a.close()
         b.close()
-    check = BlockingRedisStore(redis_url)
-    try:
-        nb = FS.columns.index("terminal_nb_tx_1d_undelayed")
-        row = check.process([TransactionEvent("c1", "cc", "k", T0 + 4, 1.0)], [])
-        assert row.values[0, nb] == 5.0  # a1, b1, a2, a3 and c1 itself
-    finally:
-        check.close()
+    assert _terminal_k_count_for_a_new_transaction(redis_url) == 5.0  # a1, b1, a2, a3, c1
     assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"5"  # a2, a3 redone, then c1
     assert redis_client.hget(f"{PREFIX}v2:cust:ca", "v") == b"2"
     assert redis_client.hget(f"{PREFIX}v2:cust:cd", "v") == b"1"
+
+
+def _terminal_k_count_for_a_new_transaction(redis_url: str) -> float:
+    """``terminal_nb_tx_1d_undelayed`` of a new transaction at terminal k, by a fresh store
+    (so from what Redis holds)."""
+    check = BlockingRedisStore(redis_url)
+    try:
+        row = check.process([TransactionEvent("c1", "cc", "k", T0 + 4, 1.0)], [])
+        return float(row.values[0, FS.columns.index("terminal_nb_tx_1d_undelayed")])
+    finally:
+        check.close()
 
 
 def test_late_transactions_are_flagged_and_not_applied(redis_store: BlockingRedisStore) -> None:
