@@ -18,17 +18,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from stream_app.contracts import (
-    Label,
-    Transaction,
-    decode_label,
-    decode_label_us,
-    decode_transaction,
-    decode_transaction_us,
-    encode_transaction,
-)
+from stream_app.contracts import decode_label, decode_transaction, encode_transaction
 from stream_app.errors import ContractError
-from stream_app.features.store import LabelEvent, TransactionEvent
+from stream_app.stream.pipeline import decode_label_event, decode_transaction_event
 
 START = datetime(2018, 4, 1, tzinfo=UTC)
 _T = TypeVar("_T")
@@ -99,27 +91,6 @@ def measure(label: str, items: Sequence[_T], step: Callable[[_T], object], repea
     print(f"{label:<44} {n:>8} events  {rate}")
 
 
-def transaction_event(raw: bytes) -> tuple[Transaction, TransactionEvent]:
-    """What Pipeline.decode does with one transaction record."""
-    tx, event_us = decode_transaction_us(raw)
-    return tx, TransactionEvent(
-        tx.transaction_id, tx.customer_id, tx.terminal_id, event_us, float(tx.amount)
-    )
-
-
-def label_event(raw: bytes) -> tuple[Label, LabelEvent]:
-    """What Pipeline.decode does with one label record."""
-    label, event_us, label_us = decode_label_us(raw)
-    return label, LabelEvent(
-        label.transaction_id,
-        label.customer_id,
-        label.terminal_id,
-        event_us,
-        label_us,
-        label.is_fraud,
-    )
-
-
 def reject(raw: bytes) -> str:
     try:
         decode_transaction(raw)
@@ -140,8 +111,8 @@ def main() -> None:
     records = [decode_transaction(raw) for raw in valid]  # warm-up and encode input
     print(f"payload size: {sum(map(len, valid)) / len(valid):.0f} bytes on average")
     r = args.repeats
-    measure("transaction -> record + TransactionEvent", valid, transaction_event, r)
-    measure("label -> record + LabelEvent", valid_labels, label_event, r)
+    measure("transaction -> record + TransactionEvent", valid, decode_transaction_event, r)
+    measure("label -> LabelEvent", valid_labels, decode_label_event, r)
     measure("decode_transaction (valid)", valid, decode_transaction, r)
     measure("decode_label (valid)", valid_labels, decode_label, r)
     measure("encode_transaction (encode + validate)", records, encode_transaction, r)

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from stream_app.contracts import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
     Alert,
     Reason,
     Transaction,
@@ -70,6 +71,26 @@ class BatchWindowStore(Protocol):
     def forget_cached_state(self) -> None:
         """Drop windows cached in the process (after a rebalance)."""
         ...
+
+
+def decode_transaction_event(
+    raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> tuple[Transaction, TransactionEvent]:
+    """A ``transaction.v1`` payload as its record and as the window store's event."""
+    tx, event_us = decode_transaction_us(raw, max_bytes)
+    event = TransactionEvent(
+        tx.transaction_id, tx.customer_id, tx.terminal_id, event_us, tx.amount_float
+    )
+    return tx, event
+
+
+def decode_label_event(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> LabelEvent:
+    """A ``label.v1`` payload as the window store's event."""
+    label, event_us, label_us = decode_label_us(raw, max_bytes)
+    return LabelEvent(
+        label.transaction_id, label.customer_id, label.terminal_id, event_us, label_us,
+        label.is_fraud,
+    )  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -179,30 +200,13 @@ class Pipeline:
                             "$", "the record has no value (a tombstone); send one JSON event"
                         )
                     if is_label:
-                        label, event_us, label_us = decode_label_us(record.value, max_bytes)
-                        batch.labels.append(
-                            LabelEvent(
-                                label.transaction_id,
-                                label.customer_id,
-                                label.terminal_id,
-                                event_us,
-                                label_us,
-                                label.is_fraud,
-                            )
-                        )
-                        batch.last_label_time_us[tp] = label_us
+                        label = decode_label_event(record.value, max_bytes)
+                        batch.labels.append(label)
+                        batch.last_label_time_us[tp] = label.label_time_us
                     else:
-                        tx, event_us = decode_transaction_us(record.value, max_bytes)
+                        tx, event = decode_transaction_event(record.value, max_bytes)
                         batch.transactions.append(tx)
-                        batch.events.append(
-                            TransactionEvent(
-                                tx.transaction_id,
-                                tx.customer_id,
-                                tx.terminal_id,
-                                event_us,
-                                float(tx.amount),
-                            )
-                        )
+                        batch.events.append(event)
                         batch.sources.append((tp, record.offset))
                 except ContractError as error:
                     self._metrics.dlq.labels(kind).inc()
