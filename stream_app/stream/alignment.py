@@ -147,28 +147,14 @@ class EventTimeAligner(Generic[T]):
         partitions = self._partitions
         touched: set[int] = set()
         added = 0
-        current = -1
-        state = pending = newest = None
-        for event_time_us, partition, offset, item in records:  # runs of one partition
-            if partition != current:
-                if state is not None:
-                    state.newest_us = newest
-                current = partition
-                state = partitions.get(partition) or self._state(partition)
-                pending, newest = state.pending, state.newest_us
-                touched.add(partition)
-            pending.append(  # type: ignore[union-attr]
-                (
-                    (event_time_us << _TIME_SHIFT) + (partition << _PARTITION_SHIFT) + offset,
-                    now,
-                    item,
-                )
-            )
-            if newest is None or event_time_us > newest:
-                newest = event_time_us
+        for event_time_us, partition, offset, item in records:
+            state = partitions.get(partition) or self._state(partition)
+            key = (event_time_us << _TIME_SHIFT) + (partition << _PARTITION_SHIFT) + offset
+            state.pending.append((key, now, item))
+            if state.newest_us is None or event_time_us > state.newest_us:
+                state.newest_us = event_time_us
+            touched.add(partition)
             added += 1
-        if state is not None:
-            state.newest_us = newest
         self._buffered += added
         for partition in touched:
             self._activity.touch(partition, now)

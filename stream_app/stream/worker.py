@@ -244,10 +244,10 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             sent = await self._sent.get()
             try:
                 await self._pipeline.acknowledge(sent)
+                await self._acknowledged.put(sent)
             except BaseException:
-                self._progress.finished()
+                self._progress.finished()  # not handed over: redelivered after a restart
                 raise
-            await self._acknowledged.put(sent)
 
     async def _store_loop(self) -> None:
         """Store the acknowledged batches, all those waiting at once (in order)."""
@@ -293,8 +293,8 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         now = self._broker_time()
         aligner.add(
             (
-                (event.event_time_us, tp.partition, offset, (tx, event, (tp, offset)))
-                for tx, event, (tp, offset) in zip(
+                (event.event_time_us, source[0].partition, source[1], (tx, event, source))
+                for tx, event, source in zip(
                     batch.transactions, batch.events, batch.sources, strict=True
                 )
             ),
