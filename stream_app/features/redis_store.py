@@ -188,11 +188,13 @@ class RedisWindowStore:
         """
         pending = [(computed, computed.writes) for computed in batches if computed.writes]
         while pending:
-            requests = [writes for _, writes in pending]
+            arg_lists = [self._args(writes) for _, writes in pending]
             if self._threaded_write is None:
-                written, reply = await self._send(requests)
+                written, reply = await _until_stale_async(self._write_script, arg_lists)
             else:
-                written, reply = await asyncio.to_thread(self._send_threaded, requests)
+                written, reply = await asyncio.to_thread(
+                    _until_stale, self._threaded_write, arg_lists
+                )
             del pending[:written]
             if reply:
                 computed, writes = pending[0]
@@ -201,23 +203,6 @@ class RedisWindowStore:
                     pending[0] = (computed, redone)
                 else:
                     del pending[0]
-
-    async def _send(self, requests: Sequence[tuple[_Write, ...]]) -> tuple[int, Any]:
-        """Send the writes in order until one is stale: (how many were stored, its reply)."""
-        for index, writes in enumerate(requests):
-            reply = await self._write_script(args=self._args(writes))
-            if reply:
-                return index, reply
-        return len(requests), None
-
-    def _send_threaded(self, requests: Sequence[tuple[_Write, ...]]) -> tuple[int, Any]:
-        """:meth:`_send` on the synchronous ``writer`` client (run in a thread)."""
-        assert self._threaded_write is not None
-        for index, writes in enumerate(requests):
-            reply = self._threaded_write(args=self._args(writes))
-            if reply:
-                return index, reply
-        return len(requests), None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -382,6 +367,25 @@ class RedisWindowStore:
 _CUSTOMER_ID = attrgetter("customer_id")
 _TERMINAL_ID = attrgetter("terminal_id")
 _EVENT_TIME = attrgetter("event_time_us")
+
+
+def _until_stale(script: Any, arg_lists: Sequence[list[Any]]) -> tuple[int, Any]:
+    """Run the write script (synchronous client) on each argument list in order until a
+    write is stale: (how many were stored, the stale reply or None)."""
+    for index, args in enumerate(arg_lists):
+        reply = script(args=args)
+        if reply:
+            return index, reply
+    return len(arg_lists), None
+
+
+async def _until_stale_async(script: Any, arg_lists: Sequence[list[Any]]) -> tuple[int, Any]:
+    """:func:`_until_stale` on the asyncio client."""
+    for index, args in enumerate(arg_lists):
+        reply = await script(args=args)
+        if reply:
+            return index, reply
+    return len(arg_lists), None
 
 
 def _labelled(window: CustomerWindow | TerminalWindow, transaction_id: str) -> bool:
