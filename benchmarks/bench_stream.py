@@ -181,11 +181,17 @@ def python_speed() -> float:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident set size of process ``pid`` in MiB (0 when unknown)."""
+    """Resident set size of process ``pid`` and its child processes (the worker's window
+    process) in MiB (0 when unknown)."""
     try:
+        children = [
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        ]
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+                return int(line.split()[1]) / 1024 + sum(map(rss_mb, children))
     except OSError:
         pass
     return 0.0

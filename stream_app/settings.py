@@ -36,6 +36,7 @@ class Settings:
     broker_session_timeout_s: float = 6.0
     broker_heartbeat_interval_s: float = 1.0
     redis_key_ttl_days: int = 45
+    window_process: bool = True  # the window store in a child process (False: in process)
     onnx_intra_op_threads: int = 1
     onnx_allow_spinning: bool = False
     web_host: str = "127.0.0.1"

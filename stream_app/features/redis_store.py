@@ -100,6 +100,11 @@ class ComputedBatch:
     labels: tuple[LabelEvent, ...]
     writes: tuple[_Write, ...]
 
+    @property
+    def changed(self) -> bool:
+        """Whether any window changed (there is something to write)."""
+        return bool(self.writes)
+
 
 class RedisWindowStore:
     """Customer and terminal windows in Redis (``redis.asyncio`` client), cached in process."""
@@ -147,6 +152,11 @@ class RedisWindowStore:
     def terminal_key(self, terminal_id: str) -> str:
         """Redis key of a terminal's window."""
         return f"{self._prefix}term:{terminal_id}"
+
+    @property
+    def computes_in_order(self) -> bool:
+        """False: a compute awaiting its read would let a later one apply first."""
+        return False
 
     def forget_cached_state(self) -> None:
         """Drop every cached window (after a rebalance: other workers may have written)."""

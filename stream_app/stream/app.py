@@ -28,6 +28,7 @@ import redis.asyncio as redis_asyncio
 from aiokafka import AIOKafkaProducer
 from faust.app.base import BootStrategy
 from mode import Service
+from redis.exceptions import RedisError
 
 from stream_app.errors import DependencyUnavailable
 from stream_app.features.redis_store import RedisWindowStore
@@ -40,6 +41,7 @@ from stream_app.stream.pipeline import Pipeline
 from stream_app.stream.publisher import BatchPublisher
 from stream_app.stream.retry import Backoff
 from stream_app.stream.topics import StreamTopics, ensure_topics, stream_topics
+from stream_app.stream.window_process import WindowProcess, WindowStoreConfig
 from stream_app.stream.worker import BatchWorker
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ class StreamRuntime(Service):
         self._producer: Any = None
         self._redis: Any = None
         self._redis_writer: redis.Redis | None = None
+        self._window_process: WindowProcess | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -100,23 +103,37 @@ class StreamRuntime(Service):
                 settings.topic_replication,
             )
         )
-        self._redis = redis_asyncio.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=_REDIS_TIMEOUT_S,
-            socket_connect_timeout=_REDIS_TIMEOUT_S,
-        )
-        self._redis_writer = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=_REDIS_TIMEOUT_S,
-            socket_connect_timeout=_REDIS_TIMEOUT_S,
-        )
-        store = RedisWindowStore(
-            self._redis,
-            features,
-            key_prefix=topics.redis_key_prefix,
-            ttl_days=settings.redis_key_ttl_days,
-            writer=self._redis_writer,
-        )
+        redis_backoff = Backoff("redis", (RedisError, OSError), self.metrics)
+        store: RedisWindowStore | WindowProcess
+        if settings.window_process:
+            store = self._window_process = await WindowProcess.start(
+                WindowStoreConfig(
+                    redis_url=settings.redis_url,
+                    feature_set=features,
+                    key_prefix=topics.redis_key_prefix,
+                    ttl_days=settings.redis_key_ttl_days,
+                    redis_timeout_s=_REDIS_TIMEOUT_S,
+                ),
+                redis_backoff,
+            )
+        else:
+            self._redis = redis_asyncio.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=_REDIS_TIMEOUT_S,
+                socket_connect_timeout=_REDIS_TIMEOUT_S,
+            )
+            self._redis_writer = redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=_REDIS_TIMEOUT_S,
+                socket_connect_timeout=_REDIS_TIMEOUT_S,
+            )
+            store = RedisWindowStore(
+                self._redis,
+                features,
+                key_prefix=topics.redis_key_prefix,
+                ttl_days=settings.redis_key_ttl_days,
+                writer=self._redis_writer,
+            )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             client_id=f"{topics.consumer_group}-producer",
@@ -125,7 +142,7 @@ class StreamRuntime(Service):
             max_batch_size=_PRODUCER_BATCH_BYTES,
         )
         await self._producer.start()
-        pipeline = Pipeline(
+        pipeline: Pipeline[Any] = Pipeline(
             topics=topics,
             store=store,
             scorer=scorer,
@@ -134,6 +151,7 @@ class StreamRuntime(Service):
             dlq_partitions=settings.topic_partitions,
             publish_scores=settings.publish_scores,
             max_payload_bytes=settings.max_payload_bytes,
+            redis_backoff=redis_backoff,
         )
         self._worker = BatchWorker(settings, topics, pipeline, self.metrics)
         await self._worker.start()
@@ -164,6 +182,8 @@ class StreamRuntime(Service):
             await self._worker.stop()
         if self._producer is not None:
             await self._producer.stop()
+        if self._window_process is not None:
+            await self._window_process.close()
         if self._redis is not None:
             await self._redis.aclose()
         if self._redis_writer is not None:

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
@@ -31,8 +32,7 @@ from stream_app.contracts import (
     encode_alert,
 )
 from stream_app.errors import ContractError
-from stream_app.features.redis_store import ComputedBatch
-from stream_app.features.store import LabelEvent, TransactionEvent
+from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent
 from stream_app.scoring.scorer import Scorer
 from stream_app.stream.dlq import dead_letter
 from stream_app.stream.metrics import WorkerMetrics
@@ -55,17 +55,50 @@ class TransactionScore(msgspec.Struct, frozen=True, tag_field="schema", tag="sco
     event_time: datetime
 
 
-class BatchWindowStore(Protocol):
-    """The window store as the pipeline drives it (:class:`RedisWindowStore`)."""
+class ComputedWindows(Protocol):
+    """A batch applied to the windows, not written yet (``ComputedBatch``, ``RemoteBatch``)."""
+
+    @property
+    def features(self) -> FeatureBatch:
+        """A row per applied transaction."""
+        ...
+
+    @property
+    def applied(self) -> npt.NDArray[np.intp]:
+        """Which input transactions have a row in ``features``."""
+        ...
+
+    @property
+    def late(self) -> npt.NDArray[np.bool_]:
+        """Which input transactions were too old to apply."""
+        ...
+
+    @property
+    def changed(self) -> bool:
+        """Whether any window changed (there is something to write)."""
+        ...
+
+
+C = TypeVar("C", bound=ComputedWindows)
+
+
+class BatchWindowStore(Protocol[C]):
+    """The window store as the pipeline drives it (:class:`RedisWindowStore`, or one in a
+    child process, :class:`~stream_app.stream.window_process.WindowProcess`)."""
 
     async def compute(
         self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
-    ) -> ComputedBatch:
-        """Apply ``labels`` then ``transactions`` in process; nothing written yet."""
+    ) -> C:
+        """Apply ``labels`` then ``transactions`` to the windows; nothing written yet."""
         ...
 
-    async def write_all(self, batches: Sequence[ComputedBatch]) -> None:
+    async def write_all(self, batches: Sequence[C]) -> None:
         """Make computed batches' window changes durable, in the order given."""
+        ...
+
+    @property
+    def computes_in_order(self) -> bool:
+        """Whether computes may overlap: each applies after those called before it."""
         ...
 
     def forget_cached_state(self) -> None:
@@ -129,23 +162,23 @@ class DecodedBatch:
 
 
 @dataclass(eq=False)
-class SentBatch:
+class SentBatch(Generic[C]):
     """A processed batch: its outputs handed to the producer, its windows not yet written."""
 
     batch: DecodedBatch
-    computed: ComputedBatch | None
+    computed: C | None
     records: list[OutRecord]
     futures: list[asyncio.Future[Any]]
 
 
-class Pipeline:
+class Pipeline(Generic[C]):
     """Decodes, windows, scores and publishes batches for one namespace and bundle."""
 
     def __init__(
         self,
         *,
         topics: StreamTopics,
-        store: BatchWindowStore,
+        store: BatchWindowStore[C],
         scorer: Scorer,
         publisher: BatchPublisher,
         metrics: WorkerMetrics,
@@ -153,6 +186,7 @@ class Pipeline:
         publish_scores: bool,
         max_payload_bytes: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        redis_backoff: Backoff | None = None,
     ) -> None:
         self._topics = topics
         self._store = store
@@ -166,11 +200,16 @@ class Pipeline:
         self._model_version = scorer.bundle.model_version
         self.kafka = Backoff("kafka", (KafkaError, OSError), metrics)
         """Retries of broker calls; the worker's own calls to the broker share it."""
-        self.redis = Backoff("redis", (RedisError, OSError), metrics)
+        self.redis = redis_backoff or Backoff("redis", (RedisError, OSError), metrics)
 
     def forget_cached_state(self) -> None:
         """Drop windows cached in the process (the partitions moved)."""
         self._store.forget_cached_state()
+
+    @property
+    def computes_in_order(self) -> bool:
+        """Whether :meth:`compute` calls may overlap (the store orders them)."""
+        return self._store.computes_in_order
 
     def decode(
         self, fetched: Mapping[TopicPartition, Sequence[Any]], generation: int
@@ -226,29 +265,38 @@ class Pipeline:
         batch.max_event_time_us = max((e.event_time_us for e in batch.events), default=-1)
         return batch
 
-    async def process(self, batch: DecodedBatch) -> SentBatch:
-        """Windows on the cached states, one scorer call, outputs handed to the producer.
+    async def process(self, batch: DecodedBatch) -> SentBatch[C]:
+        """:meth:`compute` then :meth:`publish`."""
+        return await self.publish(batch, await self.compute(batch))
+
+    async def compute(self, batch: DecodedBatch) -> C | None:
+        """Apply the batch's labels and transactions to the windows (nothing written yet)."""
+        if not (batch.transactions or batch.labels):
+            return None
+        labels = batch.labels
+        start = time.perf_counter()
+        computed = await self.redis.call(lambda: self._store.compute(batch.events, labels))
+        self._observe("redis", start)
+        if computed.late.any():
+            self._metrics.late_events.labels("transaction").inc(int(computed.late.sum()))
+        return computed
+
+    async def publish(self, batch: DecodedBatch, computed: C | None) -> SentBatch[C]:
+        """One scorer call, then the outputs (dead letters, alerts, scores) handed to the
+        producer without waiting.
 
         The windows are written by :meth:`store`, after the outputs are acknowledged: a
         crash in between recomputes the same rows from Redis and re-sends the same alerts.
         """
         records = list(batch.dead_letters)
-        computed = None
-        if batch.transactions or batch.labels:
-            labels = batch.labels
-            start = time.perf_counter()
-            computed = await self.redis.call(lambda: self._store.compute(batch.events, labels))
-            self._observe("redis", start)
-            if computed.late.any():
-                self._metrics.late_events.labels("transaction").inc(int(computed.late.sum()))
-            if batch.transactions:
-                records.extend(await self._score(batch, computed))
+        if computed is not None and batch.transactions:
+            records.extend(await self._score(batch, computed))
         start = time.perf_counter()
         futures = await self.kafka.call(lambda: self._publisher.send(records))
         self._observe("publish", start)
         return SentBatch(batch, computed, records, futures)
 
-    async def acknowledge(self, sent: SentBatch) -> None:
+    async def acknowledge(self, sent: SentBatch[C]) -> None:
         """Wait until the broker acknowledged ``sent``'s outputs (re-sending while it fails)."""
         start = time.perf_counter()
         futures: list[asyncio.Future[Any]] | None = sent.futures
@@ -266,19 +314,19 @@ class Pipeline:
         await self.kafka.call(acknowledged)
         self._observe("publish", start)
 
-    async def store(self, sent: Sequence[SentBatch]) -> None:
+    async def store(self, sent: Sequence[SentBatch[C]]) -> None:
         """Write acknowledged batches' windows to Redis (retrying while Redis is down).
 
         Batches must be stored in the order they were processed: each write expects the
         window versions the previous one left.
         """
         computed = [batch.computed for batch in sent if batch.computed is not None]
-        if any(c.writes for c in computed):
+        if any(c.changed for c in computed):
             start = time.perf_counter()
             await self.redis.call(lambda: self._store.write_all(computed))
             self._observe("redis", start)
 
-    async def _score(self, batch: DecodedBatch, computed: ComputedBatch) -> list[OutRecord]:
+    async def _score(self, batch: DecodedBatch, computed: C) -> list[OutRecord]:
         """Score the batch's new transactions (not re-deliveries, not late ones) at once.
 
         ONNX Runtime releases the GIL while it runs, so the scorer runs in a thread: the

@@ -52,6 +52,7 @@ class Backoff:
         self._first_s = first_s
         self._max_s = max_s
         self._outage = _Outage()
+        self._failing_elsewhere = False
 
     async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """``await attempt()``, again after a growing pause for as long as it fails."""
@@ -74,6 +75,21 @@ class Backoff:
                 self._outage.failing -= 1
         self._succeeded()
         return result
+
+    def failed_elsewhere(self, exc: BaseException) -> None:
+        """An attempt of a call that another process retries failed (the window process):
+        counted and logged as if it were one of this process's calls."""
+        if not self._failing_elsewhere:
+            self._failing_elsewhere = True
+            self._outage.failing += 1
+        self._failed(exc)
+
+    def succeeded_elsewhere(self) -> None:
+        """The call another process retried succeeded."""
+        if self._failing_elsewhere:
+            self._failing_elsewhere = False
+            self._outage.failing -= 1
+        self._succeeded()
 
     def _failed(self, exc: BaseException) -> None:
         self._metrics.dependency_retries.labels(self.dependency).inc()

@@ -3,20 +3,23 @@
 Faust dispatches one message at a time (~5k events/s here, see the performance notes), so
 the hot topics are read by one aiokafka consumer in the worker's consumer group,
 subscribed to ``transactions`` and ``labels`` (co-partitioned by ``customer_id``: the
-range assignor gives a worker the same partition numbers of both). Five tasks run:
+range assignor gives a worker the same partition numbers of both). Six tasks run:
 
 1. **fetch**: ``getmany`` -> decode and validate (:meth:`Pipeline.decode`) -> label
    barrier -> queue. It decodes batch k+1 while batch k waits on Redis or the broker.
-2. **process**: windows in Redis (one round trip), one scorer call, alerts/scores/dead
-   letters handed to the producer without waiting (:meth:`Pipeline.process`).
-3. **acknowledge**: waits for the broker's acknowledgements of a batch's outputs.
-4. **store**: then writes the batch's windows to Redis (in processing order: each write
+2. **windows**: applies the batch to the windows (:meth:`Pipeline.compute`; at most one
+   Redis round trip). With the window store in a child process this runs on the other
+   core while the score task handles the batch before.
+3. **score**: one scorer call, alerts/scores/dead letters handed to the producer without
+   waiting (:meth:`Pipeline.publish`).
+4. **acknowledge**: waits for the broker's acknowledgements of a batch's outputs.
+5. **store**: then writes the batch's windows to Redis (in processing order: each write
    expects the versions the previous one left; the batches waiting are written in one
    go) and marks their offsets committable.
    Acknowledgements of the next batches are awaited while a write is in flight, and up
-   to ``_SENT_DEPTH`` batches wait for each of the two, so the process task does not stall
+   to ``_SENT_DEPTH`` batches wait for each of the two, so the score task does not stall
    on them (with one stage and one waiting batch it sat idle about a fifth of the time).
-5. **commit**: commits the committable offsets, coalescing batches while a commit is slow
+6. **commit**: commits the committable offsets, coalescing batches while a commit is slow
    (tansu takes tens of ms), and before partitions are revoked or the worker stops.
 
 Offsets are committed only after the broker and Redis acknowledged a batch
@@ -64,7 +67,7 @@ from stream_app.stream.topics import StreamTopics
 log = logging.getLogger(__name__)
 
 _Aligned = tuple[Transaction, TransactionEvent, tuple[TopicPartition, int]]
-_QUEUE_DEPTH = 1  # decoded batches waiting for the process task
+_QUEUE_DEPTH = 1  # decoded batches waiting for the windows task, computed ones for scoring
 _SENT_DEPTH = 3  # batches waiting for the acknowledge task, and for the store task
 _POLL_STALE_S = 2.0  # no fetch response for this long: the broker may hold unseen records
 _STOP_DRAIN_S = 10.0
@@ -94,7 +97,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         settings: Settings,
         topics: StreamTopics,
-        pipeline: Pipeline,
+        pipeline: Pipeline[Any],
         metrics: WorkerMetrics,
     ) -> None:
         self._settings = settings
@@ -116,8 +119,9 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self._kafka = pipeline.kafka  # one outage per dependency across the tasks
         self._decoded: asyncio.Queue[DecodedBatch] = asyncio.Queue(_QUEUE_DEPTH)
-        self._sent: asyncio.Queue[SentBatch] = asyncio.Queue(_SENT_DEPTH)
-        self._acknowledged: asyncio.Queue[SentBatch] = asyncio.Queue(_SENT_DEPTH)
+        self._computed: asyncio.Queue[tuple[DecodedBatch, Any]] = asyncio.Queue(_QUEUE_DEPTH)
+        self._sent: asyncio.Queue[SentBatch[Any]] = asyncio.Queue(_SENT_DEPTH)
+        self._acknowledged: asyncio.Queue[SentBatch[Any]] = asyncio.Queue(_SENT_DEPTH)
         self._progress = _Progress()
         self._progress.idle.set()
         self._generation = 0
@@ -141,12 +145,14 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Join the group and start the fetch, process, acknowledge, store and commit tasks."""
+        """Join the group and start the fetch, windows, score, acknowledge, store and commit
+        tasks."""
         self._consumer.subscribe([self._topics.transactions, self._topics.labels], listener=self)
         await self._kafka.call(self._consumer.start)
         for name, loop in (
             ("fetch", self._fetch_loop),
-            ("process", self._process_loop),
+            ("windows", self._windows_loop),
+            ("score", self._score_loop),
             ("acknowledge", self._acknowledge_loop),
             ("store", self._store_loop),
             ("commit", self._commit_loop),
@@ -207,7 +213,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._pipeline.forget_cached_state()
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
-    # -- the four tasks --------------------------------------------------------------------
+    # -- the tasks -------------------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
         settings = self._settings
@@ -231,13 +237,23 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._progress.finished()  # not handed over: redelivered after a restart
                 raise
 
-    async def _process_loop(self) -> None:
+    async def _windows_loop(self) -> None:
         while True:
             batch = await self._decoded.get()
             if batch.generation != self._generation:
                 self._progress.finished()  # fetched before a rebalance: redelivered later
                 continue
-            await self._sent.put(await self._pipeline.process(batch))
+            computing = asyncio.ensure_future(self._pipeline.compute(batch))
+            if not self._pipeline.computes_in_order:
+                await asyncio.wait([computing])
+            await self._computed.put((batch, computing))
+
+    async def _score_loop(self) -> None:
+        while True:
+            batch, computing = await self._computed.get()
+            computed = await computing
+            sent = await self._pipeline.publish(batch, computed)
+            await self._sent.put(sent)
 
     async def _acknowledge_loop(self) -> None:
         while True:

@@ -1,31 +1,30 @@
 """RedisWindowStore on a real redis-server: the window-store contract suite (run against
-the in-memory store too), idempotence down to the bytes, TTLs, restarts, two workers
-sharing terminals, late events, and the memory a customer costs."""
+the in-memory store and the store in a child process too), idempotence down to the bytes,
+TTLs, restarts, two workers sharing terminals, late events, and the memory a customer
+costs."""
 
 from __future__ import annotations
-
-import asyncio
-import itertools
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import numpy.testing as npt
 import pytest
 import redis
-import redis.asyncio as redis_asyncio
 
 from stream_app.features.batch import compute_features
-from stream_app.features.redis_store import RedisWindowStore
-from stream_app.features.spec import feature_set
 from stream_app.features.store import (
-    FeatureBatch,
     InMemoryWindowStore,
     LabelEvent,
     TransactionEvent,
     WindowStore,
 )
-from stream_app.sources.history import TransactionHistory
+from tests.integration.window_stores import (
+    FS,
+    PREFIX,
+    TTL_DAYS,
+    BlockingRedisStore,
+    drive,
+    redis_state,
+)
 from tests.unit.feature_histories import (
     DAY,
     T0,
@@ -36,82 +35,13 @@ from tests.unit.feature_histories import (
 
 pytestmark = pytest.mark.integration
 
-FS = feature_set("default")
-PREFIX = "fraudstream:test:"
-TTL_DAYS = 45
 
-
-class BlockingRedisStore:
-    """The async RedisWindowStore behind the synchronous WindowStore protocol (own loop)."""
-
-    def __init__(self, url: str, *, threaded_writes: bool = False) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.client = redis_asyncio.Redis.from_url(url)
-        self.writer = redis.Redis.from_url(url) if threaded_writes else None
-        self.store = RedisWindowStore(
-            self.client, FS, key_prefix=PREFIX, ttl_days=TTL_DAYS, writer=self.writer
-        )
-
-    @property
-    def feature_set(self) -> Any:
-        return self.store.feature_set
-
-    def process(
-        self, transactions: list[TransactionEvent], labels: list[LabelEvent]
-    ) -> FeatureBatch:
-        return self.loop.run_until_complete(self.store.process_async(transactions, labels))
-
-    def run(self, awaitable: Any) -> Any:
-        return self.loop.run_until_complete(awaitable)
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.client.aclose())
-        self.loop.close()
-        if self.writer is not None:
-            self.writer.close()
-
-
-@pytest.fixture
-def redis_store(redis_client: redis.Redis, redis_url: str) -> Iterator[BlockingRedisStore]:
-    store = BlockingRedisStore(redis_url)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-@pytest.fixture(params=["in-memory", "redis"])
+@pytest.fixture(params=["in-memory", "redis", "process"])
 def any_store(request: pytest.FixtureRequest) -> WindowStore:
     if request.param == "in-memory":
         return InMemoryWindowStore(FS)
-    store: WindowStore = request.getfixturevalue("redis_store")
+    store: WindowStore = request.getfixturevalue(f"{request.param}_store")
     return store
-
-
-def _drive(
-    store: WindowStore, history: TransactionHistory, seed: int, start: int = 0, stop: int = -1
-) -> list[FeatureBatch]:
-    """Transactions ``start:stop`` in random batch sizes; each label (genuine ones too) in
-    the first batch starting at or after its label time, as the stream delivers them
-    (labels due before ``start`` are delivered again with the first batch)."""
-    stop = len(history) if stop < 0 else stop
-    rng = np.random.default_rng(seed)
-    labels = label_events(history)
-    label_times = np.array([label.label_time_us for label in labels], dtype=np.int64)
-    released = np.searchsorted(label_times, history.event_time_us, "right")
-    cuts = set((np.flatnonzero(np.diff(released)) + 1).tolist())
-    cuts |= set(np.cumsum(rng.integers(1, 60, len(history))).tolist())
-    bounds = sorted(c for c in cuts | {start, stop} if start <= c <= stop)
-    batches, sent = [], 0
-    for lo, hi in itertools.pairwise(bounds):
-        due = int(released[lo])
-        batches.append(store.process(transaction_events(history, range(lo, hi)), labels[sent:due]))
-        sent = due
-    return batches
-
-
-def _redis_state(client: redis.Redis) -> dict[bytes, dict[bytes, bytes]]:
-    return {key: client.hgetall(key) for key in sorted(client.scan_iter(f"{PREFIX}*"))}
 
 
 # -- the contract suite: every WindowStore -------------------------------------------------
@@ -120,7 +50,7 @@ def _redis_state(client: redis.Redis) -> dict[bytes, dict[bytes, bytes]]:
 def test_random_batches_give_the_batch_features_row_for_row(any_store: WindowStore) -> None:
     history = random_history(21, n=900)
     expected = compute_features(history, FS)
-    batches = _drive(any_store, history, seed=21)
+    batches = drive(any_store, history, seed=21)
     npt.assert_allclose(
         np.concatenate([b.values for b in batches]), expected.values, rtol=1e-9, atol=1e-9
     )
@@ -175,14 +105,14 @@ def test_redelivery_leaves_redis_byte_identical(
     redis_store: BlockingRedisStore, redis_client: redis.Redis
 ) -> None:
     history = random_history(22, n=600)
-    _drive(redis_store, history, seed=22)
-    before = _redis_state(redis_client)
+    drive(redis_store, history, seed=22)
+    before = redis_state(redis_client)
     tail = range(len(history) - 80, len(history))
     last_us = history.event_time_us[-1]
     delivered = [lab for lab in label_events(history) if lab.label_time_us <= last_us]
     again = redis_store.process(transaction_events(history, tail), delivered)
     assert again.duplicate.all()
-    assert _redis_state(redis_client) == before
+    assert redis_state(redis_client) == before
 
 
 def test_a_restarted_store_continues_exactly_where_redis_left_off(
@@ -192,12 +122,12 @@ def test_a_restarted_store_continues_exactly_where_redis_left_off(
     expected = compute_features(history, FS)
     first = BlockingRedisStore(redis_url)
     try:
-        _drive(first, history, seed=1, stop=500)
+        drive(first, history, seed=1, stop=500)
     finally:
         first.close()
     second = BlockingRedisStore(redis_url)  # nothing cached: reads what the first wrote
     try:
-        batches = _drive(second, history, seed=2, start=500)
+        batches = drive(second, history, seed=2, start=500)
     finally:
         second.close()
     npt.assert_allclose(
@@ -209,7 +139,7 @@ def test_a_cold_store_reads_every_version_and_state_as_stored(
     redis_store: BlockingRedisStore, redis_client: redis.Redis, redis_url: str
 ) -> None:
     history = random_history(24, n=700)
-    _drive(redis_store, history, seed=24)
+    drive(redis_store, history, seed=24)
     customers = [*sorted(set(history.customer_id.tolist())), "never-seen"]
     terminals = [*sorted(set(history.terminal_id.tolist())), "never-seen"]
     cold = BlockingRedisStore(redis_url)

@@ -225,15 +225,17 @@ def test_redelivered_events_change_no_state_and_raise_no_new_alert(
     assert alerts_before == alerts_after == n
 
 
+@pytest.mark.parametrize("window_process", [True, False], ids=["child", "in-process"])
 def test_a_redis_outage_is_waited_out_without_loss(
-    kafka_bootstrap: str, alert_everything: ModelBundle
+    kafka_bootstrap: str, alert_everything: ModelBundle, window_process: bool
 ) -> None:
-    """redis-server frozen (SIGSTOP) mid-stream: calls time out, the worker backs off,
-    then finishes once Redis is back (SIGCONT) with every transaction applied once."""
+    """redis-server frozen (SIGSTOP) mid-stream: calls time out, the worker (or its window
+    process) backs off, then finishes once Redis is back (SIGCONT) with every transaction
+    applied once. Also with the window store in the worker's own process."""
     history = small_history(seed=7, n_days=10)
     n = len(history)
     with start_redis() as private:
-        settings = worker_settings(kafka_bootstrap, private.url)
+        settings = worker_settings(kafka_bootstrap, private.url, window_process=window_process)
         client = redis.Redis.from_url(private.url)
 
         async def scenario() -> tuple[float, float, int]:

@@ -113,3 +113,33 @@ def test_other_errors_are_not_retried() -> None:
         asyncio.run(_backoff(metrics).call(broken))
     assert _value(metrics, "fraudstream_dependency_retries_total") == 0
     assert _value(metrics, "fraudstream_dependency_up") == 1.0
+
+
+def test_failures_retried_in_another_process_count_as_one_failing_call() -> None:
+    """The window process retries its Redis reads itself and reports each failed attempt:
+    the outage lasts until it reports success and no call of this process still fails."""
+    metrics = WorkerMetrics()
+    backoff = _backoff(metrics)
+    backoff.failed_elsewhere(UnavailableError("read timed out"))
+    backoff.failed_elsewhere(UnavailableError("read timed out"))
+    assert _value(metrics, "fraudstream_dependency_retries_total") == 2
+    assert _value(metrics, "fraudstream_dependency_up") == 0.0
+    failures = [UnavailableError("still down")]
+    ended_while_local_call_failed: list[float] = []
+
+    async def attempt() -> None:
+        if failures:
+            raise failures.pop()
+        ended_while_local_call_failed.append(_value(metrics, "fraudstream_dependency_up"))
+
+    async def scenario() -> None:
+        local = asyncio.ensure_future(backoff.call(attempt))
+        await asyncio.sleep(0)  # the local call has failed once and sleeps
+        backoff.succeeded_elsewhere()
+        ended_while_local_call_failed.append(_value(metrics, "fraudstream_dependency_up"))
+        await local
+
+    asyncio.run(scenario())
+    assert ended_while_local_call_failed == [0.0, 0.0]
+    assert _value(metrics, "fraudstream_dependency_up") == 1.0
+    assert _value(metrics, "fraudstream_dependency_retries_total") == 3
