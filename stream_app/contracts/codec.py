@@ -117,6 +117,22 @@ def decode_label_us(
     return record, to_epoch_us(record.event_time), to_epoch_us(record.label_time)
 
 
+def decode_label_fields(
+    raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> tuple[str, str, str, int, int, bool]:
+    """A ``label.v1`` payload validated as by :func:`decode_label`, as its transaction,
+    customer and terminal ids, ``event_time`` and ``label_time`` in µs and ``is_fraud``."""
+    _check_size(raw, max_bytes)
+    fields = fast.label_fields(raw)
+    if fields is not None:
+        return fields
+    label, event_us, label_us = decode_label_us(raw, max_bytes)
+    return (
+        label.transaction_id, label.customer_id, label.terminal_id, event_us, label_us,
+        label.is_fraud,
+    )  # fmt: skip
+
+
 def decode_event(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Transaction | Label:
     """Decode a ``transaction.v1`` or ``label.v1`` payload, chosen by its ``schema`` field."""
     _check_size(raw, max_bytes)

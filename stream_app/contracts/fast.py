@@ -120,6 +120,31 @@ def label(raw: bytes) -> tuple[Label, int, int] | None:
     return record, event[1], known[1]
 
 
+def label_fields(raw: bytes) -> tuple[str, str, str, int, int, bool] | None:
+    """Transaction, customer and terminal ids, ``event_time`` and ``label_time`` in µs and
+    ``is_fraud`` (what the window store takes; no datetimes built); ``None`` if unsure or
+    ``label_time`` is before ``event_time``."""
+    try:
+        wire = _LABEL.decode(raw)
+    except _FAILURES:
+        return None
+    event = _instant(wire.event_time)
+    known = _instant(wire.label_time)
+    if event is None or known is None or known < event:
+        return None
+    return wire.transaction_id, wire.customer_id, wire.terminal_id, event, known, wire.is_fraud
+
+
+def _instant(text: str) -> int | None:
+    """:func:`_time` without the datetime: a valid head and a valid tail make a valid time."""
+    head = _heads.get(text[:16])
+    tail = _tails.get(text[16:])
+    if head is None or tail is None:
+        learned = _learn(text)
+        return None if learned is None else learned[1]
+    return head + tail
+
+
 def _time(text: str) -> tuple[datetime, int] | None:
     """``text`` as a datetime and µs since the epoch, or ``None`` if it is not a valid time."""
     try:

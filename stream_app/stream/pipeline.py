@@ -27,7 +27,7 @@ from stream_app.contracts import (
     Alert,
     Reason,
     Transaction,
-    decode_label_us,
+    decode_label_fields,
     decode_transaction_us,
     encode_alert,
 )
@@ -119,11 +119,7 @@ def decode_transaction_event(
 
 def decode_label_event(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> LabelEvent:
     """A ``label.v1`` payload as the window store's event."""
-    label, event_us, label_us = decode_label_us(raw, max_bytes)
-    return LabelEvent(
-        label.transaction_id, label.customer_id, label.terminal_id, event_us, label_us,
-        label.is_fraud,
-    )  # fmt: skip
+    return LabelEvent(*decode_label_fields(raw, max_bytes))
 
 
 @dataclass(eq=False)

@@ -29,6 +29,7 @@ from stream_app.contracts import (
     decode_alert,
     decode_event,
     decode_label,
+    decode_label_fields,
     decode_label_us,
     decode_transaction,
     decode_transaction_us,
@@ -244,10 +245,13 @@ def test_decode_us_gives_the_records_times_in_microseconds(event_time: str) -> N
         tx, tx_us = decode_transaction_us(payload("transaction.v1", event_time=event_time))
         assert tx == decode_transaction(payload("transaction.v1", event_time=event_time))
         assert tx_us == tx.event_time_us
-        label, event_us, label_us = decode_label_us(
-            payload("label.v1", event_time=event_time, label_time=event_time)
-        )
+        raw = payload("label.v1", event_time=event_time, label_time=event_time)
+        label, event_us, label_us = decode_label_us(raw)
         assert (event_us, label_us) == (label.event_time_us, label.label_time_us) == (tx_us,) * 2
+        assert decode_label_fields(raw) == (
+            label.transaction_id, label.customer_id, label.terminal_id, tx_us, tx_us,
+            label.is_fraud,
+        )  # fmt: skip
 
 
 @AGREEMENT_SETTINGS
@@ -267,6 +271,7 @@ def test_fast_time_check_accepts_what_the_strict_decoding_accepts(text: str) -> 
     for _ in range(2):  # learning, then from the caches
         timed = fast._time(text)
         assert (timed is not None) == (spelled and strict is not None)
+        assert fast._instant(text) == (None if timed is None else timed[1])
         if timed is not None and strict is not None:
             moment, at = timed
             assert (moment, moment.utcoffset()) == (strict, strict.utcoffset())
@@ -368,11 +373,15 @@ def test_oversized_payload_is_rejected_before_parsing() -> None:
         decode_label(b" " * (DEFAULT_MAX_PAYLOAD_BYTES + 1))
 
 
-def test_label_time_before_event_time_is_rejected() -> None:
+@pytest.mark.parametrize("decode", [decode_label, decode_label_fields])
+def test_label_time_before_event_time_is_rejected(decode: Callable[[bytes], object]) -> None:
     same = decode_label(payload("label.v1", label_time=LABEL["event_time"]))
     assert same.label_time == same.event_time
+    assert decode_label_fields(payload("label.v1", label_time=LABEL["event_time"]))[3:5] == (
+        same.event_time_us, same.event_time_us
+    )
     with pytest.raises(ContractError) as caught:
-        decode_label(payload("label.v1", label_time="2018-04-01T01:00:30+01:00"))
+        decode(payload("label.v1", label_time="2018-04-01T01:00:30+01:00"))
     assert caught.value.field == "$.label_time"
     assert (
         "2018-04-01T01:00:30+01:00 is before event_time 2018-04-01T00:00:31Z"
@@ -389,9 +398,10 @@ def test_label_time_before_event_time_is_rejected() -> None:
     ],
 )
 def test_bad_label_names_the_field(changes: dict[str, Any], field: str) -> None:
-    with pytest.raises(ContractError) as caught:
-        decode_label(payload("label.v1", **changes))
-    assert caught.value.field == field
+    for decode in (decode_label, decode_label_fields):
+        with pytest.raises(ContractError) as caught:
+            decode(payload("label.v1", **changes))
+        assert caught.value.field == field
 
 
 @pytest.mark.parametrize(
