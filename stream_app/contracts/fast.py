@@ -106,24 +106,30 @@ def transaction(raw: bytes) -> tuple[Transaction, int] | None:
 def label(raw: bytes) -> tuple[Label, int, int] | None:
     """The record, its ``event_time`` and ``label_time`` in µs; ``None`` if unsure or
     ``label_time`` is before ``event_time``."""
-    try:
-        wire = _LABEL.decode(raw)
-    except _FAILURES:
+    checked = _label_wire(raw)
+    if checked is None:
         return None
-    event = _time(wire.event_time)
-    known = _time(wire.label_time)
-    if event is None or known is None or known[1] < event[1]:
-        return None
+    wire, event, known = checked
     record = Label(
-        wire.transaction_id, wire.customer_id, wire.terminal_id, event[0], known[0], wire.is_fraud
-    )
-    return record, event[1], known[1]
+        wire.transaction_id, wire.customer_id, wire.terminal_id, _parse(wire.event_time),
+        _parse(wire.label_time), wire.is_fraud,
+    )  # fmt: skip
+    return record, event, known
 
 
 def label_fields(raw: bytes) -> tuple[str, str, str, int, int, bool] | None:
     """Transaction, customer and terminal ids, ``event_time`` and ``label_time`` in µs and
-    ``is_fraud`` (what the window store takes; no datetimes built); ``None`` if unsure or
-    ``label_time`` is before ``event_time``."""
+    ``is_fraud`` (what the window store takes; no datetimes built); ``None`` as
+    :func:`label`."""
+    checked = _label_wire(raw)
+    if checked is None:
+        return None
+    wire, event, known = checked
+    return wire.transaction_id, wire.customer_id, wire.terminal_id, event, known, wire.is_fraud
+
+
+def _label_wire(raw: bytes) -> tuple[_LabelWire, int, int] | None:
+    """The checked label and its two times in µs; ``None`` if unsure or out of order."""
     try:
         wire = _LABEL.decode(raw)
     except _FAILURES:
@@ -132,26 +138,24 @@ def label_fields(raw: bytes) -> tuple[str, str, str, int, int, bool] | None:
     known = _instant(wire.label_time)
     if event is None or known is None or known < event:
         return None
-    return wire.transaction_id, wire.customer_id, wire.terminal_id, event, known, wire.is_fraud
+    return wire, event, known
+
+
+def _time(text: str) -> tuple[datetime, int] | None:
+    """``text`` as a datetime and µs since the epoch, or ``None`` if it is not a valid time."""
+    at = _instant(text)
+    return None if at is None else (_parse(text), at)
 
 
 def _instant(text: str) -> int | None:
-    """:func:`_time` without the datetime: a valid head and a valid tail make a valid time."""
+    """``text`` in µs since the epoch from the caches (a valid head and a valid tail make a
+    valid time), learning it on a miss; ``None`` if it is not a valid time."""
     head = _heads.get(text[:16])
     tail = _tails.get(text[16:])
     if head is None or tail is None:
         learned = _learn(text)
         return None if learned is None else learned[1]
     return head + tail
-
-
-def _time(text: str) -> tuple[datetime, int] | None:
-    """``text`` as a datetime and µs since the epoch, or ``None`` if it is not a valid time."""
-    try:
-        at = _heads[text[:16]] + _tails[text[16:]]
-    except KeyError:
-        return _learn(text)
-    return _parse(text), at
 
 
 def _learn(text: str) -> tuple[datetime, int] | None:
