@@ -19,12 +19,11 @@ from __future__ import annotations
 import gc
 import logging
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import faust
-import redis
-import redis.asyncio as redis_asyncio
 from aiokafka import AIOKafkaProducer
 from faust.app.base import BootStrategy
 from mode import Service
@@ -41,7 +40,11 @@ from stream_app.stream.pipeline import Pipeline
 from stream_app.stream.publisher import BatchPublisher
 from stream_app.stream.retry import Backoff
 from stream_app.stream.topics import StreamTopics, ensure_topics, stream_topics
-from stream_app.stream.window_process import WindowProcess, WindowStoreConfig
+from stream_app.stream.window_process import (
+    WindowProcess,
+    WindowStoreConfig,
+    redis_window_store,
+)
 from stream_app.stream.worker import BatchWorker
 
 log = logging.getLogger(__name__)
@@ -84,9 +87,8 @@ class StreamRuntime(Service):
         self.ready = False
         self._worker: BatchWorker | None = None
         self._producer: Any = None
-        self._redis: Any = None
-        self._redis_writer: redis.Redis | None = None
         self._window_process: WindowProcess | None = None
+        self._close_store: Callable[[], Awaitable[None]] | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -104,36 +106,18 @@ class StreamRuntime(Service):
             )
         )
         redis_backoff = Backoff("redis", (RedisError, OSError), self.metrics)
+        config = WindowStoreConfig(
+            redis_url=settings.redis_url,
+            feature_set=features,
+            key_prefix=topics.redis_key_prefix,
+            ttl_days=settings.redis_key_ttl_days,
+            redis_timeout_s=_REDIS_TIMEOUT_S,
+        )
         store: RedisWindowStore | WindowProcess
         if settings.window_process:
-            store = self._window_process = await WindowProcess.start(
-                WindowStoreConfig(
-                    redis_url=settings.redis_url,
-                    feature_set=features,
-                    key_prefix=topics.redis_key_prefix,
-                    ttl_days=settings.redis_key_ttl_days,
-                    redis_timeout_s=_REDIS_TIMEOUT_S,
-                ),
-                redis_backoff,
-            )
+            store = self._window_process = await WindowProcess.start(config, redis_backoff)
         else:
-            self._redis = redis_asyncio.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=_REDIS_TIMEOUT_S,
-                socket_connect_timeout=_REDIS_TIMEOUT_S,
-            )
-            self._redis_writer = redis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=_REDIS_TIMEOUT_S,
-                socket_connect_timeout=_REDIS_TIMEOUT_S,
-            )
-            store = RedisWindowStore(
-                self._redis,
-                features,
-                key_prefix=topics.redis_key_prefix,
-                ttl_days=settings.redis_key_ttl_days,
-                writer=self._redis_writer,
-            )
+            store, self._close_store = redis_window_store(config)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             client_id=f"{topics.consumer_group}-producer",
@@ -184,10 +168,8 @@ class StreamRuntime(Service):
             await self._producer.stop()
         if self._window_process is not None:
             await self._window_process.close()
-        if self._redis is not None:
-            await self._redis.aclose()
-        if self._redis_writer is not None:
-            self._redis_writer.close()
+        if self._close_store is not None:
+            await self._close_store()
 
 
 def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:

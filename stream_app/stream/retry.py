@@ -92,6 +92,8 @@ class Backoff:
         self._succeeded()
 
     def _failed(self, exc: BaseException) -> None:
+        """Record a failed attempt (the window process overrides this and
+        :meth:`_succeeded` to relay them to the worker's Backoff)."""
         self._metrics.dependency_retries.labels(self.dependency).inc()
         if self._outage.down_since is None:
             self._outage.down_since = time.monotonic()

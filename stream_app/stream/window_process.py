@@ -35,7 +35,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
@@ -49,6 +49,7 @@ from stream_app.errors import FraudstreamError
 from stream_app.features.redis_store import ComputedBatch, RedisWindowStore
 from stream_app.features.spec import FeatureSet
 from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent
+from stream_app.stream.metrics import WorkerMetrics
 from stream_app.stream.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,6 @@ _NO_REPLY = 0  # request id of a call answered by nothing (cache resets)
 _LENGTH = struct.Struct("!Q")  # a frame: its length, then a pickled message
 _STREAM_LIMIT = 1 << 24
 _SOCKET_BUFFER = 1 << 22
-_FIRST_RETRY_S = 0.05  # as the worker's Backoff
-_MAX_RETRY_S = 5.0
 # the child's cache is millions of windows the collector need not scan (see stream.app)
 _GC_THRESHOLDS = (20_000, 20, 20)
 
@@ -72,13 +71,40 @@ class WindowProcessError(FraudstreamError):
 
 @dataclass(frozen=True)
 class WindowStoreConfig:
-    """What the child needs to build its :class:`RedisWindowStore`."""
+    """What a :class:`RedisWindowStore` needs, in the worker or in its child process."""
 
     redis_url: str
     feature_set: FeatureSet
     key_prefix: str
     ttl_days: int
     redis_timeout_s: float
+
+
+def redis_window_store(
+    config: WindowStoreConfig,
+) -> tuple[RedisWindowStore, Callable[[], Awaitable[None]]]:
+    """A :class:`RedisWindowStore` on its own clients (an asyncio one, and a synchronous one
+    for the writes from a thread), and the coroutine function that closes them."""
+    timeout = config.redis_timeout_s
+    async_client = redis_asyncio.Redis.from_url(
+        config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    sync_client = redis.Redis.from_url(
+        config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    store = RedisWindowStore(
+        async_client,
+        config.feature_set,
+        key_prefix=config.key_prefix,
+        ttl_days=config.ttl_days,
+        writer=sync_client,
+    )
+
+    async def close() -> None:
+        await async_client.aclose()
+        sync_client.close()
+
+    return store, close
 
 
 @dataclass(frozen=True, eq=False)
@@ -267,6 +293,7 @@ class _Server:
         self._writer = writer
         self._store = store
         self._computed: dict[int, ComputedBatch] = {}
+        self._redis = _RelayedBackoff(self._reply)
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
         """Run requests until ``stop`` or the worker's end closes; then finish the writes."""
@@ -318,22 +345,9 @@ class _Server:
     async def _compute(
         self, transactions: list[TransactionEvent], labels: list[LabelEvent]
     ) -> ComputedBatch:
-        """``store.compute``, retried while Redis fails (reported to the worker): the worker
-        sends the next batches without waiting, so a failed one must not let them pass."""
-        delay = _FIRST_RETRY_S
-        failing = False
-        while True:
-            try:
-                computed = await self._store.compute(transactions, labels)
-            except (redis.RedisError, OSError) as exc:
-                failing = True
-                self._reply(_NO_REPLY, False, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_S)
-                continue
-            if failing:
-                self._reply(_NO_REPLY, True, None)
-            return computed
+        """``store.compute``, retried while Redis fails: the worker sends the next batches
+        without waiting, so a failed one must not let them pass."""
+        return await self._redis.call(lambda: self._store.compute(transactions, labels))
 
     async def _write_loop(self, writes: asyncio.Queue[tuple[int, list[int]] | None]) -> None:
         while (request := await writes.get()) is not None:
@@ -354,6 +368,25 @@ class _Server:
         if not ok:
             payload = _picklable(payload)
         self._writer.write(_frame((request_id, ok, payload)))
+
+
+class _RelayedBackoff(Backoff):
+    """The worker's retry schedule for Redis in the child: each failed attempt, and the
+    recovery, go to the worker's own Redis :class:`Backoff` (its log and metrics)."""
+
+    def __init__(self, reply: Callable[[int, bool, Any], None]) -> None:
+        super().__init__("redis", (redis.RedisError, OSError), WorkerMetrics())
+        self._reply = reply
+        self._reported = False
+
+    def _failed(self, exc: BaseException) -> None:
+        self._reported = True
+        self._reply(_NO_REPLY, False, exc)
+
+    def _succeeded(self) -> None:
+        if self._reported:
+            self._reported = False
+            self._reply(_NO_REPLY, True, None)
 
 
 def _picklable(error: BaseException) -> BaseException:
@@ -379,27 +412,13 @@ async def _serve(connection: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=connection, limit=_STREAM_LIMIT)
     writer.transport.max_size = _SOCKET_BUFFER  # type: ignore[attr-defined]
     _, _, (config,) = await _read_frame(reader)
-    timeout = config.redis_timeout_s
-    async_client = redis_asyncio.Redis.from_url(
-        config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
-    sync_client = redis.Redis.from_url(
-        config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
-    store = RedisWindowStore(
-        async_client,
-        config.feature_set,
-        key_prefix=config.key_prefix,
-        ttl_days=config.ttl_days,
-        writer=sync_client,
-    )
+    store, close_store = redis_window_store(config)
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
     try:
         await _Server(writer, store).serve(reader)
     finally:
-        await async_client.aclose()
-        sync_client.close()
+        await close_store()
         writer.close()
 
 
