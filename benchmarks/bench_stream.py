@@ -5,7 +5,11 @@ bundle (trained first when ``.run/demo/bundle`` is missing, or ``--bundle``):
 
 1. **throughput**: a simulated history (``--events`` transactions and their labels) is
    pre-produced, then one ``fraudstream worker`` child process scores it; events/s counts
-   from the first to the last score record received.
+   transactions from the first to the last seen done. Two runs, each on its own namespace:
+   the worker as configured by default (alerts only; progress is the offsets it commits,
+   which it does only after the alerts were acknowledged and the windows stored), then
+   with every score published (``FRAUDSTREAM_PUBLISH_SCORES``, progress is the score
+   records received), which is what the naive pipeline does too.
 2. **naive**: ``benchmarks/naive_pipeline.py`` (the same code, one event at a time) scores
    the first ``--naive-events`` transactions of the same records; events/s the same way.
 3. **latency**: a fresh worker gets transactions offered at a fixed ``--rate`` for
@@ -18,8 +22,9 @@ bundle (trained first when ``.run/demo/bundle`` is missing, or ``--bundle``):
 The throughput run is bracketed by a yardstick (M pure-Python loop adds per CPU second):
 this shared virtual machine's speed varies by about ±30 % from minute to minute.
 
-Prints a table, then ONE JSON line with ``events_per_s``, ``naive_events_per_s``,
-``speedup``, ``latency_p50_ms`` and ``latency_p99_ms``.
+Prints a table, then ONE JSON line with ``events_per_s`` (default settings),
+``events_per_s_scores_published``, ``naive_events_per_s``, ``speedup`` (scores published
+vs naive), ``latency_p50_ms``, ``latency_p99_ms`` and ``rss_mb``.
 
     .venv/bin/python benchmarks/bench_stream.py [--events 200000] [--naive-events 20000]
         [--rate 2000] [--seconds 20] [--warmup-s 3] [--bundle DIR]
@@ -45,7 +50,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.local_services import free_port, start_redis, start_tansu
@@ -66,49 +71,93 @@ _SCORE = msgspec.json.Decoder(TransactionScore)
 
 
 @dataclass(eq=False)
-class ScoreWatch:
-    """Counts score records as they arrive; keeps their arrival times per transaction id."""
+class Progress:
+    """Counts transactions done as they are seen; events/s from the first sighting to the
+    last (what the first sighting covered is excluded: its start is not seen)."""
 
     expected: int
-    keep_times: bool = False
     count: int = 0
     first_at: float | None = None
     first_count: int = 0
     last_at: float = 0.0
-    received_at: dict[str, float] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __call__(self, _tp: TopicPartition, records: Sequence[Any]) -> None:
-        now = time.time()
+    def reached(self, count: int, now: float) -> None:
+        """``count`` transactions are done at ``now``."""
+        if count <= self.count:
+            return
         if self.first_at is None:
-            self.first_at, self.first_count = now, len(records)
-        self.count += len(records)
-        self.last_at = now
-        if self.keep_times:
-            for record in records:
-                self.received_at[_SCORE.decode(record.value).transaction_id] = now
+            self.first_at, self.first_count = now, count
+        self.count, self.last_at = count, now
         if self.count >= self.expected:
             self.done.set()
 
     @property
     def events_per_s(self) -> float:
-        """Scores per second from the first to the last received (the first batch excluded)."""
+        """Transactions per second from the first sighting to the last."""
         if self.first_at is None or self.last_at <= self.first_at:
             return 0.0
         return (self.count - self.first_count) / (self.last_at - self.first_at)
 
 
+@dataclass(eq=False)
+class ScoreWatch(Progress):
+    """Counts score records as they arrive; keeps their arrival times per transaction id."""
+
+    keep_times: bool = False
+    received_at: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, _tp: TopicPartition, records: Sequence[Any]) -> None:
+        now = time.time()
+        if self.keep_times:
+            for record in records:
+                self.received_at[_SCORE.decode(record.value).transaction_id] = now
+        self.reached(self.count + len(records), now)
+
+
+Follow = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+"""Watches a worker's progress until the event is set."""
+
+
+def follow_scores(bootstrap: str, topic: str, watch: ScoreWatch) -> Follow:
+    """Follow the score records on ``topic``."""
+    return lambda stop: read_topic(bootstrap, topic, watch, follow=True, stop=stop)
+
+
+def follow_commits(
+    bootstrap: str, group: str, topic: str, partitions: int, watch: Progress
+) -> Follow:
+    """Follow the offsets ``group`` committed on ``topic`` (polled every 20 ms): a worker
+    commits a transaction only after its windows are in Redis and its alerts on the broker,
+    so this sees transactions done when no score records are published."""
+
+    async def follow(stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            while not stop.is_set():
+                offsets = [await consumer.committed(tp) for tp in tps]
+                watch.reached(sum(o or 0 for o in offsets), time.time())
+                await asyncio.sleep(0.02)
+        finally:
+            await consumer.stop()
+
+    return follow
+
+
 async def run_and_watch(
-    bootstrap: str,
-    topic: str,
-    watch: ScoreWatch,
+    follow: Follow,
+    watch: Progress,
     start_child: Callable[[contextlib.ExitStack[Any]], Callable[[], None]],
     offer: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
-    """Follow ``topic`` first, then start the child process (and ``offer`` records) and wait
-    until ``watch`` saw every score; fail when the child dies or progress stalls."""
+    """Start ``follow`` first, then the child process (and ``offer`` records), and wait
+    until ``watch`` saw every transaction done; fail when the child dies or progress stalls."""
     stop = asyncio.Event()
-    reader = asyncio.create_task(read_topic(bootstrap, topic, watch, follow=True, stop=stop))
+    reader = asyncio.create_task(follow(stop))
     try:
         with contextlib.ExitStack() as stack:
             alive = await asyncio.to_thread(start_child, stack)
@@ -124,8 +173,8 @@ async def run_and_watch(
                 if watch.count != last_count:
                     last, last_count = time.monotonic(), watch.count
                 elif time.monotonic() - last > STALL_TIMEOUT_S:
-                    raise RuntimeError(f"{topic}: {watch.count:,} of {watch.expected:,} "
-                                       f"scored, then nothing for {STALL_TIMEOUT_S:.0f} s")
+                    raise RuntimeError(f"{watch.count:,} of {watch.expected:,} transactions "
+                                       f"done, then nothing for {STALL_TIMEOUT_S:.0f} s")
                 await asyncio.sleep(0.1)
             if offering is not None:
                 await offering
@@ -161,12 +210,66 @@ def bench_history(events: int, seed: int) -> TransactionHistory:
     return history.slice(0, min(events, len(history)))
 
 
-def worker_settings(kafka: str, redis_url: str, bundle: Path, namespace: str) -> Settings:
-    """Settings of a benchmark worker (scores published, its own web port)."""
+def worker_settings(
+    kafka: str, redis_url: str, bundle: Path, namespace: str, *, publish_scores: bool = True
+) -> Settings:
+    """Settings of a benchmark worker (its own web port)."""
     return Settings.from_env(
         kafka_bootstrap=kafka, redis_url=redis_url, namespace=namespace,
-        model_dir=str(bundle), publish_scores=True, web_port=free_port(),
+        model_dir=str(bundle), publish_scores=publish_scores, web_port=free_port(),
     )
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """One throughput run: transactions per second, the worker's RSS, the yardsticks."""
+
+    events_per_s: float
+    rss_mb: float
+    speed_before: float
+    speed_after: float
+
+
+def measure_throughput(
+    kafka: str, redis_url: str, bundle: Path, history: TransactionHistory, namespace: str,
+    *, publish_scores: bool, log_path: Path,
+) -> Throughput:
+    """Pre-produce ``history`` to ``namespace``, then let one worker score all of it.
+
+    With ``publish_scores`` progress is the score records received, else the offsets the
+    worker committed (after the alerts were acknowledged and the windows stored).
+    """
+    settings = worker_settings(kafka, redis_url, bundle, namespace,
+                               publish_scores=publish_scores)
+    topics = stream_topics(namespace)
+    ensure_topics_sync(kafka, topics.all, settings.topic_partitions, 1)
+    order = replay_order(history)
+    produced = asyncio.run(replay(history, order, kafka, topics, None, progress=False))
+    print(produced.line(topics))
+    watch: Progress
+    if publish_scores:
+        scores = watch = ScoreWatch(order.transactions)
+        follow = follow_scores(kafka, topics.scores, scores)
+    else:
+        watch = Progress(order.transactions)
+        follow = follow_commits(kafka, topics.consumer_group, topics.transactions,
+                                settings.topic_partitions, watch)
+    rss: list[float] = []
+
+    def batched(stack: contextlib.ExitStack[Any]) -> Callable[[], None]:
+        worker = stack.enter_context(worker_process(settings, log_path))
+        stack.callback(lambda: rss.append(rss_mb(worker.process.pid)))
+        stack.callback(lambda: print(worker_profile(settings)))
+        return worker.check_alive
+
+    speed_before = python_speed()
+    asyncio.run(run_and_watch(follow, watch, batched))
+    speed_after = python_speed()
+    what = "scores published" if publish_scores else "alerts only (default settings)"
+    print(f"batched worker, {what}: {watch.count:,} done, {watch.events_per_s:,.0f} "
+          f"events/s, worker RSS {rss[0]:.0f} MiB; machine yardstick {speed_before:.1f} / "
+          f"{speed_after:.1f} M Python loop adds per CPU second before / after")
+    return Throughput(watch.events_per_s, rss[0], speed_before, speed_after)
 
 
 def python_speed() -> float:
@@ -244,43 +347,29 @@ def main() -> None:
     print(f"{len(history):,} simulated transactions, bundle {bundle}")
 
     with start_tansu() as kafka, start_redis() as redis_server:
-        settings = worker_settings(kafka.address, redis_server.url, bundle, "bench")
-        topics = stream_topics("bench")
-        ensure_topics_sync(kafka.address, topics.all, settings.topic_partitions, 1)
-        order = replay_order(history)
-        produced = asyncio.run(replay(history, order, kafka.address, topics, None,
-                                      progress=False))
-        print(produced.line(topics))
-
-        # 1. throughput of the batched worker on the pre-produced records
-        watch = ScoreWatch(order.transactions)
-        rss: list[float] = []
-
-        def batched(stack: contextlib.ExitStack[Any]) -> Callable[[], None]:
-            worker = stack.enter_context(worker_process(settings, log_dir / "worker.log"))
-            stack.callback(lambda: rss.append(rss_mb(worker.process.pid)))
-            stack.callback(lambda: print(worker_profile(settings)))
-            return worker.check_alive
-
-        speed_before = python_speed()
-        asyncio.run(run_and_watch(kafka.address, topics.scores, watch, batched))
-        speed_after = python_speed()
-        print(f"machine yardstick: {speed_before:.1f} / {speed_after:.1f} M Python loop adds "
-              "per CPU second before / after the throughput run")
-        print(f"batched worker: {watch.count:,} scored, {watch.events_per_s:,.0f} events/s, "
-              f"worker RSS {rss[0]:.0f} MiB")
+        # 1. throughput of the batched worker on pre-produced records: as configured by
+        # default (alerts only), then publishing every score like the naive pipeline does
+        default = measure_throughput(
+            kafka.address, redis_server.url, bundle, history, "bench-default",
+            publish_scores=False, log_path=log_dir / "worker-default.log",
+        )
+        scores = measure_throughput(
+            kafka.address, redis_server.url, bundle, history, "bench",
+            publish_scores=True, log_path=log_dir / "worker.log",
+        )
+        partitions = Settings.from_env().topic_partitions
 
         # 2. the naive per-event pipeline on the first records of the same topics
         naive = stream_topics("bench-naive")
-        ensure_topics_sync(kafka.address, naive.all, settings.topic_partitions, 1)
-        naive_watch = ScoreWatch(min(args.naive_events, order.transactions))
+        ensure_topics_sync(kafka.address, naive.all, partitions, 1)
+        naive_watch = ScoreWatch(min(args.naive_events, len(history)))
         naive_args = [
             "--bootstrap", kafka.address, "--redis-url", redis_server.url,
             "--bundle", str(bundle), "--input-namespace", "bench",
             "--namespace", "bench-naive", "--transactions", str(naive_watch.expected),
         ]  # fmt: skip
         asyncio.run(run_and_watch(
-            kafka.address, naive.scores, naive_watch,
+            follow_scores(kafka.address, naive.scores, naive_watch), naive_watch,
             lambda stack: stack.enter_context(naive_process(naive_args, log_dir / "naive.log")),
         ))
         print(f"naive pipeline: {naive_watch.count:,} scored, "
@@ -290,7 +379,7 @@ def main() -> None:
         paced = history.slice(0, min(len(history), int(args.rate * args.seconds)))
         lat_settings = worker_settings(kafka.address, redis_server.url, bundle, "bench-lat")
         lat_topics = stream_topics("bench-lat")
-        ensure_topics_sync(kafka.address, lat_topics.all, settings.topic_partitions, 1)
+        ensure_topics_sync(kafka.address, lat_topics.all, partitions, 1)
         sent_at = np.full(len(paced), np.nan)
         lat_watch = ScoreWatch(len(paced), keep_times=True)
 
@@ -303,7 +392,7 @@ def main() -> None:
                          events_per_s=args.rate, progress=False, on_sent=on_sent)
 
         asyncio.run(run_and_watch(
-            kafka.address, lat_topics.scores, lat_watch,
+            follow_scores(kafka.address, lat_topics.scores, lat_watch), lat_watch,
             lambda stack: stack.enter_context(
                 worker_process(lat_settings, log_dir / "worker-latency.log")).check_alive,
             offer,
@@ -313,23 +402,28 @@ def main() -> None:
                                for tx, at in lat_watch.received_at.items()])
         p50, p99 = (float(np.percentile(latency_ms, q)) for q in (50, 99))
 
-    speedup = watch.events_per_s / naive_watch.events_per_s if naive_watch.events_per_s else 0.0
+    naive_per_s = naive_watch.events_per_s
+    speedup = scores.events_per_s / naive_per_s if naive_per_s else 0.0
     print()
-    print(f"{'pipeline':<34}{'events/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
-    print(f"{'batched worker (micro-batches)':<34}{watch.events_per_s:>12,.0f}"
-          f"{p50:>10.1f}{p99:>10.1f}")
-    print(f"{'naive per-event pipeline':<34}{naive_watch.events_per_s:>12,.0f}"
+    print(f"{'pipeline':<44}{'events/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'batched worker, default (alerts only)':<44}{default.events_per_s:>10,.0f}"
           f"{'-':>10}{'-':>10}")
-    print(f"speedup {speedup:.1f}x; latency at {args.rate:,.0f} events/s offered for "
-          f"{args.seconds:.0f} s ({len(latency_ms):,} transactions)")
+    print(f"{'batched worker, every score published':<44}{scores.events_per_s:>10,.0f}"
+          f"{p50:>10.1f}{p99:>10.1f}")
+    print(f"{'naive per-event pipeline (scores published)':<44}{naive_per_s:>10,.0f}"
+          f"{'-':>10}{'-':>10}")
+    print(f"speedup {speedup:.1f}x (both publishing every score); latency at "
+          f"{args.rate:,.0f} events/s offered for {args.seconds:.0f} s "
+          f"({len(latency_ms):,} transactions, ingest to score record)")
     print(json.dumps({
-        "events_per_s": round(watch.events_per_s, 1),
-        "naive_events_per_s": round(naive_watch.events_per_s, 1),
+        "events_per_s": round(default.events_per_s, 1),
+        "events_per_s_scores_published": round(scores.events_per_s, 1),
+        "naive_events_per_s": round(naive_per_s, 1),
         "speedup": round(speedup, 2),
         "latency_p50_ms": round(p50, 2),
         "latency_p99_ms": round(p99, 2),
+        "rss_mb": round(max(default.rss_mb, scores.rss_mb), 1),
     }))
-
 
 if __name__ == "__main__":
     main()
