@@ -23,7 +23,7 @@ class Settings:
     label_delay_days: int = 7
     feature_set: str = "default"
     model_dir: str = "models/current"
-    batch_max_events: int = 2000
+    batch_max_events: int = 4000
     batch_max_wait_ms: int = 20
     fetch_max_wait_ms: int = 50
     label_barrier_timeout_ms: int = 2000
