@@ -2,13 +2,13 @@
 
 Takes ``--days`` days of the handbook history from ``--from`` plus the ``--warmup-days``
 before them, replays them (transactions and labels on the event-time clock, max speed)
-through one ``fraudstream worker`` child process on a private tansu broker and
-redis-server, with scores published, and runs ``fraudstream backtest --from`` on the same
-rows and bundle. Compares every transaction's score from ``--from`` on (tolerance 1e-6)
-and the alert sets; prints the figures and ONE JSON line. Exit code 1 when they differ.
+through ``--workers`` ``fraudstream worker`` child processes (one consumer group) on a
+private tansu broker and redis-server, with scores published, and runs
+``fraudstream backtest --from`` on the same rows and bundle. Compares every transaction's
+score from ``--from`` on (tolerance 1e-6) and the alert sets; prints the figures and ONE JSON line. Exit code 1 when they differ.
 
     .venv/bin/python benchmarks/stream_vs_backtest.py [--from 2018-08-01] [--days 20]
-        [--warmup-days 30] [--partitions 4] [--bundle DIR]
+        [--warmup-days 30] [--partitions 4] [--workers 1] [--bundle DIR]
 
 The slice is written as JSONL to a temporary directory (removed at the end), never into
 the repository.
@@ -57,10 +57,11 @@ _SCORE = msgspec.json.Decoder(TransactionScore)
 
 
 async def stream_scores(
-    history: Any, worker: WorkerProcess
+    history: Any, workers: Sequence[WorkerProcess]
 ) -> tuple[dict[str, float], set[str], float]:
-    """Replay ``history`` to the worker; its scores, alerted ids and events/s."""
-    settings = worker.settings
+    """Replay ``history`` to the workers (one consumer group); their scores, alerted ids
+    and events/s."""
+    settings = workers[0].settings
     topics = stream_topics(settings.namespace)
     scores: dict[str, float] = {}
     alerts: set[str] = set()
@@ -89,11 +90,12 @@ async def stream_scores(
         print(summary.line(topics), flush=True)
         last, last_count = time.monotonic(), -1
         while len(scores) < order.transactions:
-            worker.check_alive()
+            for worker in workers:
+                worker.check_alive()
             if len(scores) != last_count:
                 last, last_count = time.monotonic(), len(scores)
             elif time.monotonic() - last > STALL_TIMEOUT_S:
-                raise RuntimeError(f"the worker scored {len(scores):,} of "
+                raise RuntimeError(f"the workers scored {len(scores):,} of "
                                    f"{order.transactions:,} and then stalled")
             await asyncio.sleep(0.2)
         finished = time.time()
@@ -127,6 +129,8 @@ def main() -> int:
     parser.add_argument("--warmup-days", type=int, default=30)
     parser.add_argument("--partitions", type=int, default=Settings().topic_partitions,
                         help="partitions per topic (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes sharing the partitions (default 1)")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="model bundle (default models/current, else .run/demo/bundle)")
     args = parser.parse_args()
@@ -174,10 +178,17 @@ def main() -> int:
             )
             ensure_topics_sync(kafka.address, stream_topics(NAMESPACE).all,
                                settings.topic_partitions, 1)
-            worker = stack.enter_context(
-                worker_process(settings, REPO / ".run" / "parity" / "worker.log"))
-            scores, alerts, rate = asyncio.run(stream_scores(history, worker))
-            print("worker order metrics: " + order_metrics(settings.web_port), flush=True)
+            workers = [
+                stack.enter_context(worker_process(
+                    settings.replace(web_port=free_port()) if i else settings,
+                    REPO / ".run" / "parity" / (f"worker-{i}.log" if i else "worker.log"),
+                ))
+                for i in range(args.workers)
+            ]
+            scores, alerts, rate = asyncio.run(stream_scores(history, workers))
+            for i, worker in enumerate(workers):
+                print(f"worker {i} order metrics: " + order_metrics(worker.settings.web_port),
+                      flush=True)
 
     expected = dict(zip(table["transaction_id"], table["score"], strict=True))
     expected_alerts = {t for t, a in zip(table["transaction_id"], table["is_alert"],

@@ -177,12 +177,14 @@ class RedisWindowStore:
         """Apply ``labels`` then ``transactions`` to the cached windows (reading missing ones).
 
         Nothing is written to Redis: pass the result to :meth:`write` once the batch's
-        outputs are safe.
+        outputs are safe. A write redone while the read is in flight drops the windows it
+        found stale from the cache, so the read is repeated until none is missing.
         """
         customers, terminals = self._missing(transactions, labels)
-        if customers or terminals:
+        while customers or terminals:
             replies = await self._read(customers, terminals)
             self._install(customers, terminals, replies)
+            customers, terminals = self._missing(transactions, labels)
         return self._compute(tuple(transactions), tuple(labels))
 
     async def write(self, computed: ComputedBatch) -> None:
@@ -234,8 +236,9 @@ class RedisWindowStore:
             )
             if key not in cached_terminals
         ]
+        wanted = len(customers) + len(terminals)
         cached = len(self._customers) + len(self._terminals)
-        if cached and cached + len(customers) + len(terminals) > self._max_cached:
+        if wanted and cached and cached + wanted > self._max_cached:
             self.forget_cached_state()  # bounded memory: start over, no recency bookkeeping
             return self._missing(transactions, labels)
         return customers, terminals

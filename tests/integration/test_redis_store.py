@@ -5,12 +5,16 @@ costs."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import numpy as np
 import numpy.testing as npt
 import pytest
 import redis
 
 from stream_app.features.batch import compute_features
+from stream_app.features.redis_store import READ_SCRIPT, RedisWindowStore
 from stream_app.features.store import (
     InMemoryWindowStore,
     LabelEvent,
@@ -192,6 +196,65 @@ def test_a_group_of_writes_redoes_a_stale_batch_and_the_ones_after_it(
     assert _terminal_k_count_for_a_new_transaction(redis_url) == 5.0  # a1, b1, a2, a3, c1
     assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"5"  # a2, a3 redone, then c1
     assert redis_client.hget(f"{PREFIX}v2:cust:ca", "v") == b"2"
+    assert redis_client.hget(f"{PREFIX}v2:cust:cd", "v") == b"1"
+
+
+class _HeldReads:
+    """A redis.asyncio client whose next window read, once :meth:`hold` is called, waits
+    for :attr:`release` (Redis itself is real): it lets a write land mid-read, as the
+    worker's store task may while its windows task computes the next batch."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._holding = False
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def hold(self) -> None:
+        self._holding = True
+
+    def register_script(self, text: str) -> Any:
+        script = self._client.register_script(text)
+        if text != READ_SCRIPT:
+            return script
+
+        async def read(**kwargs: Any) -> Any:
+            if self._holding:
+                self._holding = False
+                self.reading.set()
+                await self.release.wait()
+            return await script(**kwargs)
+
+        return read
+
+
+def test_a_write_redone_while_the_next_batch_reads_leaves_that_batch_whole(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    a, b = BlockingRedisStore(redis_url), BlockingRedisStore(redis_url)
+    held = _HeldReads(a.client)
+    a.store = RedisWindowStore(held, FS, key_prefix=PREFIX, ttl_days=TTL_DAYS)
+
+    async def next_batch_reads_while_a_stale_write_is_redone() -> None:
+        first = await a.store.compute([TransactionEvent("a2", "ca", "k", T0 + 2, 1.0)], [])
+        held.hold()
+        computing = asyncio.ensure_future(  # cd is new to a: this compute reads it
+            a.store.compute([TransactionEvent("a3", "cd", "k", T0 + 3, 1.0)], [])
+        )
+        await held.reading.wait()
+        await a.store.write_all([first])  # k moved (b1): redone, k dropped from a's cache
+        held.release.set()
+        await a.store.write_all([await computing])
+
+    try:
+        a.process([TransactionEvent("a1", "ca", "k", T0, 1.0)], [])  # k at version 1
+        b.process([TransactionEvent("b1", "cb", "k", T0 + 1, 1.0)], [])  # 2, behind a's back
+        a.run(next_batch_reads_while_a_stale_write_is_redone())
+    finally:
+        a.close()
+        b.close()
+    assert _terminal_k_count_for_a_new_transaction(redis_url) == 5.0  # a1, b1, a2, a3, c1
+    assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"5"
     assert redis_client.hget(f"{PREFIX}v2:cust:cd", "v") == b"1"
 
 
