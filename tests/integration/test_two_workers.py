@@ -1,0 +1,83 @@
+"""Two workers in one consumer group, as subprocesses: each owns half the partitions and
+both write the shared terminal windows. Every transaction ends up in its customer's and
+terminal's window exactly once, every fraud label once, every alert id is on the topic,
+and neither worker fails (a terminal moved by the other worker while a batch reads is the
+case that used to crash one)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from stream_app.contracts import alert_id, decode_alert
+from stream_app.scoring.bundle import load_bundle
+from stream_app.sources.simulator import simulate
+from stream_app.stream.replay import replay, replay_order
+from stream_app.stream.topics import stream_topics
+from stream_app.stream.worker_process import worker_process
+from tests.integration.stream_checks import windows_match
+from tests.integration.worker_support import (
+    bundle_with_threshold,
+    create_topics,
+    read_all,
+    worker_settings,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.train]
+
+FINISH_TIMEOUT_S = 120.0
+
+
+def test_two_workers_share_terminals_and_lose_or_double_nothing(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    bundle_path = bundle_with_threshold(0.0)
+    bundle = load_bundle(bundle_path)
+    version, width = bundle.model_version, len(bundle.feature_columns)
+    first = worker_settings(
+        kafka_bootstrap, redis_url, model_dir=str(bundle_path), batch_max_events=40
+    )
+    second = worker_settings(
+        kafka_bootstrap, redis_url, model_dir=str(bundle_path), batch_max_events=40,
+        namespace=first.namespace,
+    )  # fmt: skip
+    # many customers on few terminals, at full speed: batches read new customers while
+    # the other worker moves the terminals they share
+    history = simulate(n_customers=400, n_terminals=40, n_days=10,
+                       start_date=dt.date(2018, 4, 1), seed=11)
+    topics = asyncio.run(create_topics(first))
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    with contextlib.ExitStack() as stack:
+        workers = [
+            stack.enter_context(worker_process(settings, log))
+            for settings, log in zip((first, second), logs, strict=True)
+        ]
+        asyncio.run(
+            replay(history, replay_order(history, None, None), kafka_bootstrap,
+                   stream_topics(first.namespace), None, progress=False)
+        )  # fmt: skip
+        deadline = time.monotonic() + FINISH_TIMEOUT_S
+        while (problem := windows_match(redis_client, first.namespace, history, width)) and (
+            time.monotonic() < deadline
+        ):
+            for worker in workers:
+                worker.check_alive()
+            time.sleep(0.5)
+        assert problem == ""
+        expected = {alert_id(tx, version) for tx in history.transaction_id.tolist()}
+        while time.monotonic() < deadline:
+            records = asyncio.run(read_all(kafka_bootstrap, topics.alerts))
+            if {decode_alert(r.value).alert_id for r in records} >= expected:
+                break
+            time.sleep(0.5)
+        for worker in workers:
+            worker.check_alive()
+    assert {decode_alert(r.value).alert_id for r in records} == expected
+    for log in logs:
+        assert "Traceback" not in log.read_text(errors="replace"), log.read_text()
