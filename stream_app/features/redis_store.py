@@ -70,11 +70,14 @@ _READ_HEADER = msgspec.msgpack.Decoder(list[int])
 
 @dataclass(slots=True)
 class _Cached(Generic[W]):
-    """A window as this process knows it: state, its bytes and the version they will have."""
+    """A window as this process knows it: state, its bytes and the version they will have,
+    and the version Redis was last seen to hold (below ``version`` while writes of this
+    process are pending)."""
 
     window: W
     state: bytes
     version: int
+    stored: int
 
 
 class _Write(NamedTuple):
@@ -131,6 +134,7 @@ class RedisWindowStore:
         self._max_cached = max_cached_windows
         self._customers: dict[str, _Cached[CustomerWindow]] = {}
         self._terminals: dict[str, _Cached[TerminalWindow]] = {}
+        self._shared_terminals = False
         self._write_script = client.register_script(WRITE_SCRIPT)
         self._threaded_write = None if writer is None else writer.register_script(WRITE_SCRIPT)
         self._read_script = client.register_script(READ_SCRIPT)
@@ -158,8 +162,18 @@ class RedisWindowStore:
         """False: a compute awaiting its read would let a later one apply first."""
         return False
 
-    def forget_cached_state(self) -> None:
-        """Drop every cached window (after a rebalance: other workers may have written)."""
+    def reset_cache(self, *, shared_terminals: bool) -> None:
+        """Drop every cached window (after a rebalance: other workers may have written).
+
+        ``shared_terminals``: other workers own some partitions, so they write terminal
+        windows too. Each compute then first asks Redis, in its one read, for the cached
+        terminal windows it touches that another worker moved (those with no write of this
+        store pending), so scores see the others' stored events, not a copy read long ago.
+        """
+        self._shared_terminals = shared_terminals
+        self._forget()
+
+    def _forget(self) -> None:
         self._customers.clear()
         self._terminals.clear()
 
@@ -181,9 +195,12 @@ class RedisWindowStore:
         found stale from the cache, so the read is repeated until none is missing.
         """
         customers, terminals = self._missing(transactions, labels)
-        while customers or terminals:
-            replies = await self._read(customers, terminals)
+        held = self._held_terminals(transactions, labels) if self._shared_terminals else []
+        while customers or terminals or held:
+            replies = await self._read(customers, terminals, held)
             self._install(customers, terminals, replies)
+            self._refresh(held, replies[len(customers) + len(terminals) :])
+            held = []
             customers, terminals = self._missing(transactions, labels)
         return self._compute(tuple(transactions), tuple(labels))
 
@@ -207,6 +224,9 @@ class RedisWindowStore:
                 written, reply = await asyncio.to_thread(
                     _until_stale, self._threaded_write, arg_lists
                 )
+            if self._shared_terminals:
+                for _, writes in pending[:written]:
+                    self._confirm(writes)
             del pending[:written]
             if reply:
                 computed, writes = pending[0]
@@ -239,36 +259,80 @@ class RedisWindowStore:
         wanted = len(customers) + len(terminals)
         cached = len(self._customers) + len(self._terminals)
         if wanted and cached and cached + wanted > self._max_cached:
-            self.forget_cached_state()  # bounded memory: start over, no recency bookkeeping
+            self._forget()  # bounded memory: start over, no recency bookkeeping
             return self._missing(transactions, labels)
         return customers, terminals
 
+    def _held_terminals(
+        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+    ) -> list[tuple[str, int]]:
+        """``(terminal id, version in Redis)`` of the cached terminal windows the batch
+        touches that have no write of this store pending."""
+        cached = self._terminals
+        held = []
+        for terminal_id in dict.fromkeys(
+            chain(map(_TERMINAL_ID, labels), map(_TERMINAL_ID, transactions))
+        ):
+            entry = cached.get(terminal_id)
+            if entry is not None and entry.version == entry.stored:
+                held.append((terminal_id, entry.stored))
+        return held
+
     async def _read(
-        self, customers: Sequence[str], terminals: Sequence[str]
-    ) -> list[tuple[int, bytes]]:
-        """``(version, state)`` per key, customers first (``(0, b"")`` for a missing key)."""
+        self, customers: Sequence[str], terminals: Sequence[str],
+        held: Sequence[tuple[str, int]] = (),
+    ) -> list[tuple[int, bytes | None]]:  # fmt: skip
+        """``(version, state)`` per key, customers, terminals, then the ``held`` terminals
+        (``(0, b"")`` for a missing key; state None for a held one that did not move)."""
         customer_prefix, terminal_prefix = self.customer_key(""), self.terminal_key("")
         keys = [customer_prefix + c for c in customers]
         keys += [terminal_prefix + t for t in terminals]
-        header, *states = await self._read_script(args=[_ENCODER.encode(keys)])
+        args = [_ENCODER.encode(keys)]
+        if held:
+            keys += [terminal_prefix + t for t, _ in held]
+            args = [_ENCODER.encode(keys), _ENCODER.encode([version for _, version in held])]
+        header, *states = await self._read_script(args=args)
         return list(zip(_READ_HEADER.decode(header), states, strict=True))
 
     def _install(
         self,
         customers: Sequence[str],
         terminals: Sequence[str],
-        replies: Sequence[tuple[int, bytes]],
+        replies: Sequence[tuple[int, bytes | None]],
     ) -> None:
         newest = self._newest_us
         for customer_id, (version, state) in zip(customers, replies, strict=False):
             customer = self._customers[customer_id] = _customer(version, state, self._width)
             if customer.window.times:
                 newest = max(newest, customer.window.times[-1])
-        for terminal_id, (version, state) in zip(terminals, replies[len(customers) :], strict=True):
+        terminal_replies = replies[len(customers) : len(customers) + len(terminals)]
+        for terminal_id, (version, state) in zip(terminals, terminal_replies, strict=True):
             terminal = self._terminals[terminal_id] = _terminal(version, state)
             if terminal.window.times:
                 newest = max(newest, terminal.window.times[-1])
         self._newest_us = newest
+
+    def _refresh(
+        self, held: Sequence[tuple[str, int]], replies: Sequence[tuple[int, bytes | None]]
+    ) -> None:
+        """Replace the held terminal windows that another worker moved by Redis's."""
+        newest = self._newest_us
+        for (terminal_id, _), (version, state) in zip(held, replies, strict=True):
+            if state is not None:
+                terminal = self._terminals[terminal_id] = _terminal(version, state)
+                if terminal.window.times:
+                    newest = max(newest, terminal.window.times[-1])
+        self._newest_us = newest
+
+    def _confirm(self, writes: Sequence[_Write]) -> None:
+        """Record that ``writes`` are stored: the versions Redis now holds."""
+        prefix = self.terminal_key("")
+        cached = self._terminals
+        for key, expected, _ in writes:
+            if key.startswith(prefix):
+                entry = cached.get(key[len(prefix) :])
+                if entry is not None and entry.stored == expected:
+                    entry.stored = expected + 1
 
     # -- computing -------------------------------------------------------------------------
 
@@ -414,17 +478,17 @@ def _labelled(window: CustomerWindow | TerminalWindow, transaction_id: str) -> b
 def _customer(version: Any, state: Any, width: int) -> _Cached[CustomerWindow]:
     if not state:
         empty = CustomerWindow()
-        return _Cached(empty, encode_window(empty), 0)
+        return _Cached(empty, encode_window(empty), 0, 0)
     raw = bytes(state)
-    return _Cached(decode_customer(raw, width), raw, int(version))
+    return _Cached(decode_customer(raw, width), raw, int(version), int(version))
 
 
 def _terminal(version: Any, state: Any) -> _Cached[TerminalWindow]:
     if not state:
         empty = TerminalWindow()
-        return _Cached(empty, encode_window(empty), 0)
+        return _Cached(empty, encode_window(empty), 0, 0)
     raw = bytes(state)
-    return _Cached(decode_terminal(raw), raw, int(version))
+    return _Cached(decode_terminal(raw), raw, int(version), int(version))
 
 
 def _changes(entries: dict[str, _Cached[W]], key: Callable[[str], str]) -> list[_Write]:

@@ -101,8 +101,9 @@ class BatchWindowStore(Protocol[C]):
         """Whether computes may overlap: each applies after those called before it."""
         ...
 
-    def forget_cached_state(self) -> None:
-        """Drop windows cached in the process (after a rebalance)."""
+    def reset_cache(self, *, shared_terminals: bool) -> None:
+        """Drop windows cached in the process (after a rebalance); ``shared_terminals``:
+        other workers write terminal windows too."""
         ...
 
 
@@ -198,9 +199,10 @@ class Pipeline(Generic[C]):
         """Retries of broker calls; the worker's own calls to the broker share it."""
         self.redis = redis_backoff or Backoff("redis", (RedisError, OSError), metrics)
 
-    def forget_cached_state(self) -> None:
-        """Drop windows cached in the process (the partitions moved)."""
-        self._store.forget_cached_state()
+    def reset_cache(self, *, shared_terminals: bool) -> None:
+        """Drop windows cached in the process (the partitions moved); ``shared_terminals``:
+        this worker does not own every transactions partition."""
+        self._store.reset_cache(shared_terminals=shared_terminals)
 
     @property
     def computes_in_order(self) -> bool:

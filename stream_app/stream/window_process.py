@@ -180,10 +180,10 @@ class WindowProcess:
         """The child's process id."""
         return self._process.pid
 
-    def forget_cached_state(self) -> None:
-        """:meth:`RedisWindowStore.forget_cached_state` in the child (ordered after the
-        computes already sent)."""
-        self._send(_NO_REPLY, "forget")
+    def reset_cache(self, *, shared_terminals: bool) -> None:
+        """:meth:`RedisWindowStore.reset_cache` in the child (ordered after the computes
+        already sent)."""
+        self._send(_NO_REPLY, "reset", shared_terminals)
 
     async def close(self) -> None:
         """Let the child finish its writes and exit; kill it if it does not within 30 s."""
@@ -325,8 +325,8 @@ class _Server:
         store = self._store
         while True:
             request_id, operation, args = await computes.get()
-            if operation == "forget":
-                store.forget_cached_state()
+            if operation == "reset":
+                store.reset_cache(shared_terminals=args[0])
                 continue
             transactions = list(map(TransactionEvent._make, args[0]))
             labels = list(map(LabelEvent._make, args[1]))

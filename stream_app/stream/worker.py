@@ -203,14 +203,16 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         """Start a new generation: forget cached windows, label progress and buffered
-        transactions (never committed, so redelivered to their new owner)."""
+        transactions (never committed, so redelivered to their new owner). Terminal windows
+        are shared when other workers own some transactions partitions."""
         self._generation += 1
         self._label_time_us.clear()
         now = self._broker_time()
         self._label_activity.clear(now)
         self._aligner.clear(now)
         self._scored_until_us = -1
-        self._pipeline.forget_cached_state()
+        owned = sum(1 for tp in assigned if tp.topic == self._topics.transactions)
+        self._pipeline.reset_cache(shared_terminals=owned < self._settings.topic_partitions)
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
     # -- the tasks -------------------------------------------------------------------------

@@ -1,11 +1,16 @@
-"""Checks of what a worker left behind: every transaction of a history in Redis exactly once."""
+"""Checks of what a worker left behind: every transaction of a history in Redis exactly
+once, and an alert for each on the topic."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import redis
 
+from stream_app.contracts import Alert, alert_id, decode_alert
 from stream_app.features.incremental import (
     CustomerWindow,
     TerminalWindow,
@@ -14,6 +19,8 @@ from stream_app.features.incremental import (
 )
 from stream_app.features.redis_store import KEY_LAYOUT
 from stream_app.sources.history import TransactionHistory
+from stream_app.stream.topics import stream_topics
+from tests.integration.worker_support import read_all
 
 
 def _expected_windows(
@@ -61,3 +68,33 @@ def windows_match(
             if sorted(labelled) != sorted(frauds.get(key, set())):
                 return f"{kind}:{key} fraud labels {labelled}, not {sorted(frauds.get(key, []))}"
     return ""
+
+
+def settled_alerts(
+    client: redis.Redis, bootstrap: str, namespace: str, history: TransactionHistory,
+    width: int, model_version: str, check_alive: Callable[[], None], timeout_s: float,
+) -> list[Alert]:  # fmt: skip
+    """Wait (calling ``check_alive`` meanwhile) until Redis holds exactly the history's
+    windows and the alerts topic an alert id for each of its transactions (a bundle with
+    threshold 0 alerts on all) and no other, then return the alerts on the topic; fail on
+    what still differs after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while (problem := windows_match(client, namespace, history, width)) and (
+        time.monotonic() < deadline
+    ):
+        check_alive()
+        time.sleep(0.5)
+    assert problem == ""
+    expected = {alert_id(tx, model_version) for tx in history.transaction_id.tolist()}
+    alerts_topic = stream_topics(namespace).alerts
+    while True:
+        alerts = [decode_alert(r.value) for r in asyncio.run(read_all(bootstrap, alerts_topic))]
+        missing = expected - {alert.alert_id for alert in alerts}
+        if not missing or time.monotonic() > deadline:
+            break
+        check_alive()
+        time.sleep(0.5)
+    unexpected = {alert.alert_id for alert in alerts} - expected
+    assert not missing, f"{len(missing)} of {len(expected)} alerts not on {alerts_topic}"
+    assert not unexpected, f"{len(unexpected)} alert ids on {alerts_topic} of no transaction"
+    return alerts

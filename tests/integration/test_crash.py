@@ -21,17 +21,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from stream_app.contracts import alert_id, decode_alert
+from stream_app.contracts import alert_id
 from stream_app.scoring.bundle import load_bundle
 from stream_app.sources.history import TransactionHistory
 from stream_app.stream.replay import replay, replay_order
 from stream_app.stream.topics import stream_topics
 from stream_app.stream.worker_process import worker_process
-from tests.integration.stream_checks import windows_match
+from tests.integration.stream_checks import settled_alerts
 from tests.integration.worker_support import (
     bundle_with_threshold,
     create_topics,
-    read_all,
     small_history,
     worker_settings,
 )
@@ -67,7 +66,7 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(
         kafka_bootstrap, redis_url, model_dir=str(bundle_path), batch_max_events=40
     )
     history = small_history(seed=9, n_days=14)
-    topics = asyncio.run(create_topics(settings))
+    asyncio.run(create_topics(settings))
     producer = threading.Thread(
         target=_replay_in_background, args=(history, kafka_bootstrap, settings.namespace)
     )
@@ -85,25 +84,13 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(
             list(redis_client.scan_iter(f"fraudstream:{settings.namespace}:*"))
         )
         with worker_process(settings, log) as worker:
-            deadline = time.monotonic() + FINISH_TIMEOUT_S
-            while (problem := windows_match(redis_client, settings.namespace, history, width)) and (
-                time.monotonic() < deadline
-            ):
-                worker.check_alive()
-                time.sleep(0.5)
-            assert problem == ""
-            expected = {alert_id(tx, version) for tx in history.transaction_id.tolist()}
-            while time.monotonic() < deadline:
-                records = asyncio.run(read_all(kafka_bootstrap, topics.alerts))
-                if {decode_alert(r.value).alert_id for r in records} >= expected:
-                    break
-                time.sleep(0.5)
+            alerts = settled_alerts(
+                redis_client, kafka_bootstrap, settings.namespace, history, width, version,
+                worker.check_alive, FINISH_TIMEOUT_S,
+            )  # fmt: skip
     finally:
         producer.join()
     assert applied_before_last_start > 0, "the killed workers never got to process anything"
-    alerts = [decode_alert(r.value) for r in records]
-    ids = {a.alert_id for a in alerts}
-    assert ids == expected
     for alert in alerts:  # a repeated alert is the same alert
         assert alert.alert_id == alert_id(alert.transaction_id, version)
     assert "Traceback" not in log.read_text(errors="replace")

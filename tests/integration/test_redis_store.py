@@ -25,6 +25,7 @@ from tests.integration.window_stores import (
     FS,
     PREFIX,
     TTL_DAYS,
+    BlockingProcessStore,
     BlockingRedisStore,
     drive,
     redis_state,
@@ -197,6 +198,46 @@ def test_a_group_of_writes_redoes_a_stale_batch_and_the_ones_after_it(
     assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"5"  # a2, a3 redone, then c1
     assert redis_client.hget(f"{PREFIX}v2:cust:ca", "v") == b"2"
     assert redis_client.hget(f"{PREFIX}v2:cust:cd", "v") == b"1"
+
+
+@pytest.mark.parametrize("kind", ["redis", "process"])
+@pytest.mark.parametrize(("shared", "seen"), [(True, 3.0), (False, 2.0)], ids=["shared", "own"])
+def test_a_store_sharing_terminals_reads_what_another_worker_stored(
+    redis_client: redis.Redis, redis_url: str, kind: str, shared: bool, seen: float
+) -> None:
+    a = BlockingRedisStore(redis_url) if kind == "redis" else BlockingProcessStore(redis_url)
+    b = BlockingRedisStore(redis_url)
+    try:
+        a.store.reset_cache(shared_terminals=shared)
+        a.process([TransactionEvent("a1", "ca", "k", T0, 1.0)], [])
+        b.process([TransactionEvent("b1", "cb", "k", T0 + 1, 1.0)], [])  # k moved
+        row = a.process([TransactionEvent("a2", "ca", "k", T0 + 2, 1.0)], [])
+    finally:
+        a.close()
+        b.close()
+    # shared: a1, b1, a2; its own: a trusts its cached k (a1, a2) until a write is stale
+    assert row.values[0, FS.columns.index("terminal_nb_tx_1d_undelayed")] == seen
+    assert _terminal_k_count_for_a_new_transaction(redis_url) == 4.0  # and c1
+
+
+def test_a_store_sharing_terminals_keeps_its_pending_events_and_loses_no_update(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    a, b = BlockingRedisStore(redis_url), BlockingRedisStore(redis_url)
+    try:
+        a.store.reset_cache(shared_terminals=True)
+        a.process([TransactionEvent("a0", "ca", "k", T0, 1.0)], [])
+        first = a.run(a.store.compute([TransactionEvent("a1", "ca", "k", T0 + 1, 1.0)], []))
+        b.process([TransactionEvent("b1", "cb", "k", T0 + 2, 1.0)], [])  # behind a's back
+        second = a.run(a.store.compute([TransactionEvent("a2", "cd", "k", T0 + 3, 1.0)], []))
+        a.run(a.store.write_all([first, second]))
+    finally:
+        a.close()
+        b.close()
+    # a2 is computed on a's own pending a1 (b1 is seen once a1 is stored)
+    assert second.features.values[0, FS.columns.index("terminal_nb_tx_1d_undelayed")] == 3.0
+    assert _terminal_k_count_for_a_new_transaction(redis_url) == 5.0  # a0, a1, b1, a2, c1
+    assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"5"
 
 
 class _HeldReads:

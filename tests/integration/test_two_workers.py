@@ -9,23 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from stream_app.contracts import alert_id, decode_alert
 from stream_app.scoring.bundle import load_bundle
 from stream_app.sources.simulator import simulate
 from stream_app.stream.replay import replay, replay_order
 from stream_app.stream.topics import stream_topics
 from stream_app.stream.worker_process import worker_process
-from tests.integration.stream_checks import windows_match
+from tests.integration.stream_checks import settled_alerts
 from tests.integration.worker_support import (
     bundle_with_threshold,
     create_topics,
-    read_all,
     worker_settings,
 )
 
@@ -51,7 +48,7 @@ def test_two_workers_share_terminals_and_lose_or_double_nothing(
     # the other worker moves the terminals they share
     history = simulate(n_customers=400, n_terminals=40, n_days=10,
                        start_date=dt.date(2018, 4, 1), seed=11)
-    topics = asyncio.run(create_topics(first))
+    asyncio.run(create_topics(first))
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
     with contextlib.ExitStack() as stack:
         workers = [
@@ -62,22 +59,15 @@ def test_two_workers_share_terminals_and_lose_or_double_nothing(
             replay(history, replay_order(history, None, None), kafka_bootstrap,
                    stream_topics(first.namespace), None, progress=False)
         )  # fmt: skip
-        deadline = time.monotonic() + FINISH_TIMEOUT_S
-        while (problem := windows_match(redis_client, first.namespace, history, width)) and (
-            time.monotonic() < deadline
-        ):
+
+        def both_alive() -> None:
             for worker in workers:
                 worker.check_alive()
-            time.sleep(0.5)
-        assert problem == ""
-        expected = {alert_id(tx, version) for tx in history.transaction_id.tolist()}
-        while time.monotonic() < deadline:
-            records = asyncio.run(read_all(kafka_bootstrap, topics.alerts))
-            if {decode_alert(r.value).alert_id for r in records} >= expected:
-                break
-            time.sleep(0.5)
-        for worker in workers:
-            worker.check_alive()
-    assert {decode_alert(r.value).alert_id for r in records} == expected
+
+        settled_alerts(
+            redis_client, kafka_bootstrap, first.namespace, history, width, version,
+            both_alive, FINISH_TIMEOUT_S,
+        )  # fmt: skip
+        both_alive()
     for log in logs:
         assert "Traceback" not in log.read_text(errors="replace"), log.read_text()

@@ -55,7 +55,7 @@ class InMemoryBatches:
     async def write_all(self, batches: Sequence[ComputedBatch]) -> None:
         self.written.extend(batches)
 
-    def forget_cached_state(self) -> None:
+    def reset_cache(self, *, shared_terminals: bool) -> None:
         pass
 
 
