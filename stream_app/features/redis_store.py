@@ -20,7 +20,9 @@ where the states live and when they are written:
   the customer's partition; terminal windows are shared, and a moved version (another
   worker, or a worker that lost its partitions) makes the write re-apply the batch's
   events to the fresh states: updates of one window depend only on that window, and
-  re-applied events are recognised by id.
+  re-applied events are recognised by id. With terminals shared
+  (:meth:`RedisWindowStore.reset_cache`), a compute's read also carries the versions of
+  the cached terminals it touches, and Redis sends back the states of those that moved.
 - Events are idempotent: a re-delivered transaction or label leaves every state
   byte-identical, so nothing is written and no version changes.
 - A transaction older than a window horizon relative to its customer's or terminal's newest
