@@ -30,7 +30,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.contracts import alert_id, decode_alert
 from stream_app.local_services import start_tansu
-from stream_app.scoring.bundle import load_bundle
 from stream_app.settings import Settings
 from stream_app.sources.history import TransactionHistory
 from stream_app.stream.replay import ReplayOrder, replay, replay_order
@@ -38,7 +37,7 @@ from stream_app.stream.topics import stream_topics
 from stream_app.stream.worker_process import WorkerProcess, worker_process
 from tests.integration.stream_checks import windows_match
 from tests.integration.worker_support import (
-    bundle_with_threshold,
+    bundle_alerting_on_all,
     create_topics,
     read_all,
     small_history,
@@ -113,16 +112,15 @@ def _wait(worker: WorkerProcess, done: Callable[[], bool], what: str) -> None:
 def test_a_frozen_broker_is_waited_out_without_loss_or_doubles(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    bundle_path = bundle_with_threshold(0.0)
-    bundle = load_bundle(bundle_path)
-    version, width = bundle.model_version, len(bundle.feature_columns)
+    bundle = bundle_alerting_on_all()
+    version, width = bundle.model_version, bundle.width
     history = small_history(seed=11, n_days=12)
     first, second = _halves(replay_order(history, None, None))
     expected = {alert_id(tx, version) for tx in history.transaction_id.tolist()}
     log = tmp_path / "worker.log"
     with start_tansu() as broker:
         settings = worker_settings(
-            broker.address, redis_url, model_dir=str(bundle_path), batch_max_events=20
+            broker.address, redis_url, model_dir=str(bundle.path), batch_max_events=20
         )
         freeze_s = FREEZE_SESSIONS * settings.broker_session_timeout_s
         topics = asyncio.run(create_topics(settings))

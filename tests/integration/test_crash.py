@@ -22,14 +22,13 @@ import pytest
 import redis
 
 from stream_app.contracts import alert_id
-from stream_app.scoring.bundle import load_bundle
 from stream_app.sources.history import TransactionHistory
 from stream_app.stream.replay import replay, replay_order
 from stream_app.stream.topics import stream_topics
 from stream_app.stream.worker_process import worker_process
 from tests.integration.stream_checks import settled_alerts
 from tests.integration.worker_support import (
-    bundle_with_threshold,
+    bundle_alerting_on_all,
     create_topics,
     small_history,
     worker_settings,
@@ -59,11 +58,10 @@ def _replay_in_background(history: TransactionHistory, bootstrap: str, namespace
 def test_kill_9_at_random_points_loses_and_doubles_nothing(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    bundle_path = bundle_with_threshold(0.0)
-    bundle = load_bundle(bundle_path)
-    version, width = bundle.model_version, len(bundle.feature_columns)
+    bundle = bundle_alerting_on_all()
+    version, width = bundle.model_version, bundle.width
     settings = worker_settings(
-        kafka_bootstrap, redis_url, model_dir=str(bundle_path), batch_max_events=40
+        kafka_bootstrap, redis_url, model_dir=str(bundle.path), batch_max_events=40
     )
     history = small_history(seed=9, n_days=14)
     asyncio.run(create_topics(settings))

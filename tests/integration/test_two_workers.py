@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from stream_app.scoring.bundle import load_bundle
+from stream_app.local_services import free_port
 from stream_app.sources.simulator import simulate
 from stream_app.stream.replay import replay, replay_order
 from stream_app.stream.topics import stream_topics
 from stream_app.stream.worker_process import worker_process
 from tests.integration.stream_checks import settled_alerts
 from tests.integration.worker_support import (
-    bundle_with_threshold,
+    bundle_alerting_on_all,
     create_topics,
     worker_settings,
 )
@@ -34,16 +34,11 @@ FINISH_TIMEOUT_S = 120.0
 def test_two_workers_share_terminals_and_lose_or_double_nothing(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    bundle_path = bundle_with_threshold(0.0)
-    bundle = load_bundle(bundle_path)
-    version, width = bundle.model_version, len(bundle.feature_columns)
+    bundle = bundle_alerting_on_all()
     first = worker_settings(
-        kafka_bootstrap, redis_url, model_dir=str(bundle_path), batch_max_events=40
+        kafka_bootstrap, redis_url, model_dir=str(bundle.path), batch_max_events=40
     )
-    second = worker_settings(
-        kafka_bootstrap, redis_url, model_dir=str(bundle_path), batch_max_events=40,
-        namespace=first.namespace,
-    )  # fmt: skip
+    second = first.replace(web_port=free_port())  # same namespace: same group and keys
     # many customers on few terminals, at full speed: batches read new customers while
     # the other worker moves the terminals they share
     history = simulate(n_customers=400, n_terminals=40, n_days=10,
@@ -65,8 +60,8 @@ def test_two_workers_share_terminals_and_lose_or_double_nothing(
                 worker.check_alive()
 
         settled_alerts(
-            redis_client, kafka_bootstrap, first.namespace, history, width, version,
-            both_alive, FINISH_TIMEOUT_S,
+            redis_client, kafka_bootstrap, first.namespace, history, bundle.width,
+            bundle.model_version, both_alive, FINISH_TIMEOUT_S,
         )  # fmt: skip
         both_alive()
     for log in logs:

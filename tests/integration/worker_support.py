@@ -8,12 +8,13 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
 
 from stream_app.local_services import free_port
-from stream_app.scoring.bundle import ModelBundle
+from stream_app.scoring.bundle import ModelBundle, load_bundle
 from stream_app.settings import Settings
 from stream_app.sources.history import TransactionHistory
 from stream_app.sources.simulator import simulate
@@ -29,6 +30,22 @@ PARTITIONS = 2
 def bundle_with_threshold(threshold: float) -> Path:
     """The session's tiny bundle alerting at ``threshold`` (0 = every transaction alerts)."""
     return tiny_bundle(threshold).path
+
+
+@dataclass(frozen=True)
+class AlertingOnAll:
+    """The session's tiny bundle at threshold 0: its folder, model version, feature width."""
+
+    path: Path
+    model_version: str
+    width: int
+
+
+def bundle_alerting_on_all() -> AlertingOnAll:
+    """The tiny bundle every transaction alerts with, for checking that none is lost."""
+    path = bundle_with_threshold(0.0)
+    bundle = load_bundle(path)
+    return AlertingOnAll(path, bundle.model_version, len(bundle.feature_columns))
 
 
 def small_history(seed: int = 3, n_days: int = 12) -> TransactionHistory:
