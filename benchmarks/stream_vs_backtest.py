@@ -175,16 +175,16 @@ def main() -> int:
             redis_server = stack.enter_context(start_redis())
             settings = Settings.from_env(
                 kafka_bootstrap=kafka.address, redis_url=redis_server.url, namespace=NAMESPACE,
-                model_dir=str(bundle_dir), publish_scores=True, web_port=free_port(),
+                model_dir=str(bundle_dir), publish_scores=True,
                 label_delay_days=bundle.manifest.label_delay_days,
                 topic_partitions=args.partitions,
             )
             ensure_topics_sync(kafka.address, stream_topics(NAMESPACE).all,
                                settings.topic_partitions, 1)
-            workers = [
+            workers = [  # one group; each its own web port and log
                 stack.enter_context(worker_process(
-                    settings.replace(web_port=free_port()) if i else settings,
-                    REPO / ".run" / "parity" / (f"worker-{i}.log" if i else "worker.log"),
+                    settings.replace(web_port=free_port()),
+                    REPO / ".run" / "parity" / f"worker-{i}.log",
                 ))
                 for i in range(args.workers)
             ]

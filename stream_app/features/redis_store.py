@@ -74,7 +74,7 @@ _READ_HEADER = msgspec.msgpack.Decoder(list[int])
 class _Cached(Generic[W]):
     """A window as this process knows it: state, its bytes and the version they will have,
     and the version Redis was last seen to hold (below ``version`` while writes of this
-    process are pending)."""
+    process are pending; kept up to date only while terminals are shared)."""
 
     window: W
     state: bytes
@@ -200,8 +200,7 @@ class RedisWindowStore:
         held = self._held_terminals(transactions, labels) if self._shared_terminals else []
         while customers or terminals or held:
             replies = await self._read(customers, terminals, held)
-            self._install(customers, terminals, replies)
-            self._refresh(held, replies[len(customers) + len(terminals) :])
+            self._install(customers, [*terminals, *(t for t, _ in held)], replies)
             held = []
             customers, terminals = self._missing(transactions, labels)
         return self._compute(tuple(transactions), tuple(labels))
@@ -302,24 +301,13 @@ class RedisWindowStore:
         terminals: Sequence[str],
         replies: Sequence[tuple[int, bytes | None]],
     ) -> None:
+        """Cache the windows read (a held terminal that did not move, state None, stays)."""
         newest = self._newest_us
         for customer_id, (version, state) in zip(customers, replies, strict=False):
             customer = self._customers[customer_id] = _customer(version, state, self._width)
             if customer.window.times:
                 newest = max(newest, customer.window.times[-1])
-        terminal_replies = replies[len(customers) : len(customers) + len(terminals)]
-        for terminal_id, (version, state) in zip(terminals, terminal_replies, strict=True):
-            terminal = self._terminals[terminal_id] = _terminal(version, state)
-            if terminal.window.times:
-                newest = max(newest, terminal.window.times[-1])
-        self._newest_us = newest
-
-    def _refresh(
-        self, held: Sequence[tuple[str, int]], replies: Sequence[tuple[int, bytes | None]]
-    ) -> None:
-        """Replace the held terminal windows that another worker moved by Redis's."""
-        newest = self._newest_us
-        for (terminal_id, _), (version, state) in zip(held, replies, strict=True):
+        for terminal_id, (version, state) in zip(terminals, replies[len(customers) :], strict=True):
             if state is not None:
                 terminal = self._terminals[terminal_id] = _terminal(version, state)
                 if terminal.window.times:

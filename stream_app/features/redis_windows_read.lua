@@ -7,25 +7,16 @@
 -- not exist), then each key's state ("" when it does not exist, false when the caller
 -- holds that version), in key order.
 local keys = cmsgpack.unpack(ARGV[1])
-local held = {}
-if ARGV[2] then
-  held = cmsgpack.unpack(ARGV[2])
-end
-local first_held = #keys - #held + 1
+local held = ARGV[2] and cmsgpack.unpack(ARGV[2]) or {}
+local first_held = #keys - #held
 local versions = {}
 local reply = {false}
 for i = 1, #keys do
-  if i >= first_held then
-    local version = tonumber(redis.call('HGET', keys[i], 'v')) or 0
-    versions[i] = version
-    if version == held[i - first_held + 1] then
-      reply[i + 1] = false
-    else
-      reply[i + 1] = redis.call('HGET', keys[i], 's') or ''
-    end
+  local hash = redis.call('HMGET', keys[i], 'v', 's')
+  versions[i] = tonumber(hash[1]) or 0
+  if i > first_held and versions[i] == held[i - first_held] then
+    reply[i + 1] = false
   else
-    local hash = redis.call('HMGET', keys[i], 'v', 's')
-    versions[i] = tonumber(hash[1]) or 0
     reply[i + 1] = hash[2] or ''
   end
 end

@@ -18,6 +18,7 @@ from stream_app.features.incremental import (
     decode_terminal,
 )
 from stream_app.features.redis_store import KEY_LAYOUT
+from stream_app.scoring.bundle import ModelBundle
 from stream_app.sources.history import TransactionHistory
 from stream_app.stream.topics import stream_topics
 from tests.integration.worker_support import read_all
@@ -72,20 +73,21 @@ def windows_match(
 
 def settled_alerts(
     client: redis.Redis, bootstrap: str, namespace: str, history: TransactionHistory,
-    width: int, model_version: str, check_alive: Callable[[], None], timeout_s: float,
+    bundle: ModelBundle, check_alive: Callable[[], None], timeout_s: float,
 ) -> list[Alert]:  # fmt: skip
     """Wait (calling ``check_alive`` meanwhile) until Redis holds exactly the history's
-    windows and the alerts topic an alert id for each of its transactions (a bundle with
-    threshold 0 alerts on all) and no other, then return the alerts on the topic; fail on
-    what still differs after ``timeout_s``."""
+    windows and the alerts topic an alert id for each of its transactions (``bundle``
+    has threshold 0: all alert) and no other, then return the alerts on the topic; fail
+    on what still differs after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
+    width = len(bundle.feature_columns)
     while (problem := windows_match(client, namespace, history, width)) and (
         time.monotonic() < deadline
     ):
         check_alive()
         time.sleep(0.5)
     assert problem == ""
-    expected = {alert_id(tx, model_version) for tx in history.transaction_id.tolist()}
+    expected = {alert_id(tx, bundle.model_version) for tx in history.transaction_id.tolist()}
     alerts_topic = stream_topics(namespace).alerts
     while True:
         alerts = [decode_alert(r.value) for r in asyncio.run(read_all(bootstrap, alerts_topic))]

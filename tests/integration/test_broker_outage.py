@@ -113,7 +113,7 @@ def test_a_frozen_broker_is_waited_out_without_loss_or_doubles(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     bundle = bundle_alerting_on_all()
-    version, width = bundle.model_version, bundle.width
+    version, width = bundle.model_version, len(bundle.feature_columns)
     history = small_history(seed=11, n_days=12)
     first, second = _halves(replay_order(history, None, None))
     expected = {alert_id(tx, version) for tx in history.transaction_id.tolist()}

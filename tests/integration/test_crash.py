@@ -59,7 +59,7 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     bundle = bundle_alerting_on_all()
-    version, width = bundle.model_version, bundle.width
+    version = bundle.model_version
     settings = worker_settings(
         kafka_bootstrap, redis_url, model_dir=str(bundle.path), batch_max_events=40
     )
@@ -83,7 +83,7 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(
         )
         with worker_process(settings, log) as worker:
             alerts = settled_alerts(
-                redis_client, kafka_bootstrap, settings.namespace, history, width, version,
+                redis_client, kafka_bootstrap, settings.namespace, history, bundle,
                 worker.check_alive, FINISH_TIMEOUT_S,
             )  # fmt: skip
     finally:

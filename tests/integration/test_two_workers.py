@@ -60,8 +60,8 @@ def test_two_workers_share_terminals_and_lose_or_double_nothing(
                 worker.check_alive()
 
         settled_alerts(
-            redis_client, kafka_bootstrap, first.namespace, history, bundle.width,
-            bundle.model_version, both_alive, FINISH_TIMEOUT_S,
+            redis_client, kafka_bootstrap, first.namespace, history, bundle, both_alive,
+            FINISH_TIMEOUT_S,
         )  # fmt: skip
         both_alive()
     for log in logs:

@@ -32,13 +32,13 @@ from stream_app.contracts import (
 from stream_app.features.incremental import decode_customer
 from stream_app.features.redis_store import KEY_LAYOUT
 from stream_app.local_services import start_redis
-from stream_app.scoring.bundle import ModelBundle, load_bundle
+from stream_app.scoring.bundle import ModelBundle
 from stream_app.settings import Settings
 from stream_app.stream import dlq
 from stream_app.stream.pipeline import TransactionScore
 from stream_app.stream.topics import StreamTopics
 from tests.integration.worker_support import (
-    bundle_with_threshold,
+    bundle_alerting_on_all,
     counter_value,
     create_topics,
     read_all,
@@ -58,7 +58,7 @@ TIMEOUT_S = 60
 @pytest.fixture(scope="module")
 def alert_everything() -> ModelBundle:
     """A bundle whose threshold is 0: every scored transaction is an alert."""
-    return load_bundle(bundle_with_threshold(0.0))
+    return bundle_alerting_on_all()
 
 
 @pytest.fixture

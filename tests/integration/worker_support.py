@@ -8,7 +8,6 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
@@ -32,20 +31,9 @@ def bundle_with_threshold(threshold: float) -> Path:
     return tiny_bundle(threshold).path
 
 
-@dataclass(frozen=True)
-class AlertingOnAll:
-    """The session's tiny bundle at threshold 0: its folder, model version, feature width."""
-
-    path: Path
-    model_version: str
-    width: int
-
-
-def bundle_alerting_on_all() -> AlertingOnAll:
-    """The tiny bundle every transaction alerts with, for checking that none is lost."""
-    path = bundle_with_threshold(0.0)
-    bundle = load_bundle(path)
-    return AlertingOnAll(path, bundle.model_version, len(bundle.feature_columns))
+def bundle_alerting_on_all() -> ModelBundle:
+    """The tiny bundle at threshold 0: every scored transaction is an alert."""
+    return load_bundle(bundle_with_threshold(0.0))
 
 
 def small_history(seed: int = 3, n_days: int = 12) -> TransactionHistory:
