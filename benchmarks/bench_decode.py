@@ -2,7 +2,7 @@
 
 Prints events/s and µs/event (CPU time, the best of ``--repeats`` runs) for: the worker's
 path from bytes to the validated record and the window store's event, as
-:meth:`~stream_app.stream.pipeline.Pipeline.decode` takes it (transactions and labels);
+:meth:`~stream_app.worker.pipeline.Pipeline.decode` takes it (transactions and labels);
 decoding valid transaction.v1 and label.v1 payloads alone; encoding transactions; and
 decoding bad payloads into ContractError (the DLQ path).
 
@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from stream_app.contracts import decode_label, decode_transaction, encode_transaction
 from stream_app.errors import ContractError
-from stream_app.stream.pipeline import decode_label_event, decode_transaction_event
+from stream_app.worker.pipeline import decode_label_event, decode_transaction_event
 
 START = datetime(2018, 4, 1, tzinfo=UTC)
 _T = TypeVar("_T")

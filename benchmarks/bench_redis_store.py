@@ -37,9 +37,10 @@ from stream_app.features.redis_store import RedisWindowStore
 from stream_app.features.spec import feature_set
 from stream_app.features.store import LabelEvent, TransactionEvent, transaction_events
 from stream_app.local_services import start_redis
-from stream_app.sources.history import MICROS_PER_DAY, NO_LABEL_US, TransactionHistory
+from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 from stream_app.sources.simulator import simulate
-from stream_app.stream.app import _GC_THRESHOLDS
+from stream_app.time import MICROS_PER_DAY
+from stream_app.worker.app import _GC_THRESHOLDS
 
 FS = feature_set("default")
 Batch = tuple[list[TransactionEvent], list[LabelEvent]]

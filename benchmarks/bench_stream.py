@@ -57,12 +57,12 @@ from stream_app.local_services import free_port, start_redis, start_tansu
 from stream_app.settings import Settings
 from stream_app.sources.history import TransactionHistory
 from stream_app.sources.simulator import simulate
-from stream_app.stream.demo import DemoPlan, demo_bundle
-from stream_app.stream.pipeline import TransactionScore
-from stream_app.stream.replay import replay, replay_order
-from stream_app.stream.topic_reader import read_topic
-from stream_app.stream.topics import ensure_topics_sync, stream_topics
-from stream_app.stream.worker_process import log_tail, stop_process_group, worker_process
+from stream_app.tools.demo import DemoPlan, demo_bundle
+from stream_app.tools.replay import replay, replay_order
+from stream_app.tools.topic_reader import read_topic
+from stream_app.tools.worker_process import log_tail, stop_process_group, worker_process
+from stream_app.topics import ensure_topics_sync, stream_topics
+from stream_app.worker.pipeline import TransactionScore
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO / ".run"

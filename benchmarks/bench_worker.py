@@ -28,10 +28,10 @@ from stream_app.local_services import free_port, start_redis, start_tansu
 from stream_app.scoring.bundle import load_bundle
 from stream_app.settings import Settings
 from stream_app.sources.simulator import simulate
-from stream_app.stream.app import create_app
-from stream_app.stream.metrics import STAGES
-from stream_app.stream.replay import replay, replay_order
-from stream_app.stream.topics import ensure_topics, stream_topics
+from stream_app.tools.replay import replay, replay_order
+from stream_app.topics import ensure_topics, stream_topics
+from stream_app.worker.app import create_app
+from stream_app.worker.metrics import STAGES
 
 
 def main() -> None:

@@ -29,10 +29,10 @@ from stream_app.features.spec import feature_set
 from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
-from stream_app.stream.metrics import WorkerMetrics
-from stream_app.stream.pipeline import Pipeline
-from stream_app.stream.publisher import BatchPublisher
-from stream_app.stream.topics import StreamTopics, stream_topics
+from stream_app.topics import StreamTopics, stream_topics
+from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.pipeline import Pipeline
+from stream_app.worker.publisher import BatchPublisher
 
 
 def naive_topics(input_namespace: str, namespace: str) -> StreamTopics:

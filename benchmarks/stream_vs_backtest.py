@@ -40,14 +40,14 @@ from stream_app.contracts import decode_alert
 from stream_app.local_services import free_port, start_redis, start_tansu
 from stream_app.scoring.bundle import load_bundle
 from stream_app.settings import Settings
-from stream_app.sources.history import MICROS_PER_DAY
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.load import load_history
-from stream_app.stream.pipeline import TransactionScore
-from stream_app.stream.replay import replay, replay_order
-from stream_app.stream.topic_reader import read_topic
-from stream_app.stream.topics import ensure_topics_sync, stream_topics
-from stream_app.stream.worker_process import WorkerProcess, worker_process
+from stream_app.time import MICROS_PER_DAY
+from stream_app.tools.replay import replay, replay_order
+from stream_app.tools.topic_reader import read_topic
+from stream_app.tools.worker_process import WorkerProcess, worker_process
+from stream_app.topics import ensure_topics_sync, stream_topics
+from stream_app.worker.pipeline import TransactionScore
 
 REPO = Path(__file__).resolve().parent.parent
 HANDBOOK = REPO.parent / "shared" / "data" / "handbook" / "transactions.parquet"

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from stream_app.local_services import RunningService, start_redis, start_tansu
-from stream_app.stream.topics import ensure_topics_sync
+from stream_app.topics import ensure_topics_sync
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK_DIR = REPO_ROOT.parent / "shared" / "data" / "handbook"

@@ -12,7 +12,8 @@ import numpy.typing as npt
 import torch
 
 from stream_app.errors import InputDataError
-from stream_app.sources.history import MICROS_PER_DAY, TransactionHistory
+from stream_app.sources.history import TransactionHistory
+from stream_app.time import MICROS_PER_DAY
 from training.datasets import Dataset, TensorView, build_dataset
 from training.fit import FittedModels, Progress, TrainConfig, fit_models
 from training.protocol import day_number

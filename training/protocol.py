@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stream_app.errors import InputDataError
-from stream_app.sources.history import MICROS_PER_DAY
+from stream_app.time import MICROS_PER_DAY
 
 IntArray = npt.NDArray[np.int64]
 Training = Literal["handbook", "all_history"]

@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from stream_app.settings import Settings
-from stream_app.stream.alerts_consumer import consume_alerts, printer
-from stream_app.stream.timeargs import parse_since_us
-from stream_app.stream.topics import stream_topics
+from stream_app.tools.alerts_consumer import consume_alerts, printer
+from stream_app.tools.timeargs import parse_since_us
+from stream_app.topics import stream_topics
 
 DESCRIPTION = """\
 Print the alerts on <namespace>.fraud-alerts: time, customer, terminal, amount, score vs

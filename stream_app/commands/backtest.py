@@ -24,7 +24,7 @@ from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
 from stream_app.sources.load import FORMATS, load_history
-from stream_app.stream.timeargs import parse_moment_us
+from stream_app.tools.timeargs import parse_moment_us
 
 NAME = "backtest"
 

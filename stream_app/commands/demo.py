@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; SIGTERM stops it like Ctrl-C (everything started is stopped)."""
-    from stream_app.stream.demo import DemoPlan, run_demo
+    from stream_app.tools.demo import DemoPlan, run_demo
 
     # A Ctrl-C reaches the broker (same process group) before the demo's own clients stop;
     # their reconnect complaints would bury the output. Failures surface as exceptions.

@@ -9,9 +9,9 @@ from typing import Any
 
 from stream_app.settings import Settings
 from stream_app.sources.load import load_history
-from stream_app.stream.replay import replay, replay_order
-from stream_app.stream.timeargs import parse_moment_us, parse_speed
-from stream_app.stream.topics import ensure_topics_sync, stream_topics
+from stream_app.tools.replay import replay, replay_order
+from stream_app.tools.timeargs import parse_moment_us, parse_speed
+from stream_app.topics import ensure_topics_sync, stream_topics
 
 DESCRIPTION = """\
 Publish a recorded history to Kafka: transactions (keyed by customer_id, record timestamp =

@@ -16,14 +16,14 @@ import pyarrow.parquet as pq
 
 from stream_app.commands.output import output_path, replacing
 from stream_app.settings import Settings
-from stream_app.sources.history import MICROS_PER_DAY, TransactionHistory
+from stream_app.sources.history import TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
+from stream_app.time import MICROS_PER_DAY, MICROS_PER_SECOND
 
 NAME = "simulate"
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 _EPOCH = dt.date(1970, 1, 1)
-_MICROS_PER_SECOND = 1_000_000
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 def handbook_table(history: TransactionHistory, origin_us: int) -> pa.Table:
     """``history`` in the handbook's column layout (integer ids, naive UTC ``TX_DATETIME``,
     ``TX_TIME_SECONDS``/``TX_TIME_DAYS`` counted from ``origin_us``)."""
-    seconds = (history.event_time_us - origin_us) // _MICROS_PER_SECOND
+    seconds = (history.event_time_us - origin_us) // MICROS_PER_SECOND
     return pa.table({
         "TRANSACTION_ID": history.transaction_id.astype(np.int64),
         "TX_DATETIME": pa.array(history.event_time_us, type=pa.timestamp("us")),

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from stream_app.scoring.bundle import load_bundle
-    from stream_app.stream.app import create_app
-    from stream_app.stream.topics import stream_topics, validate_namespace
+    from stream_app.topics import stream_topics, validate_namespace
+    from stream_app.worker.app import create_app
 
     overrides: dict[str, Any] = {}
     if args.models is not None:
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 def _wait_for_topics(settings: Settings, names: tuple[str, ...]) -> None:
     """Create and check the topics; while the broker is unreachable, retry with backoff."""
     from stream_app.errors import DependencyUnavailable
-    from stream_app.stream.topics import ensure_topics_sync
+    from stream_app.topics import ensure_topics_sync
 
     delay_s = _FIRST_RETRY_S
     while True:

@@ -18,13 +18,12 @@ import pyarrow as pa
 
 from stream_app.features.spec import (
     EPOCH_WEEKDAY,
-    MICROS_PER_HOUR,
-    MICROS_PER_SECOND,
     NIGHT_LAST_HOUR,
     SATURDAY,
     FeatureSet,
 )
-from stream_app.sources.history import MICROS_PER_DAY, NO_LABEL_US, TransactionHistory
+from stream_app.sources.history import NO_LABEL_US, TransactionHistory
+from stream_app.time import MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]

@@ -35,15 +35,13 @@ import msgspec
 from stream_app.errors import InputDataError
 from stream_app.features.spec import (
     EPOCH_WEEKDAY,
-    MICROS_PER_HOUR,
-    MICROS_PER_SECOND,
     NIGHT_LAST_HOUR,
     SATURDAY,
     FeatureSet,
     handbook_columns,
     supported_columns,
 )
-from stream_app.sources.history import MICROS_PER_DAY
+from stream_app.time import MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND
 
 FraudLabel = tuple[str, int, int]
 """``(transaction_id, event_time_us, label_time_us)`` of a transaction labelled fraud."""

@@ -54,12 +54,11 @@ from stream_app.features.incremental import (
 )
 from stream_app.features.spec import FeatureSet
 from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent, apply_batch
-from stream_app.sources.history import MICROS_PER_DAY
+from stream_app.time import MICROS_PER_DAY, SECONDS_PER_DAY
 
 KEY_LAYOUT = "v2"
 WRITE_SCRIPT = files("stream_app.features").joinpath("redis_windows.lua").read_text()
 READ_SCRIPT = files("stream_app.features").joinpath("redis_windows_read.lua").read_text()
-SECONDS_PER_DAY = 86_400
 DEFAULT_MAX_CACHED_WINDOWS = 2_000_000
 _NO_TIME_US = -(1 << 62)
 

@@ -2,7 +2,7 @@
 
 The one place that turns a :class:`TransactionHistory` into contract events:
 :func:`~stream_app.sources.jsonl.write_jsonl` writes them to a file and
-:func:`~stream_app.stream.replay.replay` publishes them to Kafka, both in
+:func:`~stream_app.tools.replay.replay` publishes them to Kafka, both in
 :func:`replay_order` and both through :class:`RecordEncoder`.
 
 The replay clock is a transaction's event time and its label's ``label_time``. At the same

@@ -17,7 +17,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from stream_app.errors import InputDataError
-from stream_app.sources.history import MICROS_PER_DAY, TransactionHistory
+from stream_app.sources.history import TransactionHistory
+from stream_app.time import MICROS_PER_DAY
 
 HANDBOOK_CURRENCY = "EUR"
 ID_COLUMNS = ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID")

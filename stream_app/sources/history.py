@@ -12,8 +12,6 @@ from stream_app.errors import InputDataError
 NO_LABEL_US = np.iinfo(np.int64).max
 """``label_time_us`` of a transaction whose outcome is not (yet) known."""
 
-MICROS_PER_DAY = 86_400 * 1_000_000
-
 
 @dataclass(frozen=True, eq=False)
 class TransactionHistory:

@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from stream_app.errors import ConfigError
-from stream_app.sources.history import MICROS_PER_DAY, TransactionHistory
+from stream_app.sources.history import TransactionHistory
+from stream_app.time import MICROS_PER_DAY, SECONDS_PER_DAY
 
 GRID_SIZE = 100.0
 TERMINAL_RADIUS = 5.0
@@ -27,7 +28,6 @@ MEAN_AMOUNT_RANGE = (5.0, 100.0)
 MAX_MEAN_TX_PER_DAY = 4.0
 NOON_S = 43_200
 TIME_OF_DAY_STD_S = 20_000
-SECONDS_PER_DAY = 86_400
 
 LARGE_AMOUNT_THRESHOLD = 220.0
 TERMINAL_COMPROMISE_RATE = 2 / 10_000

@@ -20,7 +20,7 @@ from stream_app.features.incremental import (
 from stream_app.features.redis_store import KEY_LAYOUT
 from stream_app.scoring.bundle import ModelBundle
 from stream_app.sources.history import TransactionHistory
-from stream_app.stream.topics import stream_topics
+from stream_app.topics import stream_topics
 from tests.integration.worker_support import read_all
 
 

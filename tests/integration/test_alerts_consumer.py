@@ -21,9 +21,9 @@ from stream_app.contracts import (
     to_epoch_us,
 )
 from stream_app.errors import ConfigError, ContractError
-from stream_app.stream.alerts_consumer import consume_alerts, format_alert
-from stream_app.stream.publisher import BatchPublisher, OutRecord
-from stream_app.stream.topics import StreamTopics, ensure_topics_sync, stream_topics
+from stream_app.tools.alerts_consumer import consume_alerts, format_alert
+from stream_app.topics import StreamTopics, ensure_topics_sync, stream_topics
+from stream_app.worker.publisher import BatchPublisher, OutRecord
 
 pytestmark = pytest.mark.integration
 

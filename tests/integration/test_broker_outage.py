@@ -32,9 +32,9 @@ from stream_app.contracts import alert_id, decode_alert
 from stream_app.local_services import start_tansu
 from stream_app.settings import Settings
 from stream_app.sources.history import TransactionHistory
-from stream_app.stream.replay import ReplayOrder, replay, replay_order
-from stream_app.stream.topics import stream_topics
-from stream_app.stream.worker_process import WorkerProcess, worker_process
+from stream_app.tools.replay import ReplayOrder, replay, replay_order
+from stream_app.tools.worker_process import WorkerProcess, worker_process
+from stream_app.topics import stream_topics
 from tests.integration.stream_checks import windows_match
 from tests.integration.worker_support import (
     bundle_alerting_on_all,

@@ -22,9 +22,9 @@ from stream_app.errors import ConfigError
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
-from stream_app.stream.replay import ReplayOrder, replay, replay_order
-from stream_app.stream.topic_reader import read_topic
-from stream_app.stream.topics import StreamTopics, ensure_topics_sync, stream_topics
+from stream_app.tools.replay import ReplayOrder, replay, replay_order
+from stream_app.tools.topic_reader import read_topic
+from stream_app.topics import StreamTopics, ensure_topics_sync, stream_topics
 from tests.unit.feature_histories import clock_history
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from stream_app.errors import ConfigError, LocalServiceError
 from stream_app.local_services import RunningService, start_redis
-from stream_app.stream.topics import ensure_topics_sync
+from stream_app.topics import ensure_topics_sync
 from tests.conftest import NewTopicFactory
 
 pytestmark = pytest.mark.integration

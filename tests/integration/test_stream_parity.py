@@ -26,9 +26,9 @@ from stream_app.scoring.bundle import load_bundle
 from stream_app.sources.history import TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
-from stream_app.stream.pipeline import TransactionScore
-from stream_app.stream.topic_reader import read_topic
-from stream_app.stream.topics import StreamTopics
+from stream_app.tools.topic_reader import read_topic
+from stream_app.topics import StreamTopics
+from stream_app.worker.pipeline import TransactionScore
 from tests.integration.worker_support import (
     create_topics,
     replay_history,

@@ -16,9 +16,9 @@ import redis
 
 from stream_app.local_services import free_port
 from stream_app.sources.simulator import simulate
-from stream_app.stream.replay import replay, replay_order
-from stream_app.stream.topics import stream_topics
-from stream_app.stream.worker_process import worker_process
+from stream_app.tools.replay import replay, replay_order
+from stream_app.tools.worker_process import worker_process
+from stream_app.topics import stream_topics
 from tests.integration.stream_checks import settled_alerts
 from tests.integration.worker_support import (
     bundle_alerting_on_all,

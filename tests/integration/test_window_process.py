@@ -21,7 +21,7 @@ import redis
 from stream_app.errors import InputDataError
 from stream_app.features.store import InMemoryWindowStore, TransactionEvent
 from stream_app.local_services import start_redis
-from stream_app.stream.window_process import WindowProcessError
+from stream_app.worker.window_process import WindowProcessError
 from tests.integration.window_stores import (
     FS,
     PREFIX,

@@ -34,9 +34,9 @@ from stream_app.features.redis_store import KEY_LAYOUT
 from stream_app.local_services import start_redis
 from stream_app.scoring.bundle import ModelBundle
 from stream_app.settings import Settings
-from stream_app.stream import dlq
-from stream_app.stream.pipeline import TransactionScore
-from stream_app.stream.topics import StreamTopics
+from stream_app.topics import StreamTopics
+from stream_app.worker import emit as dlq
+from stream_app.worker.pipeline import TransactionScore
 from tests.integration.worker_support import (
     bundle_alerting_on_all,
     counter_value,

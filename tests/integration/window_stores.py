@@ -15,9 +15,9 @@ from stream_app.features.redis_store import RedisWindowStore
 from stream_app.features.spec import feature_set
 from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent, WindowStore
 from stream_app.sources.history import TransactionHistory
-from stream_app.stream.metrics import WorkerMetrics
-from stream_app.stream.retry import Backoff
-from stream_app.stream.window_process import WindowProcess, WindowStoreConfig
+from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.retry import Backoff
+from stream_app.worker.window_process import WindowProcess, WindowStoreConfig
 from tests.unit.feature_histories import label_events, transaction_events
 
 FS = feature_set("default")

@@ -17,10 +17,10 @@ from stream_app.scoring.bundle import ModelBundle, load_bundle
 from stream_app.settings import Settings
 from stream_app.sources.history import TransactionHistory
 from stream_app.sources.simulator import simulate
-from stream_app.stream.app import WorkerApp, create_app
-from stream_app.stream.replay import replay, replay_order
-from stream_app.stream.topic_reader import read_topic
-from stream_app.stream.topics import StreamTopics, ensure_topics, stream_topics
+from stream_app.tools.replay import replay, replay_order
+from stream_app.tools.topic_reader import read_topic
+from stream_app.topics import StreamTopics, ensure_topics, stream_topics
+from stream_app.worker.app import WorkerApp, create_app
 from tests.unit.model_bundles import tiny_bundle
 
 PARTITIONS = 2

@@ -10,7 +10,8 @@ import numpy.testing as npt
 from stream_app.features.batch import FeatureTable, compute_features
 from stream_app.features.spec import FeatureSet
 from stream_app.features.store import LabelEvent, TransactionEvent, replay_history
-from stream_app.sources.history import MICROS_PER_DAY, NO_LABEL_US, TransactionHistory
+from stream_app.sources.history import NO_LABEL_US, TransactionHistory
+from stream_app.time import MICROS_PER_DAY
 
 DAY = MICROS_PER_DAY
 HOUR = 3_600 * 1_000_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from stream_app.stream.alignment import ActivityClock, EventTimeAligner
+from stream_app.worker.align import ActivityClock, EventTimeAligner
 
 TOPIC = "tx"
 P0 = TopicPartition(TOPIC, 0)

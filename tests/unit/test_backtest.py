@@ -14,9 +14,10 @@ import pytest
 from stream_app.cli import main
 from stream_app.scoring import Scorer, load_bundle
 from stream_app.scoring.backtest import ScoredHistory, backtest, score_history_batch
-from stream_app.sources.history import MICROS_PER_DAY, TransactionHistory
+from stream_app.sources.history import TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
+from stream_app.time import MICROS_PER_DAY
 from tests.unit.model_bundles import tiny_bundle
 
 pytestmark = pytest.mark.train

@@ -13,7 +13,7 @@ import pytest
 
 from stream_app.errors import InputDataError
 from stream_app.sources.handbook import read_handbook
-from stream_app.sources.history import MICROS_PER_DAY
+from stream_app.time import MICROS_PER_DAY
 
 T0_US = 1_522_540_831_000_000  # 2018-04-01 00:00:31 UTC
 

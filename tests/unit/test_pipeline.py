@@ -22,11 +22,11 @@ from stream_app.features.redis_store import ComputedBatch
 from stream_app.features.store import InMemoryWindowStore, LabelEvent, TransactionEvent
 from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.scorer import Scorer
-from stream_app.stream import dlq
-from stream_app.stream.metrics import WorkerMetrics
-from stream_app.stream.pipeline import Pipeline, TransactionScore
-from stream_app.stream.publisher import OutRecord
-from stream_app.stream.topics import stream_topics
+from stream_app.topics import stream_topics
+from stream_app.worker import emit as dlq
+from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.pipeline import Pipeline, TransactionScore
+from stream_app.worker.publisher import OutRecord
 from tests.unit.model_bundles import tiny_bundle
 
 pytestmark = pytest.mark.train  # the tiny bundle is exported with torch

@@ -18,10 +18,10 @@ from aiokafka.structs import ConsumerRecord
 
 from stream_app.contracts import Label, Transaction, encode_label, encode_transaction
 from stream_app.settings import Settings
-from stream_app.stream.metrics import WorkerMetrics
-from stream_app.stream.pipeline import Pipeline
-from stream_app.stream.topics import stream_topics
-from stream_app.stream.worker import BatchWorker
+from stream_app.topics import stream_topics
+from stream_app.worker.batch_worker import BatchWorker
+from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.pipeline import Pipeline
 
 TOPICS = stream_topics("barrier")
 LABELS = TopicPartition(TOPICS.labels, 0)

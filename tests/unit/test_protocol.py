@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stream_app.errors import InputDataError
-from stream_app.sources.history import MICROS_PER_DAY
+from stream_app.time import MICROS_PER_DAY
 from training.protocol import (
     PrequentialParams,
     day_number,

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from stream_app.stream.metrics import WorkerMetrics
-from stream_app.stream.retry import Backoff
+from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.retry import Backoff
 
 
 class UnavailableError(Exception):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stream_app.errors import ConfigError
-from stream_app.sources.history import MICROS_PER_DAY, TransactionHistory
+from stream_app.sources.history import TransactionHistory
 from stream_app.sources.simulator import (
     CUSTOMER_COMPROMISE_DAYS,
     LARGE_AMOUNT_THRESHOLD,
@@ -16,6 +16,7 @@ from stream_app.sources.simulator import (
     FraudScenario,
     simulate,
 )
+from stream_app.time import MICROS_PER_DAY
 
 START = dt.date(2018, 4, 1)
 START_US = int(dt.datetime(2018, 4, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000

@@ -8,7 +8,7 @@ import pytest
 
 from stream_app.contracts import to_epoch_us
 from stream_app.errors import ConfigError
-from stream_app.stream.timeargs import parse_moment_us, parse_since_us, parse_speed
+from stream_app.tools.timeargs import parse_moment_us, parse_since_us, parse_speed
 
 NOW_US = to_epoch_us(dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stream_app.errors import ConfigError
-from stream_app.stream.topics import stream_topics, validate_namespace
+from stream_app.topics import stream_topics, validate_namespace
 
 
 def test_live_namespace_uses_bare_topic_names() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stream_app.settings import Settings
-from stream_app.stream.worker_process import settings_environment
+from stream_app.tools.worker_process import settings_environment
 
 
 def test_settings_round_trip_through_the_environment() -> None:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from stream_app.stream.metrics import WorkerMetrics
+from stream_app.worker.metrics import WorkerMetrics
 
 T = TypeVar("T")
 

@@ -59,10 +59,10 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from stream_app.contracts import Transaction
 from stream_app.features.store import TransactionEvent
 from stream_app.settings import Settings
-from stream_app.stream.alignment import ActivityClock, EventTimeAligner
-from stream_app.stream.metrics import WorkerMetrics
-from stream_app.stream.pipeline import DecodedBatch, Pipeline, SentBatch
-from stream_app.stream.topics import StreamTopics
+from stream_app.topics import StreamTopics
+from stream_app.worker.align import ActivityClock, EventTimeAligner
+from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.pipeline import DecodedBatch, Pipeline, SentBatch
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ replayed. A dead letter goes to the DLQ partition with the number of its source 
 from __future__ import annotations
 
 from stream_app.errors import ContractError
-from stream_app.stream.publisher import OutRecord
+from stream_app.worker.publisher import OutRecord
 
 REASON = "fraudstream.reason"
 FIELD = "fraudstream.field"

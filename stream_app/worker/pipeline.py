@@ -2,7 +2,7 @@
 
 The decoding is the contracts' codec, the window maths the feature store's, the scoring
 the bundle's :class:`~stream_app.scoring.scorer.Scorer`; this module wires them for a
-batch of consumed records and measures each stage. :class:`~stream_app.stream.worker.
+batch of consumed records and measures each stage. :class:`~stream_app.worker.batch_worker.
 BatchWorker` decides when batches run and commits their offsets.
 """
 
@@ -34,13 +34,12 @@ from stream_app.contracts import (
 from stream_app.errors import ContractError
 from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent
 from stream_app.scoring.scorer import Scorer
-from stream_app.stream.dlq import dead_letter
-from stream_app.stream.metrics import WorkerMetrics
-from stream_app.stream.publisher import BatchPublisher, OutRecord
-from stream_app.stream.retry import Backoff
-from stream_app.stream.topics import StreamTopics
-
-MICROS_PER_MS = 1_000
+from stream_app.time import MICROS_PER_MS
+from stream_app.topics import StreamTopics
+from stream_app.worker.emit import dead_letter
+from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.publisher import BatchPublisher, OutRecord
+from stream_app.worker.retry import Backoff
 
 
 class TransactionScore(msgspec.Struct, frozen=True, tag_field="schema", tag="score.v1"):
@@ -84,7 +83,7 @@ C = TypeVar("C", bound=ComputedWindows)
 
 class BatchWindowStore(Protocol[C]):
     """The window store as the pipeline drives it (:class:`RedisWindowStore`, or one in a
-    child process, :class:`~stream_app.stream.window_process.WindowProcess`)."""
+    child process, :class:`~stream_app.worker.window_process.WindowProcess`)."""
 
     async def compute(
         self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
@@ -215,7 +214,7 @@ class Pipeline(Generic[C]):
         """Validate every record of a fetch; invalid ones become dead letters.
 
         Transactions stay in fetch order (by partition, then offset): ordering them for
-        the windows is the :class:`~stream_app.stream.alignment.EventTimeAligner`'s job,
+        the windows is the :class:`~stream_app.worker.align.EventTimeAligner`'s job,
         which needs each partition's records in offset order to know what it may commit.
         ``sources`` holds each one's partition and offset.
         """

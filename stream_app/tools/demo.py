@@ -36,14 +36,15 @@ from stream_app.errors import BundleError, LocalServiceError
 from stream_app.local_services import free_port, start_redis, start_tansu
 from stream_app.scoring.bundle import load_bundle
 from stream_app.settings import Settings
-from stream_app.sources.history import MICROS_PER_DAY, TransactionHistory
+from stream_app.sources.history import TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
-from stream_app.stream.alerts_consumer import consume_alerts, format_alert
-from stream_app.stream.replay import replay, replay_order
-from stream_app.stream.topic_reader import read_topic
-from stream_app.stream.topics import ensure_topics_sync, stream_topics
-from stream_app.stream.worker_process import WorkerProcess, log_tail, worker_process
+from stream_app.time import MICROS_PER_DAY
+from stream_app.tools.alerts_consumer import consume_alerts, format_alert
+from stream_app.tools.replay import replay, replay_order
+from stream_app.tools.topic_reader import read_topic
+from stream_app.tools.worker_process import WorkerProcess, log_tail, worker_process
+from stream_app.topics import ensure_topics_sync, stream_topics
 
 DEMO_NAMESPACE = "demo"
 STALL_TIMEOUT_S = 120.0

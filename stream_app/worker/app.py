@@ -3,7 +3,7 @@
 Faust owns the process (CLI worker, signals, start/stop order) and the web server with
 ``/metrics`` (Prometheus text) and ``/health``. The topics are *not* Faust agents:
 :class:`StreamRuntime`, a service started with the app, runs the batched consumer of
-:mod:`stream_app.stream.worker` for transactions *and* labels (Faust's per-message dispatch
+:mod:`stream_app.worker.batch_worker` for transactions *and* labels (Faust's per-message dispatch
 caps near 5k events/s, labels arrive as fast as transactions, and both update the same
 cached customer windows). Faust's own Kafka clients are therefore switched off (with no
 agent its consumer would crash on an empty subscription); the session timeout (6 s) and
@@ -35,17 +35,17 @@ from stream_app.features.spec import feature_set
 from stream_app.scoring.bundle import ModelBundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
-from stream_app.stream.metrics import CONTENT_TYPE, WorkerMetrics
-from stream_app.stream.pipeline import Pipeline
-from stream_app.stream.publisher import BatchPublisher
-from stream_app.stream.retry import Backoff
-from stream_app.stream.topics import StreamTopics, ensure_topics, stream_topics
-from stream_app.stream.window_process import (
+from stream_app.topics import StreamTopics, ensure_topics, stream_topics
+from stream_app.worker.batch_worker import BatchWorker
+from stream_app.worker.metrics import CONTENT_TYPE, WorkerMetrics
+from stream_app.worker.pipeline import Pipeline
+from stream_app.worker.publisher import BatchPublisher
+from stream_app.worker.retry import Backoff
+from stream_app.worker.window_process import (
     WindowProcess,
     WindowStoreConfig,
     redis_window_store,
 )
-from stream_app.stream.worker import BatchWorker
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ streams are merged on one replay clock by :func:`~stream_app.sources.events.repl
 order. The events are built by :class:`~stream_app.sources.events.RecordEncoder`, the
 encoder :func:`~stream_app.sources.jsonl.write_jsonl` uses too.
 
-Records go out in per-partition batches (:class:`~stream_app.stream.publisher.BatchPublisher`,
+Records go out in per-partition batches (:class:`~stream_app.worker.publisher.BatchPublisher`,
 the default murmur2 key partitioning) without waiting for each delivery; order within a
 partition is kept.
 """
@@ -32,8 +32,8 @@ from stream_app.contracts.records import from_epoch_us
 from stream_app.errors import DependencyUnavailable, InputDataError
 from stream_app.sources.events import RecordEncoder, ReplayOrder, replay_order
 from stream_app.sources.history import TransactionHistory
-from stream_app.stream.publisher import BatchPublisher, OutRecord
-from stream_app.stream.topics import StreamTopics
+from stream_app.topics import StreamTopics
+from stream_app.worker.publisher import BatchPublisher, OutRecord
 
 CHUNK_EVENTS = 2_000
 """Records handed to the producer at once."""

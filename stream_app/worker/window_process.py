@@ -1,9 +1,9 @@
 """The window store in a child process, so the window maths runs beside the event loop.
 
 In process, the worker's event loop was its limit, and the window maths about half of its
-work. A :class:`WindowProcess` is a :class:`~stream_app.stream.pipeline.BatchWindowStore`
+work. A :class:`WindowProcess` is a :class:`~stream_app.worker.pipeline.BatchWindowStore`
 whose calls run on a :class:`~stream_app.features.redis_store.RedisWindowStore` in a child
-process (``python -m stream_app.stream.window_process FD``), over a socket pair in
+process (``python -m stream_app.worker.window_process FD``), over a socket pair in
 length-prefixed pickled frames; the worker decodes, scores and publishes while the child
 applies the next batches (``FRAUDSTREAM_WINDOW_PROCESS=false`` keeps the store in process).
 
@@ -14,7 +14,7 @@ applies the next batches (``FRAUDSTREAM_WINDOW_PROCESS=false`` keeps the store i
   before (:attr:`WindowProcess.computes_in_order`). So a compute must not fail where a
   later one could succeed: the child retries Redis errors of a compute itself and
   reports each failed attempt, and the recovery, to the worker's Redis
-  :class:`~stream_app.stream.retry.Backoff`. Writes are one at a time; their Redis errors
+  :class:`~stream_app.worker.retry.Backoff`. Writes are one at a time; their Redis errors
   come back and the worker's backoff retries them.
 - **Errors.** Any other failure raises the child's exception in the worker; if the child
   exits, every call raises :class:`WindowProcessError` and the worker stops.
@@ -49,8 +49,8 @@ from stream_app.errors import FraudstreamError
 from stream_app.features.redis_store import ComputedBatch, RedisWindowStore
 from stream_app.features.spec import FeatureSet
 from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent
-from stream_app.stream.metrics import WorkerMetrics
-from stream_app.stream.retry import Backoff
+from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -423,6 +423,6 @@ async def _serve(connection: socket.socket) -> None:
 
 
 if __name__ == "__main__":  # run as a script, this module is __main__: pickle names the
-    from stream_app.stream.window_process import main as imported_main  # importable one
+    from stream_app.worker.window_process import main as imported_main  # importable one
 
     imported_main(sys.argv)

@@ -1,6 +1,6 @@
 """Print the alerts of a namespace: readable lines or one ``alert.v1`` JSON object per line.
 
-Reading is :func:`~stream_app.stream.topic_reader.read_topic` (no consumer group, seek by
+Reading is :func:`~stream_app.tools.topic_reader.read_topic` (no consumer group, seek by
 time, stop at the end of the topic or follow it); this module decodes and shows alerts.
 """
 
@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 from stream_app.contracts.codec import decode_alert
 from stream_app.contracts.records import Alert
 from stream_app.errors import ContractError
-from stream_app.stream.topic_reader import read_topic
+from stream_app.tools.topic_reader import read_topic
 
 TOP_REASONS = 3
 

@@ -1,1 +1,0 @@
-"""The stream: topics, worker, replay, alerts consumer and demo."""

@@ -1,0 +1,1 @@
+"""Operator tools: replay, alerts consumer, topic reader, demo, worker process."""

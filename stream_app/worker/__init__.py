@@ -1,0 +1,1 @@
+"""The hot path: fetch, decode, align, windows, score, publish, acknowledge, store, commit."""
