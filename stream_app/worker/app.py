@@ -27,9 +27,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.app.base import BootStrategy
 from mode import Service
-from redis.exceptions import RedisError
 
-from stream_app.errors import DependencyUnavailable
 from stream_app.features.redis_store import RedisWindowStore
 from stream_app.features.spec import feature_set
 from stream_app.scoring.bundle import ModelBundle
@@ -97,7 +95,7 @@ class StreamRuntime(Service):
         bundle = self.bundle
         scorer = Scorer.from_settings(bundle, settings)
         features = feature_set(bundle.manifest.feature_set, bundle.manifest.label_delay_days)
-        await Backoff("kafka", (DependencyUnavailable,), self.metrics).call(
+        await Backoff("kafka", self.metrics).call(
             lambda: ensure_topics(
                 settings.kafka_bootstrap,
                 topics.all,
@@ -105,7 +103,7 @@ class StreamRuntime(Service):
                 settings.topic_replication,
             )
         )
-        redis_backoff = Backoff("redis", (RedisError, OSError), self.metrics)
+        redis_backoff = Backoff("redis", self.metrics)
         config = WindowStoreConfig(
             redis_url=settings.redis_url,
             feature_set=features,

@@ -19,8 +19,6 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 
 from stream_app.contracts import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -194,9 +192,9 @@ class Pipeline(Generic[C]):
         self._max_bytes = max_payload_bytes
         self._clock = clock
         self._model_version = scorer.bundle.model_version
-        self.kafka = Backoff("kafka", (KafkaError, OSError), metrics)
+        self.kafka = Backoff("kafka", metrics)
         """Retries of broker calls; the worker's own calls to the broker share it."""
-        self.redis = redis_backoff or Backoff("redis", (RedisError, OSError), metrics)
+        self.redis = redis_backoff or Backoff("redis", metrics)
 
     def reset_cache(self, *, shared_terminals: bool) -> None:
         """Drop windows cached in the process (the partitions moved); ``shared_terminals``:

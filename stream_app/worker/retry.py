@@ -1,11 +1,17 @@
 """Retry calls to Redis or the broker with exponential backoff while they are down.
 
+Whether an error is worth retrying is decided in one place, :func:`retriable`: a
+:class:`~stream_app.errors.FraudstreamError` says so itself (``retriable``), a broker,
+Redis or network error is a dependency being down, except a refused login. The worker
+builds one :class:`Backoff` per dependency at start-up and hands it to every stage that
+calls that dependency.
+
 An outage is logged once when it starts and once when it ends (not per attempt); the
 ``fraudstream_dependency_up`` gauge and the retry counter record it. The retried calls
 must be idempotent: they are repeated whole.
 
-Several calls to one dependency run at once (the worker's process and confirm tasks, its
-commits) through one shared :class:`Backoff` per dependency (the pipeline's), whose
+Several calls to one dependency run at once (the worker's stages, its commits) through
+one shared :class:`Backoff` per dependency, whose
 outage ends only when no call is failing any more: a call that merely queues work (a
 producer ``send``) must not end an outage while an acknowledgement is still retried.
 """
@@ -19,11 +25,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from aiokafka.errors import KafkaError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
+
+from stream_app.errors import FraudstreamError
 from stream_app.worker.metrics import WorkerMetrics
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+
+def retriable(exc: BaseException) -> bool:
+    """Whether trying the same call again can help."""
+    if isinstance(exc, FraudstreamError):
+        return exc.retriable
+    if isinstance(exc, AuthenticationError | NoPermissionError):
+        return False  # wrong credentials stay wrong
+    return isinstance(exc, KafkaError | RedisError | OSError)
 
 
 @dataclass(eq=False)
@@ -40,14 +59,14 @@ class Backoff:
     def __init__(
         self,
         dependency: str,
-        failures: tuple[type[BaseException], ...],
         metrics: WorkerMetrics,
         *,
+        is_retriable: Callable[[BaseException], bool] = retriable,
         first_s: float = 0.05,
         max_s: float = 5.0,
     ) -> None:
         self.dependency = dependency
-        self.failures = failures
+        self._is_retriable = is_retriable
         self._metrics = metrics
         self._first_s = first_s
         self._max_s = max_s
@@ -63,7 +82,9 @@ class Backoff:
                 try:
                     result = await attempt()
                     break
-                except self.failures as exc:
+                except Exception as exc:
+                    if not self._is_retriable(exc):
+                        raise
                     if not failing:
                         failing = True
                         self._outage.failing += 1

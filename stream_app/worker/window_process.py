@@ -375,7 +375,7 @@ class _RelayedBackoff(Backoff):
     recovery, go to the worker's own Redis :class:`Backoff` (its log and metrics)."""
 
     def __init__(self, reply: Callable[[int, bool, Any], None]) -> None:
-        super().__init__("redis", (redis.RedisError, OSError), WorkerMetrics())
+        super().__init__("redis", WorkerMetrics())
         self._reply = reply
         self._reported = False
 

@@ -63,7 +63,7 @@ class BlockingProcessStore:
         self.loop = asyncio.new_event_loop()
         self.metrics = WorkerMetrics()
         config = WindowStoreConfig(url, FS, PREFIX, TTL_DAYS, redis_timeout_s=1.0)
-        backoff = Backoff("redis", (redis.RedisError, OSError), self.metrics)
+        backoff = Backoff("redis", self.metrics)
         self.store = self.run(WindowProcess.start(config, backoff))
 
     @property

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
+from stream_app.errors import ConfigError, DependencyUnavailable
 from stream_app.worker.metrics import WorkerMetrics
-from stream_app.worker.retry import Backoff
+from stream_app.worker.retry import Backoff, retriable
 
 
 class UnavailableError(Exception):
@@ -20,7 +23,13 @@ def _value(metrics: WorkerMetrics, name: str) -> float:
 
 
 def _backoff(metrics: WorkerMetrics) -> Backoff:
-    return Backoff("kafka", (UnavailableError,), metrics, first_s=0.001, max_s=0.004)
+    return Backoff(
+        "kafka",
+        metrics,
+        is_retriable=lambda exc: isinstance(exc, UnavailableError),
+        first_s=0.001,
+        max_s=0.004,
+    )
 
 
 def test_a_failing_call_is_retried_until_it_succeeds_and_the_outage_is_recorded(
@@ -143,3 +152,35 @@ def test_failures_retried_in_another_process_count_as_one_failing_call() -> None
     assert ended_while_local_call_failed == [0.0, 0.0]
     assert _value(metrics, "fraudstream_dependency_up") == 1.0
     assert _value(metrics, "fraudstream_dependency_retries_total") == 3
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (DependencyUnavailable("broker down"), True),
+        (ConfigError("bad setting"), False),
+        (KafkaConnectionError("refused"), True),
+        (KafkaTimeoutError(), True),  # aiokafka's own flag says no; the broker may be back
+        (redis.ConnectionError("refused"), True),
+        (redis.AuthenticationError("invalid password"), False),
+        (ConnectionRefusedError(), True),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_retriable_is_decided_by_the_error_tree_and_the_dependency(
+    error: BaseException, expected: bool
+) -> None:
+    assert retriable(error) is expected
+
+
+def test_the_default_policy_gives_up_at_once_on_a_refused_login() -> None:
+    attempts = 0
+
+    async def attempt() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise redis.AuthenticationError("invalid password")
+
+    with pytest.raises(redis.AuthenticationError):
+        asyncio.run(Backoff("redis", WorkerMetrics(), first_s=0.001).call(attempt))
+    assert attempts == 1
