@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from stream_app.contracts import decode_label, decode_transaction, encode_transaction
+from stream_app.contracts.decode import decode_label_event, decode_transaction_event
 from stream_app.errors import ContractError
-from stream_app.worker.pipeline import decode_label_event, decode_transaction_event
 
 START = datetime(2018, 4, 1, tzinfo=UTC)
 _T = TypeVar("_T")

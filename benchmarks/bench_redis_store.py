@@ -33,9 +33,10 @@ import redis
 import redis.asyncio as redis_asyncio
 from redis.utils import HIREDIS_AVAILABLE
 
+from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.redis_store import RedisWindowStore
 from stream_app.features.spec import feature_set
-from stream_app.features.store import LabelEvent, TransactionEvent, transaction_events
+from stream_app.features.store import transaction_events
 from stream_app.local_services import start_redis
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 from stream_app.sources.simulator import simulate

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
+from stream_app.contracts.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from stream_app.errors import ConfigError
 
 ENV_PREFIX = "FRAUDSTREAM_"
@@ -41,7 +42,7 @@ class Settings:
     onnx_allow_spinning: bool = False
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    max_payload_bytes: int = 16384
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 
     def __post_init__(self) -> None:
         for name, least in _LEAST.items():

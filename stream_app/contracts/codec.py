@@ -38,10 +38,10 @@ from stream_app.contracts.records import (
     to_epoch_us,
 )
 from stream_app.errors import ContractError
-from stream_app.settings import Settings
 
-#: Payload size limit used when the caller passes none (``Settings.max_payload_bytes``).
-DEFAULT_MAX_PAYLOAD_BYTES: Final = Settings().max_payload_bytes
+#: Payload size limit used when the caller passes none (the default of
+#: ``Settings.max_payload_bytes``).
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 16_384
 
 _Spelled = Annotated[str, Meta(pattern=TIMESTAMP_PATTERN)]
 

@@ -44,6 +44,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.incremental import (
     CustomerWindow,
     IncrementalFeatures,
@@ -53,7 +54,7 @@ from stream_app.features.incremental import (
     encode_window,
 )
 from stream_app.features.spec import FeatureSet
-from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent, apply_batch
+from stream_app.features.store import FeatureBatch, apply_batch
 from stream_app.time import MICROS_PER_DAY, SECONDS_PER_DAY
 
 KEY_LAYOUT = "v2"

@@ -11,12 +11,13 @@ import gc
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.batch import FeatureTable
 from stream_app.features.incremental import (
     CustomerWindow,
@@ -27,27 +28,6 @@ from stream_app.features.spec import FeatureSet
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 
 _REPLAY_BATCH = 4096
-
-
-class TransactionEvent(NamedTuple):
-    """One transaction as the window store needs it (times in µs since the epoch, UTC)."""
-
-    transaction_id: str
-    customer_id: str
-    terminal_id: str
-    event_time_us: int
-    amount: float
-
-
-class LabelEvent(NamedTuple):
-    """The outcome of a transaction, known from ``label_time_us`` on."""
-
-    transaction_id: str
-    customer_id: str
-    terminal_id: str
-    event_time_us: int
-    label_time_us: int
-    is_fraud: bool
 
 
 @dataclass(frozen=True, eq=False)

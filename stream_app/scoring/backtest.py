@@ -24,14 +24,10 @@ import numpy.typing as npt
 import pyarrow as pa
 from tqdm import tqdm
 
+from stream_app.contracts.events import LabelEvent
 from stream_app.features.batch import compute_features
 from stream_app.features.spec import FeatureSet, feature_set
-from stream_app.features.store import (
-    FeatureBatch,
-    InMemoryWindowStore,
-    LabelEvent,
-    transaction_events,
-)
+from stream_app.features.store import FeatureBatch, InMemoryWindowStore, transaction_events
 from stream_app.scoring.scorer import ScoreBatch, Scorer
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 

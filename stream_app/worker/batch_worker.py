@@ -57,7 +57,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from stream_app.contracts import Transaction
-from stream_app.features.store import TransactionEvent
+from stream_app.contracts.events import TransactionEvent
 from stream_app.settings import Settings
 from stream_app.topics import StreamTopics
 from stream_app.worker.align import ActivityClock, EventTimeAligner

@@ -21,16 +21,15 @@ import numpy.typing as npt
 from aiokafka import TopicPartition
 
 from stream_app.contracts import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
     Alert,
     Reason,
     Transaction,
-    decode_label_fields,
-    decode_transaction_us,
     encode_alert,
 )
+from stream_app.contracts.decode import decode_label_event, decode_transaction_event
+from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.errors import ContractError
-from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent
+from stream_app.features.store import FeatureBatch
 from stream_app.scoring.scorer import Scorer
 from stream_app.time import MICROS_PER_MS
 from stream_app.topics import StreamTopics
@@ -102,22 +101,6 @@ class BatchWindowStore(Protocol[C]):
         """Drop windows cached in the process (after a rebalance); ``shared_terminals``:
         other workers write terminal windows too."""
         ...
-
-
-def decode_transaction_event(
-    raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-) -> tuple[Transaction, TransactionEvent]:
-    """A ``transaction.v1`` payload as its record and as the window store's event."""
-    tx, event_us = decode_transaction_us(raw, max_bytes)
-    event = TransactionEvent(
-        tx.transaction_id, tx.customer_id, tx.terminal_id, event_us, tx.amount_float
-    )
-    return tx, event
-
-
-def decode_label_event(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> LabelEvent:
-    """A ``label.v1`` payload as the window store's event."""
-    return LabelEvent(*decode_label_fields(raw, max_bytes))
 
 
 @dataclass(eq=False)

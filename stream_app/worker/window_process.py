@@ -45,10 +45,11 @@ import numpy.typing as npt
 import redis
 import redis.asyncio as redis_asyncio
 
+from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.errors import FraudstreamError
 from stream_app.features.redis_store import ComputedBatch, RedisWindowStore
 from stream_app.features.spec import FeatureSet
-from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent
+from stream_app.features.store import FeatureBatch
 from stream_app.worker.metrics import WorkerMetrics
 from stream_app.worker.retry import Backoff
 

@@ -13,14 +13,10 @@ import numpy.testing as npt
 import pytest
 import redis
 
+from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.batch import compute_features
 from stream_app.features.redis_store import READ_SCRIPT, RedisWindowStore
-from stream_app.features.store import (
-    InMemoryWindowStore,
-    LabelEvent,
-    TransactionEvent,
-    WindowStore,
-)
+from stream_app.features.store import InMemoryWindowStore, WindowStore
 from tests.integration.window_stores import (
     FS,
     PREFIX,

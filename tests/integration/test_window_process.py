@@ -18,8 +18,9 @@ import numpy.testing as npt
 import pytest
 import redis
 
+from stream_app.contracts.events import TransactionEvent
 from stream_app.errors import InputDataError
-from stream_app.features.store import InMemoryWindowStore, TransactionEvent
+from stream_app.features.store import InMemoryWindowStore
 from stream_app.local_services import start_redis
 from stream_app.worker.window_process import WindowProcessError
 from tests.integration.window_stores import (

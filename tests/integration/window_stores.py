@@ -11,9 +11,10 @@ import numpy as np
 import redis
 import redis.asyncio as redis_asyncio
 
+from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.redis_store import RedisWindowStore
 from stream_app.features.spec import feature_set
-from stream_app.features.store import FeatureBatch, LabelEvent, TransactionEvent, WindowStore
+from stream_app.features.store import FeatureBatch, WindowStore
 from stream_app.sources.history import TransactionHistory
 from stream_app.worker.metrics import WorkerMetrics
 from stream_app.worker.retry import Backoff

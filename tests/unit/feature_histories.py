@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.testing as npt
 
+from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.batch import FeatureTable, compute_features
 from stream_app.features.spec import FeatureSet
-from stream_app.features.store import LabelEvent, TransactionEvent, replay_history
+from stream_app.features.store import replay_history
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 from stream_app.time import MICROS_PER_DAY
 

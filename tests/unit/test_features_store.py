@@ -9,6 +9,7 @@ import numpy as np
 import numpy.testing as npt
 import pytest
 
+from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.errors import InputDataError
 from stream_app.features.batch import compute_features
 from stream_app.features.incremental import (
@@ -22,14 +23,7 @@ from stream_app.features.incremental import (
     int64s,
 )
 from stream_app.features.spec import feature_set
-from stream_app.features.store import (
-    FeatureBatch,
-    InMemoryWindowStore,
-    LabelEvent,
-    TransactionEvent,
-    WindowStore,
-    replay_history,
-)
+from stream_app.features.store import FeatureBatch, InMemoryWindowStore, WindowStore, replay_history
 from stream_app.sources.history import TransactionHistory
 from tests.unit.feature_histories import (
     DAY,

@@ -18,8 +18,9 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from stream_app.contracts import Label, Transaction, decode_alert, encode_label, encode_transaction
+from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.redis_store import ComputedBatch
-from stream_app.features.store import InMemoryWindowStore, LabelEvent, TransactionEvent
+from stream_app.features.store import InMemoryWindowStore
 from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.topics import stream_topics
