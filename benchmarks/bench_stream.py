@@ -53,6 +53,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_app.contracts import TransactionScore
 from stream_app.local_services import free_port, start_redis, start_tansu
 from stream_app.settings import Settings
 from stream_app.sources.history import TransactionHistory
@@ -62,7 +63,6 @@ from stream_app.tools.replay import replay, replay_order
 from stream_app.tools.topic_reader import read_topic
 from stream_app.tools.worker_process import log_tail, stop_process_group, worker_process
 from stream_app.topics import ensure_topics_sync, stream_topics
-from stream_app.worker.pipeline import TransactionScore
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO / ".run"

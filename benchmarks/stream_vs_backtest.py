@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from aiokafka import TopicPartition
 
-from stream_app.contracts import decode_alert
+from stream_app.contracts import TransactionScore, decode_alert
 from stream_app.local_services import free_port, start_redis, start_tansu
 from stream_app.scoring.bundle import load_bundle
 from stream_app.settings import Settings
@@ -47,7 +47,6 @@ from stream_app.tools.replay import replay, replay_order
 from stream_app.tools.topic_reader import read_topic
 from stream_app.tools.worker_process import WorkerProcess, worker_process
 from stream_app.topics import ensure_topics_sync, stream_topics
-from stream_app.worker.pipeline import TransactionScore
 
 REPO = Path(__file__).resolve().parent.parent
 HANDBOOK = REPO.parent / "shared" / "data" / "handbook" / "transactions.parquet"

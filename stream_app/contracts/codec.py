@@ -35,6 +35,7 @@ from stream_app.contracts.records import (
     Alert,
     Label,
     Transaction,
+    TransactionScore,
     to_epoch_us,
 )
 from stream_app.errors import ContractError
@@ -63,13 +64,20 @@ class _AlertSpelling(msgspec.Struct, frozen=True):
     processed_at: _Spelled
 
 
+class _ScoreSpelling(msgspec.Struct, frozen=True):
+    schema: Literal["score.v1"]
+    event_time: _Spelled
+
+
 _TRANSACTION: Final = msgspec.json.Decoder(Transaction)
 _LABEL: Final = msgspec.json.Decoder(Label)
 _ALERT: Final = msgspec.json.Decoder(Alert)
+_SCORE: Final = msgspec.json.Decoder(TransactionScore)
 _EVENT: Final[msgspec.json.Decoder[Transaction | Label]] = msgspec.json.Decoder(Transaction | Label)
 _TRANSACTION_SPELLING: Final = msgspec.json.Decoder(_TransactionSpelling)
 _LABEL_SPELLING: Final = msgspec.json.Decoder(_LabelSpelling)
 _ALERT_SPELLING: Final = msgspec.json.Decoder(_AlertSpelling)
+_SCORE_SPELLING: Final = msgspec.json.Decoder(_ScoreSpelling)
 _ENCODER: Final = msgspec.json.Encoder()
 _FAILURES: Final = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
 
@@ -160,6 +168,17 @@ def decode_alert(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Aler
     return record
 
 
+def decode_score(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> TransactionScore:
+    """Decode and validate one ``score.v1`` payload."""
+    _check_size(raw, max_bytes)
+    try:
+        record = _SCORE.decode(raw)
+        _SCORE_SPELLING.decode(raw)
+    except _FAILURES as exc:
+        raise _contract_error(exc, raw, ("score.v1",)) from None
+    return record
+
+
 def encode_transaction(record: Transaction, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
     """``record`` as ``transaction.v1`` JSON; ContractError if it breaks the contract."""
     raw = _ENCODER.encode(record)
@@ -178,6 +197,13 @@ def encode_alert(record: Alert, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> b
     """``record`` as ``alert.v1`` JSON; ContractError if it breaks the contract."""
     raw = _ENCODER.encode(record)
     decode_alert(raw, max_bytes)
+    return raw
+
+
+def encode_score(record: TransactionScore, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """``record`` as ``score.v1`` JSON; ContractError if it breaks the contract."""
+    raw = _ENCODER.encode(record)
+    decode_score(raw, max_bytes)
     return raw
 
 
@@ -227,6 +253,7 @@ _EXPECTED: Final[dict[str, str]] = {
     "label_time": _TIME,
     "processed_at": _TIME,
     "is_fraud": "true or false",
+    "is_alert": "true or false",
     "score": "a number from 0 to 1",
     "threshold": "a number from 0 to 1",
     "contribution": _NUMBER,

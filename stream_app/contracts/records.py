@@ -172,3 +172,18 @@ class Alert(
             event_time=transaction.event_time,
             processed_at=processed_at,
         )
+
+
+class TransactionScore(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="schema", tag="score.v1"
+):
+    """One scored transaction (``score.v1``), published to the scores topic when the
+    worker's ``publish_scores`` is on: every transaction's score, alert or not."""
+
+    transaction_id: Id
+    customer_id: Id
+    score: Probability
+    threshold: Probability
+    is_alert: bool
+    model_version: Id
+    event_time: Timestamp

@@ -24,6 +24,7 @@ from stream_app.contracts import (
     Alert,
     Reason,
     Transaction,
+    TransactionScore,
     encode_alert,
 )
 from stream_app.contracts.decode import decode_label_event, decode_transaction_event
@@ -37,18 +38,6 @@ from stream_app.worker.emit import dead_letter
 from stream_app.worker.metrics import WorkerMetrics
 from stream_app.worker.publisher import BatchPublisher, OutRecord
 from stream_app.worker.retry import Backoff
-
-
-class TransactionScore(msgspec.Struct, frozen=True, tag_field="schema", tag="score.v1"):
-    """One scored transaction, published to the scores topic when ``publish_scores`` is on."""
-
-    transaction_id: str
-    customer_id: str
-    score: float
-    threshold: float
-    is_alert: bool
-    model_version: str
-    event_time: datetime
 
 
 class ComputedWindows(Protocol):

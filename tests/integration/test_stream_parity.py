@@ -21,14 +21,13 @@ import pytest
 from aiokafka import TopicPartition
 
 from stream_app.cli import main as fraudstream
-from stream_app.contracts import decode_alert
+from stream_app.contracts import TransactionScore, decode_alert
 from stream_app.scoring.bundle import load_bundle
 from stream_app.sources.history import TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.tools.topic_reader import read_topic
 from stream_app.topics import StreamTopics
-from stream_app.worker.pipeline import TransactionScore
 from tests.integration.worker_support import (
     create_topics,
     replay_history,

@@ -26,6 +26,7 @@ from stream_app.contracts import (
     Transaction,
     alert_id,
     decode_alert,
+    decode_score,
     encode_label,
     encode_transaction,
 )
@@ -36,7 +37,6 @@ from stream_app.scoring.bundle import ModelBundle
 from stream_app.settings import Settings
 from stream_app.topics import StreamTopics
 from stream_app.worker import emit as dlq
-from stream_app.worker.pipeline import TransactionScore
 from tests.integration.worker_support import (
     bundle_alerting_on_all,
     counter_value,
@@ -118,7 +118,7 @@ def test_transactions_in_alerts_and_scores_out(
         assert len(alert.reasons) == 3 and set(alert.features) == set(
             alert_everything.feature_columns
         )
-    scores = [msgspec.json.decode(v, type=TransactionScore) for v in score_values]
+    scores = [decode_score(v) for v in score_values]
     assert sorted(s.transaction_id for s in scores) == sorted(by_tx)
     assert all(s.is_alert and 0.0 <= s.score <= 1.0 for s in scores)
 

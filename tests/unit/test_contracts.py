@@ -25,16 +25,19 @@ from stream_app.contracts import (
     Label,
     Reason,
     Transaction,
+    TransactionScore,
     alert_id,
     decode_alert,
     decode_event,
     decode_label,
     decode_label_fields,
     decode_label_us,
+    decode_score,
     decode_transaction,
     decode_transaction_us,
     encode_alert,
     encode_label,
+    encode_score,
     encode_transaction,
     fast,
     from_epoch_us,
@@ -48,7 +51,7 @@ AGREEMENT_SETTINGS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
-CONTRACTS = ("transaction.v1", "label.v1", "alert.v1")
+CONTRACTS = ("transaction.v1", "label.v1", "alert.v1", "score.v1")
 
 TRANSACTION: dict[str, Any] = {
     "schema": "transaction.v1",
@@ -84,11 +87,28 @@ ALERT: dict[str, Any] = {
     "event_time": "2018-04-01T00:00:31Z",
     "processed_at": "2018-04-01T00:00:31.012345Z",
 }
-BASE = {"transaction.v1": TRANSACTION, "label.v1": LABEL, "alert.v1": ALERT}
+SCORE: dict[str, Any] = {
+    "schema": "score.v1",
+    "transaction_id": "1234567",
+    "customer_id": "4961",
+    "score": 0.25,
+    "threshold": 0.5,
+    "is_alert": False,
+    "model_version": "2026.11.1",
+    "event_time": "2018-04-01T00:00:31Z",
+}
+BASE = {"transaction.v1": TRANSACTION, "label.v1": LABEL, "alert.v1": ALERT, "score.v1": SCORE}
 DECODERS: dict[str, Callable[[bytes], object]] = {
     "transaction.v1": decode_transaction,
     "label.v1": decode_label,
     "alert.v1": decode_alert,
+    "score.v1": decode_score,
+}
+RECORDS: dict[str, type[msgspec.Struct]] = {
+    "transaction.v1": Transaction,
+    "label.v1": Label,
+    "alert.v1": Alert,
+    "score.v1": TransactionScore,
 }
 MISSING = object()
 HOUR = timedelta(hours=1)
@@ -136,6 +156,16 @@ def test_every_schema_property_has_a_description(contract: str) -> None:
     assert undocumented == []
 
 
+@pytest.mark.parametrize("contract", CONTRACTS)
+def test_schema_properties_are_the_record_fields(contract: str) -> None:
+    record = RECORDS[contract]
+    config = record.__struct_config__
+    assert (config.tag_field, config.tag) == ("schema", contract)
+    assert config.forbid_unknown_fields
+    fields = {f.encode_name for f in msgspec.structs.fields(record)}
+    assert {"schema"} | fields == set(load_schema(contract)["properties"])
+
+
 def test_schema_path_and_names() -> None:
     assert set(CONTRACTS) <= set(schema_names())
     assert schema_path("label.v1.json").name == "label.v1.json"
@@ -157,6 +187,7 @@ def test_schema_path_and_names() -> None:
         ("alert.v1", "currency", records.CURRENCY_PATTERN),
         ("alert.v1", "event_time", records.TIMESTAMP_PATTERN),
         ("alert.v1", "processed_at", records.TIMESTAMP_PATTERN),
+        ("score.v1", "event_time", records.TIMESTAMP_PATTERN),
     ],
 )
 def test_record_patterns_are_the_schema_patterns(contract: str, field: str, pattern: str) -> None:
@@ -205,6 +236,23 @@ def test_alert_round_trip_and_for_transaction() -> None:
         processed_at=datetime(2018, 4, 1, 0, 0, 31, 12345, tzinfo=UTC),
     )
     assert built == record
+
+
+def test_score_round_trip() -> None:
+    record = decode_score(payload("score.v1"))
+    assert record == TransactionScore(
+        transaction_id="1234567",
+        customer_id="4961",
+        score=0.25,
+        threshold=0.5,
+        is_alert=False,
+        model_version="2026.11.1",
+        event_time=datetime(2018, 4, 1, 0, 0, 31, tzinfo=UTC),
+    )
+    raw = encode_score(record)
+    assert json.loads(raw) == SCORE
+    assert decode_score(raw) == record
+    assert raw == msgspec.json.encode(record)  # what the worker publishes, unvalidated
 
 
 def test_decode_event_picks_the_record_type_from_schema() -> None:
@@ -425,6 +473,36 @@ def test_bad_alert_names_the_field(changes: dict[str, Any], field: str) -> None:
     assert caught.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"score": 1.5}, "$.score"),
+        ({"score": "0.25"}, "$.score"),
+        ({"threshold": -0.1}, "$.threshold"),
+        ({"is_alert": 0}, "$.is_alert"),
+        ({"is_alert": MISSING}, "$.is_alert"),
+        ({"model_version": ""}, "$.model_version"),
+        ({"event_time": "2018-04-01T00:00:31"}, "$.event_time"),
+        ({"schema": "alert.v1"}, "$.schema"),
+        ({"amount": "57.16"}, "$.amount"),
+    ],
+)
+def test_bad_score_names_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode_score(payload("score.v1", **changes))
+    assert caught.value.field == field
+
+
+def test_oversized_score_is_rejected() -> None:
+    raw = payload("score.v1")
+    assert decode_score(raw, max_bytes=len(raw)).transaction_id == "1234567"
+    with pytest.raises(ContractError, match="byte limit"):
+        decode_score(raw, max_bytes=len(raw) - 1)
+    compact = encode_score(decode_score(raw))
+    with pytest.raises(ContractError, match="byte limit"):
+        encode_score(decode_score(raw), max_bytes=len(compact) - 1)
+
+
 def test_encoders_refuse_records_that_break_the_contract() -> None:
     transaction = decode_transaction(payload("transaction.v1"))
     naive = msgspec.structs.replace(transaction, event_time=datetime(2018, 4, 1))
@@ -438,6 +516,11 @@ def test_encoders_refuse_records_that_break_the_contract() -> None:
     label = decode_label(payload("label.v1"))
     with pytest.raises(ContractError, match=r"^\$\.label_time: "):
         encode_label(msgspec.structs.replace(label, label_time=label.event_time - timedelta(1)))
+    score = decode_score(payload("score.v1"))
+    with pytest.raises(ContractError, match=r"^\$\.score: "):
+        encode_score(msgspec.structs.replace(score, score=math.inf))
+    with pytest.raises(ContractError, match=r"^\$\.event_time: "):
+        encode_score(msgspec.structs.replace(score, event_time=datetime(2018, 4, 1)))
 
 
 # --- agreement: the msgspec codec accepts exactly what the JSON Schemas accept -------------
@@ -555,6 +638,16 @@ AGREEMENT_TABLE: list[tuple[str, dict[str, Any]]] = [
     ("alert.v1", {"alert_id": ALERT["alert_id"].upper()}),
     ("alert.v1", {"alert_id": ALERT["alert_id"].replace("-", "")}),
     ("alert.v1", {"model_version": ""}),
+    ("score.v1", {}),
+    ("score.v1", {"score": 0, "threshold": 1, "is_alert": True}),
+    ("score.v1", {"score": 1.0000001}),
+    ("score.v1", {"score": -0.0}),
+    ("score.v1", {"threshold": True}),
+    ("score.v1", {"is_alert": "false"}),
+    ("score.v1", {"is_alert": None}),
+    ("score.v1", {"customer_id": "😀" * 65}),
+    ("score.v1", {"event_time": "2018-04-01T00:00:31.1234567Z"}),
+    ("score.v1", {"reasons": []}),
 ]
 
 
@@ -719,3 +812,51 @@ _REASONS = st.lists(
 )
 def test_codec_and_schema_agree_on_generated_alerts(raw: bytes) -> None:
     assert codec_accepts("alert.v1", raw) == schema_accepts("alert.v1", raw)
+
+
+@AGREEMENT_SETTINGS
+@given(
+    raw=_mutated(
+        "score.v1",
+        {
+            "schema": st.sampled_from(["score.v1", "score.v2", "alert.v1"]),
+            "transaction_id": _IDS,
+            "customer_id": _IDS,
+            "score": _NUMBERS,
+            "threshold": _NUMBERS,
+            "is_alert": st.one_of(st.booleans(), st.integers(0, 1)),
+            "model_version": _IDS,
+            "event_time": _timestamps(),
+        },
+    )
+)
+def test_codec_and_schema_agree_on_generated_scores(raw: bytes) -> None:
+    assert codec_accepts("score.v1", raw) == schema_accepts("score.v1", raw)
+
+
+_VALID_IDS = st.text(min_size=1, max_size=64)
+_UNIT = st.floats(0.0, 1.0)
+
+
+@AGREEMENT_SETTINGS
+@given(
+    record=st.builds(
+        TransactionScore,
+        transaction_id=_VALID_IDS,
+        customer_id=_VALID_IDS,
+        score=_UNIT,
+        threshold=_UNIT,
+        is_alert=st.booleans(),
+        model_version=_VALID_IDS,
+        event_time=st.datetimes(
+            min_value=datetime(1, 1, 2),
+            max_value=datetime(9999, 12, 30),
+            timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
+        ),
+    )
+)
+def test_generated_scores_encode_to_what_the_schema_accepts(record: TransactionScore) -> None:
+    raw = encode_score(record)
+    assert raw == msgspec.json.encode(record)
+    assert schema_accepts("score.v1", raw)
+    assert decode_score(raw) == record

@@ -11,13 +11,19 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from stream_app.contracts import Label, Transaction, decode_alert, encode_label, encode_transaction
+from stream_app.contracts import (
+    Label,
+    Transaction,
+    decode_alert,
+    decode_score,
+    encode_label,
+    encode_transaction,
+)
 from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.redis_store import ComputedBatch
 from stream_app.features.store import InMemoryWindowStore
@@ -26,7 +32,7 @@ from stream_app.scoring.scorer import Scorer
 from stream_app.topics import stream_topics
 from stream_app.worker import emit as dlq
 from stream_app.worker.metrics import WorkerMetrics
-from stream_app.worker.pipeline import Pipeline, TransactionScore
+from stream_app.worker.pipeline import Pipeline
 from stream_app.worker.publisher import OutRecord
 from tests.unit.model_bundles import tiny_bundle
 
@@ -153,11 +159,7 @@ def test_alerts_exactly_for_scores_at_or_above_the_threshold(publish_scores: boo
 
     asyncio.run(run())
     alerts = [decode_alert(r.value) for r in publisher.records if r.topic == TOPICS.alerts]
-    scores = [
-        msgspec.json.decode(r.value, type=TransactionScore)
-        for r in publisher.records
-        if r.topic == TOPICS.scores
-    ]
+    scores = [decode_score(r.value) for r in publisher.records if r.topic == TOPICS.scores]
     threshold = load_bundle(tiny_bundle().path).threshold
     if publish_scores:
         assert len(scores) == 40
