@@ -59,8 +59,8 @@ from stream_app.settings import Settings
 from stream_app.sources.history import TransactionHistory
 from stream_app.sources.simulator import simulate
 from stream_app.tools.demo import DemoPlan, demo_bundle
-from stream_app.tools.replay import replay, replay_order
-from stream_app.tools.topic_reader import read_topic
+from stream_app.tools.replay import LINGER_MS, replay, replay_order
+from stream_app.tools.topic_reader import FETCH_MAX_WAIT_MS, read_topic
 from stream_app.tools.worker_process import log_tail, stop_process_group, worker_process
 from stream_app.topics import ensure_topics_sync, stream_topics
 
@@ -119,9 +119,14 @@ Follow = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 """Watches a worker's progress until the event is set."""
 
 
-def follow_scores(bootstrap: str, topic: str, watch: ScoreWatch) -> Follow:
-    """Follow the score records on ``topic``."""
-    return lambda stop: read_topic(bootstrap, topic, watch, follow=True, stop=stop)
+def follow_scores(
+    bootstrap: str, topic: str, watch: ScoreWatch, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
+) -> Follow:
+    """Follow the score records on ``topic`` (a record is seen up to ``fetch_max_wait_ms``
+    late: tansu answers an empty fetch only after that wait, even when records arrive)."""
+    return lambda stop: read_topic(
+        bootstrap, topic, watch, follow=True, stop=stop, fetch_max_wait_ms=fetch_max_wait_ms
+    )
 
 
 def follow_commits(
@@ -202,6 +207,14 @@ def naive_process(args: list[str], log_path: Path) -> Iterator[Callable[[], None
         stop_process_group(process)
 
 
+def default_bundle() -> Path:
+    """The demo's model bundle (``.run/demo/bundle``, trained first when missing)."""
+    plan = DemoPlan()
+    demo_history = simulate(plan.customers, plan.terminals, plan.warmup_days + 1,
+                            plan.start_date, plan.seed, plan.label_delay_days)
+    return demo_bundle(RUN_DIR / "demo", plan, demo_history, print)
+
+
 def bench_history(events: int, seed: int) -> TransactionHistory:
     """A simulated history of (at least) ``events`` transactions, 5,000 customers."""
     customers = 5_000
@@ -272,6 +285,59 @@ def measure_throughput(
     return Throughput(watch.events_per_s, rss[0], speed_before, speed_after)
 
 
+@dataclass(frozen=True)
+class LatencyRun:
+    """One fixed-rate run: the latency of every scored transaction and the worker's
+    ``/metrics`` text at the end of the run."""
+
+    latency_ms: np.ndarray[Any, np.dtype[np.float64]]
+    offered: int
+    offer_s: float
+    metrics: str
+
+    @property
+    def achieved_per_s(self) -> float:
+        """Transactions handed to the producer per second, first to last."""
+        return (self.offered - 1) / self.offer_s if self.offer_s > 0 else 0.0
+
+
+def measure_latency(
+    kafka: str, settings: Settings, history: TransactionHistory, rate: float, *,
+    warmup_s: float, log_path: Path, follow_fetch_wait_ms: int = FETCH_MAX_WAIT_MS,
+    linger_ms: int = LINGER_MS,
+) -> LatencyRun:
+    """Offer ``history`` at ``rate`` transactions/s (labels with them) to a fresh worker
+    with ``settings``, ``warmup_s`` after it is healthy; latency is the time from handing a
+    transaction to the producer to receiving its score record."""
+    topics = stream_topics(settings.namespace)
+    ensure_topics_sync(kafka, topics.all, settings.topic_partitions, 1)
+    order = replay_order(history)
+    sent_at = np.full(len(history), np.nan)
+    watch = ScoreWatch(order.transactions, keep_times=True)
+    metrics: list[str] = []
+
+    def on_sent(rows: Any, at: float) -> None:
+        sent_at[rows] = at
+
+    async def offer() -> None:
+        await asyncio.sleep(warmup_s)  # a running worker, not one just assigned
+        await replay(history, order, kafka, topics, None, events_per_s=rate, progress=False,
+                     on_sent=on_sent, linger_ms=linger_ms)
+
+    def start(stack: contextlib.ExitStack[Any]) -> Callable[[], None]:
+        worker = stack.enter_context(worker_process(settings, log_path))
+        stack.callback(lambda: metrics.append(worker_metrics(settings)))  # before it stops
+        return worker.check_alive
+
+    follow = follow_scores(kafka, topics.scores, watch, follow_fetch_wait_ms)
+    asyncio.run(run_and_watch(follow, watch, start, offer))
+    row_of = {str(t): i for i, t in enumerate(history.transaction_id)}
+    latency_ms = np.array([(at - sent_at[row_of[tx]]) * 1000
+                           for tx, at in watch.received_at.items()])
+    offer_s = float(np.nanmax(sent_at) - np.nanmin(sent_at))
+    return LatencyRun(latency_ms, order.transactions, offer_s, metrics[0] if metrics else "")
+
+
 def python_speed() -> float:
     """Millions of pure-Python loop additions per CPU second right now: a yardstick of how
     fast this (shared, virtual) machine runs Python at the moment (it has varied ±30 %
@@ -300,14 +366,22 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def worker_profile(settings: Settings) -> str:
-    """Seconds the worker spent per stage and its mean batch sizes, from its /metrics."""
+def worker_metrics(settings: Settings) -> str:
+    """The worker's ``/metrics`` text ("" when it does not answer)."""
     url = f"http://{settings.web_host}:{settings.web_port}/metrics"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
+            return str(response.read().decode())
     except (urllib.error.URLError, OSError) as exc:
-        return f"worker profile unavailable: {url} answered {exc}"
+        print(f"worker metrics unavailable: {url} answered {exc}")
+        return ""
+
+
+def worker_profile(settings: Settings) -> str:
+    """Seconds the worker spent per stage and its mean batch sizes, from its /metrics."""
+    text = worker_metrics(settings)
+    if not text:
+        return "worker profile unavailable"
     sums: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -336,12 +410,7 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=None)
     args = parser.parse_args()
 
-    bundle = args.bundle
-    if bundle is None:
-        plan = DemoPlan()
-        demo_history = simulate(plan.customers, plan.terminals, plan.warmup_days + 1,
-                                plan.start_date, plan.seed, plan.label_delay_days)
-        bundle = demo_bundle(RUN_DIR / "demo", plan, demo_history, print)
+    bundle = args.bundle or default_bundle()
     history = bench_history(args.events, seed=5)
     log_dir = RUN_DIR / "bench"
     print(f"{len(history):,} simulated transactions, bundle {bundle}")
@@ -377,29 +446,10 @@ def main() -> None:
 
         # 3. latency at a fixed offered rate, fresh worker and namespace
         paced = history.slice(0, min(len(history), int(args.rate * args.seconds)))
-        lat_settings = worker_settings(kafka.address, redis_server.url, bundle, "bench-lat")
-        lat_topics = stream_topics("bench-lat")
-        ensure_topics_sync(kafka.address, lat_topics.all, partitions, 1)
-        sent_at = np.full(len(paced), np.nan)
-        lat_watch = ScoreWatch(len(paced), keep_times=True)
-
-        def on_sent(rows: Any, at: float) -> None:
-            sent_at[rows] = at
-
-        async def offer() -> None:
-            await asyncio.sleep(args.warmup_s)  # a running worker, not one just assigned
-            await replay(paced, replay_order(paced), kafka.address, lat_topics, None,
-                         events_per_s=args.rate, progress=False, on_sent=on_sent)
-
-        asyncio.run(run_and_watch(
-            follow_scores(kafka.address, lat_topics.scores, lat_watch), lat_watch,
-            lambda stack: stack.enter_context(
-                worker_process(lat_settings, log_dir / "worker-latency.log")).check_alive,
-            offer,
-        ))
-        row_of = {str(t): i for i, t in enumerate(paced.transaction_id)}
-        latency_ms = np.array([(at - sent_at[row_of[tx]]) * 1000
-                               for tx, at in lat_watch.received_at.items()])
+        latency_ms = measure_latency(
+            kafka.address, worker_settings(kafka.address, redis_server.url, bundle, "bench-lat"),
+            paced, args.rate, warmup_s=args.warmup_s, log_path=log_dir / "worker-latency.log",
+        ).latency_ms
         p50, p99 = (float(np.percentile(latency_ms, q)) for q in (50, 99))
 
     naive_per_s = naive_watch.events_per_s

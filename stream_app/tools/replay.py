@@ -41,6 +41,8 @@ CHUNKS_IN_FLIGHT = 4
 """Chunks handed to the producer whose delivery may still be unconfirmed."""
 MAX_IDLE_SLEEP_S = 0.25
 LINGER_MS = 5
+"""Default producer linger: every batch waits this long before it goes out (aiokafka lingers
+also batches handed over whole with ``send_batch``)."""
 
 __all__ = ["ReplayOrder", "ReplaySummary", "replay", "replay_order"]
 
@@ -85,6 +87,7 @@ async def replay(
     events_per_s: float | None = None,
     progress: bool = True,
     on_sent: Callable[[npt.NDArray[np.int64], float], None] | None = None,
+    linger_ms: int = LINGER_MS,
 ) -> ReplaySummary:
     """Publish ``order`` to ``topics`` on ``bootstrap``; ``speed`` None means max speed.
 
@@ -92,9 +95,11 @@ async def replay(
     time relative to the first record. ``events_per_s`` instead offers a fixed rate of
     transactions (labels go with the transaction before them), for latency measurements.
     ``on_sent(rows, wall_time_s)`` is told the history rows of the transactions handed to
-    the producer and the wall time (``time.time()``) when they were.
+    the producer and the wall time (``time.time()``) when they were (just before the
+    hand-over, so time the producer blocks counts as theirs). ``linger_ms`` is the
+    producer's linger (latency measurements pass 0).
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=LINGER_MS)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
     publisher = BatchPublisher(producer)
     try:
         await producer.start()
@@ -182,10 +187,11 @@ async def _publish(
                     timestamp_ms=int(order.clock_us[j]) // 1000,
                 )
             )
+        handed_at = time.time()
         in_flight.append(await publisher.send(records))
         if on_sent is not None:
             chunk = slice(i, stop)
-            on_sent(order.row[chunk][~order.is_label[chunk]], time.time())
+            on_sent(order.row[chunk][~order.is_label[chunk]], handed_at)
         while len(in_flight) > CHUNKS_IN_FLIGHT:
             await asyncio.gather(*in_flight.pop(0))
         bar.update(stop - i)
