@@ -3,7 +3,7 @@
 Prints wall seconds, CPU seconds of this process (the machine is shared: CPU time is the
 steadier figure) and rows/s for reading the handbook Parquet file, for batch features
 (``handbook`` and ``default`` sets), events/s of the in-memory window store driven by
-``replay_history`` (and of ``process`` in batches of --batch without labels), the bytes of
+``replay_history`` (and of ``apply`` in batches of --batch without labels), the bytes of
 serialised window state (the Redis store's encoding) per customer and per terminal after
 those batches, a pure-Python loop as a yardstick of how fast this machine runs Python right
 now, and the peak RSS.
@@ -56,8 +56,8 @@ def main() -> None:
     store = InMemoryWindowStore(fs)
     clock.restart()
     for start in range(0, n, args.batch):
-        store.process(events[start : start + args.batch], [])
-    clock.line(f"store.process batches of {args.batch}", n, "events")
+        store.apply(events[start : start + args.batch], [])
+    clock.line(f"store.apply batches of {args.batch}", n, "events")
 
     customer_bytes = [len(encode_window(w)) for w in store.customers.values()]
     terminal_bytes = [len(encode_window(w)) for w in store.terminals.values()]

@@ -8,8 +8,9 @@ Redis's own work (it runs in another process) is not; garbage collection is set 
 the worker (inputs frozen, its thresholds); each figure is the min of ``--runs`` runs,
 each on a fresh key prefix. Prints:
 
-- write: CPU µs per window written by ``store.write`` (the Lua compare-and-set call,
-  argument building, packing and reply parsing) over the batches after ``--warm-days``;
+- write: CPU µs per window written by ``store.write_all`` of one batch (the Lua
+  compare-and-set call, argument building, packing and reply parsing) over the batches
+  after ``--warm-days``;
 - read: CPU µs per window of ``store._read`` for every key of the history on a store with
   nothing cached (one round trip; decoding the states is not included);
 - Redis-side ``usec_per_call`` and µs per window from INFO commandstats (EVALSHA for the
@@ -79,11 +80,11 @@ async def run_once(url: str, work: list[Batch], measured_from: int) -> dict[str,
     for index, (transactions, labels) in enumerate(work):
         computed = await store.compute(transactions, labels)
         if index < measured_from:
-            await store.write(computed)
+            await store.write_all([computed])
             continue
         before = sync.info("commandstats")  # the reads also run EVALSHA: count writes only
         started = time.process_time()
-        await store.write(computed)
+        await store.write_all([computed])
         write_cpu += time.process_time() - started
         after = sync.info("commandstats")
         write_calls += _calls(after, "evalsha") - _calls(before, "evalsha")

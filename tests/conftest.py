@@ -3,10 +3,13 @@
 Integration tests get their own redis-server and tansu broker on free 127.0.0.1 ports
 (started once per session, stopped at the end, also when tests fail); nothing here touches
 a server somebody else runs. Any test that uses them must be marked ``integration``.
+An ``async def`` test runs on an event loop of its own (``asyncio.run``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 import uuid
 from collections.abc import Callable, Iterator
@@ -53,6 +56,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if item.get_closest_marker("handbook") is not None:
                 item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run an ``async def`` test with ``asyncio.run`` (its fixtures are synchronous)."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    asyncio.run(pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names}))
+    return True
 
 
 @pytest.fixture(scope="session")

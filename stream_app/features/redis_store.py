@@ -1,8 +1,9 @@
 """RedisWindowStore: the window states of :mod:`stream_app.features.incremental` in Redis.
 
-The maths is :func:`stream_app.features.store.apply_batch`, the same function
-:class:`~stream_app.features.store.InMemoryWindowStore` runs; this module only decides
-where the states live and when they are written:
+A :class:`~stream_app.features.store.WindowStore`; :meth:`RedisStoreConfig.open` builds one
+on its own clients. The maths is :func:`stream_app.features.store.apply_batch`, the same
+function :class:`~stream_app.features.store.InMemoryWindowStore` runs; this module only
+decides where the states live and when they are written:
 
 - one Redis hash per window, ``{v: version, s: state}``, the state being the window in
   its one encoding (:func:`stream_app.features.incremental.encode_window`), named
@@ -12,7 +13,7 @@ where the states live and when they are written:
 - windows are cached in the process with the version they were read at. A batch is
   computed on the cache (:meth:`RedisWindowStore.compute`; keys not cached yet are read
   first, with one Lua call, ``redis_windows_read.lua``) and written later with one Lua call
-  (``redis_windows.lua``, :meth:`RedisWindowStore.write`) that stores the changed states
+  (``redis_windows.lua``, :meth:`RedisWindowStore.write_all`) that stores the changed states
   only if no version moved since they were read. In steady state a batch costs one round
   trip. Neither call passes arguments per key (the asyncio client packs each argument in
   Python): a write sends a msgpack header and the states concatenated, a read its keys
@@ -43,6 +44,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import msgspec
 import numpy as np
 import numpy.typing as npt
+import redis
+import redis.asyncio as redis_asyncio
 
 from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.incremental import (
@@ -112,7 +115,8 @@ class ComputedBatch:
 
 
 class RedisWindowStore:
-    """Customer and terminal windows in Redis (``redis.asyncio`` client), cached in process."""
+    """A :class:`~stream_app.features.store.WindowStore` of customer and terminal windows in
+    Redis (``redis.asyncio`` client), cached in process."""
 
     def __init__(
         self,
@@ -123,12 +127,16 @@ class RedisWindowStore:
         ttl_days: int,
         max_cached_windows: int = DEFAULT_MAX_CACHED_WINDOWS,
         writer: Any = None,
+        owns_clients: bool = False,
     ) -> None:
         """``client`` is a ``redis.asyncio`` client. ``writer``, a synchronous client of the
-        same server, makes :meth:`write` send its script from a thread: the reply is then
-        taken as it arrives, not when the event loop is next free of CPU work (a batch's
-        window maths runs for tens of ms without a pause)."""
+        same server, makes :meth:`write_all` send its script from a thread: the reply is
+        then taken as it arrives, not when the event loop is next free of CPU work (a
+        batch's window maths runs for tens of ms without a pause). ``owns_clients``:
+        :meth:`close` closes both clients."""
         self._client = client
+        self._writer = writer
+        self._owns_clients = owns_clients
         self._features = IncrementalFeatures(fs)
         self._width = len(fs.columns)
         self._prefix = f"{key_prefix}{KEY_LAYOUT}:"
@@ -179,20 +187,19 @@ class RedisWindowStore:
         self._customers.clear()
         self._terminals.clear()
 
-    async def process_async(
-        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
-    ) -> FeatureBatch:
-        """:meth:`compute` then :meth:`write`: apply and store a batch, return its rows."""
-        computed = await self.compute(transactions, labels)
-        await self.write(computed)
-        return computed.features
+    async def close(self) -> None:
+        """Close the clients if the store owns them (else their owner closes them)."""
+        if self._owns_clients:
+            await self._client.aclose()
+            if self._writer is not None:
+                self._writer.close()
 
     async def compute(
         self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
     ) -> ComputedBatch:
         """Apply ``labels`` then ``transactions`` to the cached windows (reading missing ones).
 
-        Nothing is written to Redis: pass the result to :meth:`write` once the batch's
+        Nothing is written to Redis: pass the result to :meth:`write_all` once the batch's
         outputs are safe. A write redone while the read is in flight drops the windows it
         found stale from the cache, so the read is repeated until none is missing.
         """
@@ -205,16 +212,15 @@ class RedisWindowStore:
             customers, terminals = self._missing(transactions, labels)
         return self._compute(tuple(transactions), tuple(labels))
 
-    async def write(self, computed: ComputedBatch) -> None:
-        """Store the batch's changed windows atomically; redo on fresh states if one moved."""
-        await self.write_all([computed])
-
     async def write_all(self, batches: Sequence[ComputedBatch]) -> None:
-        """:meth:`write` for several batches, in the order they were computed (each write
-        expects the versions the previous one left). With a ``writer`` client they are
-        sent one after the other from one thread call, so a group costs one pass of the
-        event loop, not one per batch. A stale reply stops the group there: that batch is
-        redone on the fresh states, then the rest are sent (and redone if they too moved).
+        """Store each batch's changed windows atomically (one script call a batch), in the
+        order they were computed: each write expects the versions the previous one left.
+
+        With a ``writer`` client they are sent one after the other from one thread call,
+        so a group costs one pass of the event loop, not one per batch. A stale reply
+        stops the group there: that batch is redone on the fresh states (the batch's
+        events applied to the windows that moved), then the rest are sent (and redone if
+        they too moved).
         """
         pending = [(computed, computed.writes) for computed in batches if computed.writes]
         while pending:
@@ -428,6 +434,36 @@ class RedisWindowStore:
             *kept,
             *_changes(customers, self.customer_key),
             *_changes(terminals, self.terminal_key),
+        )
+
+
+@dataclass(frozen=True)
+class RedisStoreConfig:
+    """What a :class:`RedisWindowStore` needs, in the worker or in its window process."""
+
+    redis_url: str
+    feature_set: FeatureSet
+    key_prefix: str
+    ttl_days: int
+    redis_timeout_s: float
+
+    def open(self) -> RedisWindowStore:
+        """A store on its own clients (an asyncio one, and a synchronous one for the writes
+        from a thread); :meth:`RedisWindowStore.close` closes them."""
+        timeout = self.redis_timeout_s
+        client = redis_asyncio.Redis.from_url(
+            self.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        writer = redis.Redis.from_url(
+            self.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        return RedisWindowStore(
+            client,
+            self.feature_set,
+            key_prefix=self.key_prefix,
+            ttl_days=self.ttl_days,
+            writer=writer,
+            owns_clients=True,
         )
 
 

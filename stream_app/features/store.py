@@ -1,8 +1,12 @@
 """Window stores: apply batches of labels and transactions, return feature rows and sequences.
 
-:func:`apply_batch` is the one batch algorithm; :class:`InMemoryWindowStore` runs it over
-dicts, and a Redis store runs it over the windows it loaded for the batch.
-:func:`replay_history` drives a store over a whole history in event time.
+:class:`WindowStore` is the one interface of every store: ``compute`` a batch (rows now,
+nothing durable), then ``write_all`` the computed batches once their outputs are safe.
+A :class:`WindowStoreConfig` opens a store on its own clients, in the worker or in a
+child process. :func:`apply_batch` is the one batch algorithm; :class:`InMemoryWindowStore`
+runs it over dicts, :class:`~stream_app.features.redis_store.RedisWindowStore` over the
+windows it loaded for the batch. :func:`replay_history` drives an in-memory store over a
+whole history in event time.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import gc
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +53,35 @@ class FeatureBatch:
     duplicate: npt.NDArray[np.bool_]
 
 
-class WindowStore(Protocol):
+class ComputedWindows(Protocol):
+    """A batch applied to the windows, not durable yet (what :meth:`WindowStore.compute`
+    returns and :meth:`WindowStore.write_all` takes)."""
+
+    @property
+    def features(self) -> FeatureBatch:
+        """A row per applied transaction."""
+        ...
+
+    @property
+    def applied(self) -> npt.NDArray[np.intp]:
+        """Which input transactions have a row in ``features``."""
+        ...
+
+    @property
+    def late(self) -> npt.NDArray[np.bool_]:
+        """Which input transactions were too old to apply."""
+        ...
+
+    @property
+    def changed(self) -> bool:
+        """Whether any window changed (there is something to write)."""
+        ...
+
+
+C = TypeVar("C", bound=ComputedWindows)
+
+
+class WindowStore(Protocol[C]):
     """Keeps customer and terminal windows and turns event batches into feature rows."""
 
     @property
@@ -57,10 +89,37 @@ class WindowStore(Protocol):
         """The feature set whose columns the batches hold."""
         ...
 
-    def process(
+    @property
+    def computes_in_order(self) -> bool:
+        """Whether computes may overlap: each applies after those called before it."""
+        ...
+
+    async def compute(
         self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
-    ) -> FeatureBatch:
-        """Apply ``labels``, then ``transactions`` in order; the rows of ``transactions``."""
+    ) -> C:
+        """Apply ``labels``, then ``transactions`` in order; nothing is durable yet."""
+        ...
+
+    async def write_all(self, batches: Sequence[C]) -> None:
+        """Make computed batches' window changes durable, in the order given."""
+        ...
+
+    def reset_cache(self, *, shared_terminals: bool) -> None:
+        """Drop windows cached in the process (after a rebalance); ``shared_terminals``:
+        other workers write terminal windows too."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's clients (or child process)."""
+        ...
+
+
+class WindowStoreConfig(Protocol):
+    """A picklable, frozen description of a store: the same config opens it in the worker
+    or in a child process (:class:`~stream_app.worker.window_process.WindowProcess`)."""
+
+    def open(self) -> WindowStore[Any]:
+        """A new store on its own clients; :meth:`WindowStore.close` releases them."""
         ...
 
 
@@ -160,8 +219,24 @@ def _apply_steps(
     return packed, real, duplicates, missing
 
 
+@dataclass(frozen=True, eq=False)
+class InMemoryBatch:
+    """A batch :class:`InMemoryWindowStore` applied: every transaction has its row (none is
+    late), and nothing is left to write (``changed`` is False)."""
+
+    features: FeatureBatch
+    applied: npt.NDArray[np.intp]
+    late: npt.NDArray[np.bool_]
+    changed: bool = False
+
+
 class InMemoryWindowStore:
-    """A :class:`WindowStore` holding every window in process memory (tests, replays)."""
+    """A :class:`WindowStore` holding every window in process memory (tests, replays).
+
+    :meth:`compute` applies a batch at once to the dicts (:meth:`apply`), so computes run
+    in the order called and :meth:`write_all` has nothing to do; the windows are the
+    state, not a cache of it, so :meth:`reset_cache` keeps them.
+    """
 
     def __init__(self, fs: FeatureSet) -> None:
         self._features = IncrementalFeatures(fs)
@@ -173,17 +248,52 @@ class InMemoryWindowStore:
         """The feature set whose columns the batches hold."""
         return self._features.feature_set
 
-    def process(
+    @property
+    def computes_in_order(self) -> bool:
+        """True: a compute applies its batch without awaiting anything."""
+        return True
+
+    def apply(
         self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
     ) -> FeatureBatch:
-        """Apply ``labels``, then ``transactions`` in order; the rows of ``transactions``."""
+        """Apply ``labels``, then ``transactions`` in order; the rows of ``transactions``
+        (:meth:`compute` without an event loop: backtests and replays)."""
         return apply_batch(self._features, self.customers, self.terminals, transactions, labels)
+
+    async def compute(
+        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+    ) -> InMemoryBatch:
+        """:meth:`apply`, every transaction applied."""
+        n = len(transactions)
+        features = self.apply(transactions, labels)
+        return InMemoryBatch(features, np.arange(n, dtype=np.intp), np.zeros(n, dtype=np.bool_))
+
+    async def write_all(self, batches: Sequence[InMemoryBatch]) -> None:
+        """Nothing to do: :meth:`compute` changed the windows already."""
+
+    def reset_cache(self, *, shared_terminals: bool) -> None:
+        """Nothing to do: the dicts hold the only copy of the windows."""
+
+    async def close(self) -> None:
+        """Nothing to release (the windows stay readable)."""
+
+
+@dataclass(frozen=True)
+class InMemoryStoreConfig:
+    """Opens a new, empty :class:`InMemoryWindowStore` (e.g. in a window process)."""
+
+    feature_set: FeatureSet
+
+    def open(self) -> InMemoryWindowStore:
+        """A new, empty store."""
+        return InMemoryWindowStore(self.feature_set)
 
 
 def replay_history(
-    history: TransactionHistory, fs: FeatureSet, store: WindowStore | None = None
+    history: TransactionHistory, fs: FeatureSet, store: InMemoryWindowStore | None = None
 ) -> FeatureTable:
-    """Drive a store (a new in-memory one by default) over ``history`` in event time.
+    """Drive an in-memory store (:meth:`InMemoryWindowStore.apply`) over ``history`` in
+    event time.
 
     Fraud labels are released at their ``label_time``: those with ``label_time <= t`` are
     applied before the transaction at ``t`` (genuine labels change no window, so they are
@@ -237,8 +347,8 @@ def transaction_events(history: TransactionHistory) -> list[TransactionEvent]:
 _RowsOf = Callable[[Sequence[TransactionEvent], Sequence[LabelEvent]], npt.NDArray[np.float64]]
 
 
-def _values_of(store: WindowStore) -> _RowsOf:
-    return lambda transactions, labels: store.process(transactions, labels).values
+def _values_of(store: InMemoryWindowStore) -> _RowsOf:
+    return lambda transactions, labels: store.apply(transactions, labels).values
 
 
 def _values_without_sequences(fs: FeatureSet) -> _RowsOf:

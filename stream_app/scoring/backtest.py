@@ -130,7 +130,7 @@ def backtest(
     with tqdm(total=end, unit="tx", desc="backtest", file=sys.stderr,
               disable=None if progress else True) as bar:
         for start, stop, labels in _segments(history, end, batch_size):
-            batch = store.process(transaction_events(history.slice(start, stop)), labels)
+            batch = store.apply(transaction_events(history.slice(start, stop)), labels)
             bar.update(stop - start)
             offset = max(first - start, 0)
             keep = np.flatnonzero(~batch.duplicate[offset:]) + offset

@@ -1,19 +1,21 @@
 """The window store in a child process, so the window maths runs beside the event loop.
 
 In process, the worker's event loop was its limit, and the window maths about half of its
-work. A :class:`WindowProcess` is a :class:`~stream_app.worker.pipeline.BatchWindowStore`
-whose calls run on a :class:`~stream_app.features.redis_store.RedisWindowStore` in a child
-process (``python -m stream_app.worker.window_process FD``), over a socket pair in
-length-prefixed pickled frames; the worker decodes, scores and publishes while the child
-applies the next batches (``FRAUDSTREAM_WINDOW_PROCESS=false`` keeps the store in process).
+work. A :class:`WindowProcess` is a :class:`~stream_app.features.store.WindowStore` whose
+calls run on the store a :class:`~stream_app.features.store.WindowStoreConfig` opens in a
+child process (``python -m stream_app.worker.window_process FD``): the worker's
+:class:`~stream_app.features.redis_store.RedisStoreConfig`, or any other (tests use an
+in-memory one). Calls travel over a socket pair in length-prefixed pickled frames; the
+worker decodes, scores and publishes while the child applies the next batches
+(``FRAUDSTREAM_WINDOW_PROCESS=false`` keeps the store in process).
 
 - **Same semantics.** The child runs computes and cache resets in the order sent, on one
   asyncio loop, and the writes from a task of that loop, as the worker ran them
   in process. A computed batch stays in the child until it is written; its id travels.
 - **Computes in flight.** The worker sends a batch's compute without waiting for the one
   before (:attr:`WindowProcess.computes_in_order`). So a compute must not fail where a
-  later one could succeed: the child retries Redis errors of a compute itself and
-  reports each failed attempt, and the recovery, to the worker's Redis
+  later one could succeed: the child retries retriable errors (Redis's) of a compute
+  itself and reports each failed attempt, and the recovery, to the worker's Redis
   :class:`~stream_app.worker.retry.Backoff`. Writes are one at a time; their Redis errors
   come back and the worker's backoff retries them.
 - **Errors.** Any other failure raises the child's exception in the worker; if the child
@@ -35,7 +37,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
@@ -43,13 +45,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import redis
-import redis.asyncio as redis_asyncio
 
 from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.errors import FraudstreamError
-from stream_app.features.redis_store import ComputedBatch, RedisWindowStore
 from stream_app.features.spec import FeatureSet
-from stream_app.features.store import FeatureBatch
+from stream_app.features.store import (
+    ComputedWindows,
+    FeatureBatch,
+    WindowStore,
+    WindowStoreConfig,
+)
 from stream_app.worker.metrics import WorkerMetrics
 from stream_app.worker.retry import Backoff
 
@@ -70,44 +75,6 @@ class WindowProcessError(FraudstreamError):
     """The window store's child process exited or could not start."""
 
 
-@dataclass(frozen=True)
-class WindowStoreConfig:
-    """What a :class:`RedisWindowStore` needs, in the worker or in its child process."""
-
-    redis_url: str
-    feature_set: FeatureSet
-    key_prefix: str
-    ttl_days: int
-    redis_timeout_s: float
-
-
-def redis_window_store(
-    config: WindowStoreConfig,
-) -> tuple[RedisWindowStore, Callable[[], Awaitable[None]]]:
-    """A :class:`RedisWindowStore` on its own clients (an asyncio one, and a synchronous one
-    for the writes from a thread), and the coroutine function that closes them."""
-    timeout = config.redis_timeout_s
-    async_client = redis_asyncio.Redis.from_url(
-        config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
-    sync_client = redis.Redis.from_url(
-        config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
-    store = RedisWindowStore(
-        async_client,
-        config.feature_set,
-        key_prefix=config.key_prefix,
-        ttl_days=config.ttl_days,
-        writer=sync_client,
-    )
-
-    async def close() -> None:
-        await async_client.aclose()
-        sync_client.close()
-
-    return store, close
-
-
 @dataclass(frozen=True, eq=False)
 class RemoteBatch:
     """A batch computed in the child: its rows here, its window writes there (``batch_id``)."""
@@ -120,7 +87,7 @@ class RemoteBatch:
 
 
 class WindowProcess:
-    """A :class:`RedisWindowStore` in a child process; start with :meth:`start`."""
+    """A window store in a child process; start with :meth:`start`."""
 
     def __init__(
         self,
@@ -128,9 +95,11 @@ class WindowProcess:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         redis_backoff: Backoff,
+        feature_set: FeatureSet,
     ) -> None:
         self._process = process
         self._redis_backoff = redis_backoff
+        self._feature_set = feature_set
         self._reader = reader
         self._writer = writer
         self._ids = count(_NO_REPLY + 1)
@@ -140,27 +109,33 @@ class WindowProcess:
 
     @classmethod
     async def start(cls, config: WindowStoreConfig, redis_backoff: Backoff) -> WindowProcess:
-        """Start the child and wait until it answers; the child's Redis retries are
-        reported to ``redis_backoff`` (the pipeline's)."""
+        """Start the child, which opens ``config``'s store, and wait until it answers with
+        the store's feature set; the child's Redis retries are reported to
+        ``redis_backoff`` (the pipeline's)."""
         process, ours = _spawn()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=_STREAM_LIMIT)
         writer.transport.max_size = _SOCKET_BUFFER  # type: ignore[attr-defined]
-        store = cls(process, reader, writer, redis_backoff)
+        writer.write(_frame(config))
         try:
-            store._send(_NO_REPLY, "config", config)
-            await asyncio.wait_for(store._call("ping"), _START_TIMEOUT_S)
-        except (TimeoutError, WindowProcessError):
-            await store.close()
+            feature_set = await asyncio.wait_for(_read_frame(reader), _START_TIMEOUT_S)
+        except (TimeoutError, EOFError, OSError):
+            writer.close()  # the child exits once the worker's end is closed
+            await _stop(process)
             raise WindowProcessError(
                 f"the window process did not start within {_START_TIMEOUT_S:.0f} s (exit code "
                 f"{process.poll()}); its errors are in the worker's log above"
             ) from None
-        return store
+        return cls(process, reader, writer, redis_backoff, feature_set)
+
+    @property
+    def feature_set(self) -> FeatureSet:
+        """The feature set of the child's store."""
+        return self._feature_set
 
     async def compute(
         self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
     ) -> RemoteBatch:
-        """:meth:`RedisWindowStore.compute` in the child."""
+        """The store's ``compute`` in the child."""
         # as plain tuples: pickling a NamedTuple calls back into Python, ~4x slower
         batch: RemoteBatch = await self._call(
             "compute", list(map(tuple, transactions)), list(map(tuple, labels))
@@ -168,7 +143,7 @@ class WindowProcess:
         return batch
 
     async def write_all(self, batches: Sequence[RemoteBatch]) -> None:
-        """:meth:`RedisWindowStore.write_all` in the child, of the batches computed there."""
+        """The store's ``write_all`` in the child, of the batches computed there."""
         await self._call("write", [batch.batch_id for batch in batches])
 
     @property
@@ -182,20 +157,16 @@ class WindowProcess:
         return self._process.pid
 
     def reset_cache(self, *, shared_terminals: bool) -> None:
-        """:meth:`RedisWindowStore.reset_cache` in the child (ordered after the computes
-        already sent)."""
+        """The store's ``reset_cache`` in the child (ordered after the computes already
+        sent)."""
         self._send(_NO_REPLY, "reset", shared_terminals)
 
     async def close(self) -> None:
-        """Let the child finish its writes and exit; kill it if it does not within 30 s."""
+        """Let the child finish its writes, close its store and exit; kill it if it does
+        not within 30 s."""
         with contextlib.suppress(WindowProcessError):
             self._send(_NO_REPLY, "stop")
-        try:
-            await asyncio.to_thread(self._process.wait, _STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            log.warning("the window process did not stop in %.0f s; killing it", _STOP_TIMEOUT_S)
-            self._process.kill()
-            await asyncio.to_thread(self._process.wait)
+        await _stop(self._process)
         self._writer.close()
         self._replies.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -269,6 +240,16 @@ def _spawn() -> tuple[subprocess.Popen[bytes], socket.socket]:
     return process, ours
 
 
+async def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Wait for the child to exit (it was asked to); kill it if it does not within 30 s."""
+    try:
+        await asyncio.to_thread(process.wait, _STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("the window process did not stop in %.0f s; killing it", _STOP_TIMEOUT_S)
+        process.kill()
+        await asyncio.to_thread(process.wait)
+
+
 def _frame(message: Any) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _LENGTH.pack(len(data)) + data
@@ -290,10 +271,10 @@ def _load(data: bytes) -> Any:
 class _Server:
     """The child's side: one store; computes and cache resets in order, writes beside them."""
 
-    def __init__(self, writer: asyncio.StreamWriter, store: RedisWindowStore) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, store: WindowStore[Any]) -> None:
         self._writer = writer
         self._store = store
-        self._computed: dict[int, ComputedBatch] = {}
+        self._computed: dict[int, ComputedWindows] = {}
         self._redis = _RelayedBackoff(self._reply)
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
@@ -307,8 +288,6 @@ class _Server:
                 request_id, operation, args = await _read_frame(reader)
                 if operation == "write":
                     writes.put_nowait((request_id, args[0]))
-                elif operation == "ping":
-                    self._reply(request_id, True, None)
                 elif operation == "stop":
                     break
                 else:
@@ -336,7 +315,7 @@ class _Server:
             except Exception as exc:  # every failure goes back to the caller
                 self._reply(request_id, False, exc)
                 continue
-            if computed.writes:
+            if computed.changed:
                 self._computed[request_id] = computed
             remote = RemoteBatch(
                 request_id, computed.features, computed.applied, computed.late, computed.changed
@@ -345,7 +324,7 @@ class _Server:
 
     async def _compute(
         self, transactions: list[TransactionEvent], labels: list[LabelEvent]
-    ) -> ComputedBatch:
+    ) -> ComputedWindows:
         """``store.compute``, retried while Redis fails: the worker sends the next batches
         without waiting, so a failed one must not let them pass."""
         return await self._redis.call(lambda: self._store.compute(transactions, labels))
@@ -412,14 +391,15 @@ def main(argv: Sequence[str]) -> None:
 async def _serve(connection: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=connection, limit=_STREAM_LIMIT)
     writer.transport.max_size = _SOCKET_BUFFER  # type: ignore[attr-defined]
-    _, _, (config,) = await _read_frame(reader)
-    store, close_store = redis_window_store(config)
+    config: WindowStoreConfig = await _read_frame(reader)
+    store = config.open()
+    writer.write(_frame(store.feature_set))  # started: the worker's start() returns
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
     try:
         await _Server(writer, store).serve(reader)
     finally:
-        await close_store()
+        await store.close()
         writer.close()
 
 

@@ -1,9 +1,11 @@
-"""The in-memory window store: batches, sequences, re-deliveries and state bytes."""
+"""The in-memory window store: the window-store contract (in process and in a window
+process), re-deliveries, horizons and state bytes."""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import numpy.testing as npt
@@ -11,7 +13,6 @@ import pytest
 
 from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.errors import InputDataError
-from stream_app.features.batch import compute_features
 from stream_app.features.incremental import (
     CustomerWindow,
     TerminalWindow,
@@ -23,8 +24,12 @@ from stream_app.features.incremental import (
     int64s,
 )
 from stream_app.features.spec import feature_set
-from stream_app.features.store import FeatureBatch, InMemoryWindowStore, WindowStore, replay_history
-from stream_app.sources.history import TransactionHistory
+from stream_app.features.store import (
+    InMemoryStoreConfig,
+    InMemoryWindowStore,
+    WindowStore,
+    replay_history,
+)
 from tests.unit.feature_histories import (
     DAY,
     T0,
@@ -32,6 +37,7 @@ from tests.unit.feature_histories import (
     random_history,
     transaction_events,
 )
+from tests.unit.window_store_contract import CONTRACT, closing, drive, window_process
 
 FS = feature_set("default")
 WIDTH = len(FS.columns)
@@ -41,25 +47,6 @@ _ARRAY_FIELDS = (
 )  # fmt: skip
 
 
-def _drive(store: WindowStore, history: TransactionHistory, seed: int) -> list[FeatureBatch]:
-    """Random batch sizes; every label (genuine ones too) sent in the first batch that
-    starts at or after its label time, as a stream would deliver them."""
-    rng = np.random.default_rng(seed)
-    labels = label_events(history)
-    label_times = np.array([label.label_time_us for label in labels], dtype=np.int64)
-    released = np.searchsorted(label_times, history.event_time_us, "right")
-    cuts = set((np.flatnonzero(np.diff(released)) + 1).tolist())
-    cuts |= set(np.cumsum(rng.integers(1, 40, len(history))).tolist())
-    bounds = sorted(c for c in cuts | {0, len(history)} if c <= len(history))
-    batches, sent = [], 0
-    for start, stop in itertools.pairwise(bounds):
-        due = int(released[start])
-        events = transaction_events(history, range(start, stop))
-        batches.append(store.process(events, labels[sent:due]))
-        sent = due
-    return batches
-
-
 def _state(store: InMemoryWindowStore) -> dict[str, bytes]:
     return {
         **{f"c:{k}": encode_window(w) for k, w in store.customers.items()},
@@ -67,21 +54,15 @@ def _state(store: InMemoryWindowStore) -> dict[str, bytes]:
     }
 
 
-def test_random_batches_give_the_batch_rows_and_sequences() -> None:
-    history = random_history(11)
-    expected = compute_features(history, FS)
-    batches = _drive(InMemoryWindowStore(FS), history, seed=11)
-    values = np.concatenate([b.values for b in batches])
-    npt.assert_allclose(values, expected.values, rtol=1e-9, atol=1e-9)
-    sequences = np.concatenate([b.sequences for b in batches])
-    mask = np.concatenate([b.mask for b in batches])
-    index = expected.sequence_index
-    npt.assert_array_equal(mask, (index >= 0).astype(np.float32))
-    want = np.where((index >= 0)[..., None], expected.values[index], 0.0).astype(np.float32)
-    npt.assert_allclose(sequences, want, rtol=1e-6)
-    assert sequences.dtype == np.float32 and sequences.shape == (len(history), 5, len(FS.columns))
-    assert not np.concatenate([b.duplicate for b in batches]).any()
-    assert batches[0].columns == FS.columns
+@pytest.mark.parametrize("check", CONTRACT, ids=lambda check: check.__name__)
+@pytest.mark.parametrize("kind", ["in-memory", "window process"])
+async def test_the_window_store_contract(
+    kind: str, check: Callable[[WindowStore[Any]], Awaitable[None]]
+) -> None:
+    config = InMemoryStoreConfig(FS)
+    store = config.open() if kind == "in-memory" else await window_process(config)
+    async with closing(store):
+        await check(store)
 
 
 def test_redelivered_transactions_and_labels_change_nothing() -> None:
@@ -94,7 +75,7 @@ def test_redelivered_transactions_and_labels_change_nothing() -> None:
         label for label in label_events(history)
         if label.label_time_us <= history.event_time_us[-1]
     ]  # fmt: skip
-    again = store.process(transaction_events(history, tail), delivered)
+    again = store.apply(transaction_events(history, tail), delivered)
     assert _state(store) == before
     assert again.duplicate.all()
     last_five: dict[str, list[int]] = {}
@@ -110,29 +91,31 @@ def test_redelivered_transactions_and_labels_change_nothing() -> None:
             assert again.mask[j].sum() == 0
 
 
-def test_the_latest_transaction_redelivered_gets_its_first_row_and_sequence() -> None:
-    store = InMemoryWindowStore(FS)
-    events = [TransactionEvent(f"t{i}", "c", "k", T0 + i * 3_600_000_000, 10.0 + i)
-              for i in range(7)]  # fmt: skip
-    first = store.process(events, [])
-    again = store.process(events[-1:], [])
-    assert again.duplicate.tolist() == [True]
-    npt.assert_array_equal(again.values[0], first.values[-1])
-    npt.assert_array_equal(again.sequences[0], first.sequences[-1])
-    npt.assert_array_equal(again.mask[0], first.mask[-1])
+async def test_compute_applies_at_once_and_leaves_nothing_to_write() -> None:
+    store = InMemoryStoreConfig(FS).open()
+    events = [TransactionEvent(f"t{i}", "c", "k", T0 + i * DAY, 1.0) for i in range(3)]
+    computed = await store.compute(events, [])
+    assert store.customers["c"].transaction_ids == ["t0", "t1", "t2"]
+    assert computed.applied.tolist() == [0, 1, 2] and not computed.late.any()
+    assert not computed.changed and store.computes_in_order
+    before = _state(store)
+    await store.write_all([computed])
+    store.reset_cache(shared_terminals=True)
+    await store.close()
+    assert _state(store) == before
 
 
 def test_windows_forget_what_no_window_can_reach() -> None:
     store = InMemoryWindowStore(FS)
-    store.process([TransactionEvent("a", "c", "k", T0, 1.0),
+    store.apply([TransactionEvent("a", "c", "k", T0, 1.0),
                    TransactionEvent("b", "c", "k", T0 + 20 * DAY, 2.0)], [])  # fmt: skip
-    store.process([], [LabelEvent("a", "c", "k", T0, T0 + 7 * DAY, True)])
+    store.apply([], [LabelEvent("a", "c", "k", T0, T0 + 7 * DAY, True)])
     assert store.customers["c"].fraud_labels == [("a", T0, T0 + 7 * DAY)]
-    store.process([TransactionEvent("x", "c", "k", T0 + 30 * DAY, 3.0)], [])
+    store.apply([TransactionEvent("x", "c", "k", T0 + 30 * DAY, 3.0)], [])
     assert store.customers["c"].transaction_ids == ["b", "x"]  # T0 is exactly 30 days back
     assert store.customers["c"].fraud_labels == []
     assert store.terminals["k"].transaction_ids == ["a", "b", "x"]  # kept for D + 30 days
-    store.process([TransactionEvent("y", "d", "k", T0 + 37 * DAY, 3.0)], [])
+    store.apply([TransactionEvent("y", "d", "k", T0 + 37 * DAY, 3.0)], [])
     assert store.terminals["k"].transaction_ids == ["b", "x", "y"]
     assert store.customers["c"].recent_ids == ["a", "b", "x"]  # sequences outlive windows
 
@@ -140,18 +123,18 @@ def test_windows_forget_what_no_window_can_reach() -> None:
 def test_ids_longer_than_a_window_keeps_are_refused_before_any_change() -> None:
     store = InMemoryWindowStore(FS)
     with pytest.raises(InputDataError, match="has 256 characters; windows keep ids of at most 255"):
-        store.process([TransactionEvent("x" * 256, "c", "k", T0, 1.0)], [])
+        store.apply([TransactionEvent("x" * 256, "c", "k", T0, 1.0)], [])
     assert store.customers["c"] == CustomerWindow() and store.terminals["k"] == TerminalWindow()
 
 
 def test_a_genuine_label_withdraws_a_fraud_label() -> None:
     store = InMemoryWindowStore(FS)
-    store.process([], [LabelEvent("a", "c", "k", T0, T0 + DAY, True)])
-    store.process([], [LabelEvent("a", "c", "k", T0, T0 + 2 * DAY, False)])
+    store.apply([], [LabelEvent("a", "c", "k", T0, T0 + DAY, True)])
+    store.apply([], [LabelEvent("a", "c", "k", T0, T0 + 2 * DAY, False)])
     assert store.customers["c"].fraud_labels == store.terminals["k"].fraud_labels == []
 
 
-def test_state_bytes_round_trip_and_processing_continues_identically() -> None:
+async def test_state_bytes_round_trip_and_processing_continues_identically() -> None:
     history = random_history(13, n=1000)
     head, tail = history.slice(0, 700), history.slice(700, 1000)
     original = InMemoryWindowStore(FS)
@@ -163,8 +146,8 @@ def test_state_bytes_round_trip_and_processing_continues_identically() -> None:
     for key, terminal in original.terminals.items():
         restored.terminals[key] = decode_terminal(encode_window(terminal))
         assert restored.terminals[key] == terminal
-    a = _drive(original, tail, seed=1)
-    b = _drive(restored, tail, seed=1)
+    a = await drive(original, tail, seed=1)
+    b = await drive(restored, tail, seed=1)
     for x, y in zip(a, b, strict=True):
         npt.assert_array_equal(x.values, y.values)
         npt.assert_array_equal(x.sequences, y.sequences)
