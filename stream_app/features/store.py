@@ -227,7 +227,11 @@ class InMemoryBatch:
     features: FeatureBatch
     applied: npt.NDArray[np.intp]
     late: npt.NDArray[np.bool_]
-    changed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """False: :meth:`InMemoryWindowStore.compute` changed the windows already."""
+        return False
 
 
 class InMemoryWindowStore:
