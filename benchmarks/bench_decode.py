@@ -2,7 +2,7 @@
 
 Prints events/s and µs/event (CPU time, the best of ``--repeats`` runs) for: the worker's
 path from bytes to the validated record and the window store's event, as
-:meth:`~stream_app.worker.pipeline.Pipeline.decode` takes it (transactions and labels);
+the decode stage (:class:`~stream_app.worker.decode.Decoder`) takes it (transactions and labels);
 decoding valid transaction.v1 and label.v1 payloads alone; encoding transactions; and
 decoding bad payloads into ContractError (the DLQ path).
 

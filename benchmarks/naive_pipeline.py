@@ -1,9 +1,9 @@
 """The naive per-event version of the worker, the baseline of ``bench_stream.py``.
 
-Same code as the worker (contracts' decoding, :class:`RedisWindowStore`, the bundle's
-:class:`Scorer`, :class:`Pipeline` publishing scores and alerts), but driven one event at
-a time, as a straightforward consumer would be written: ``async for`` over the consumer,
-then per event one Redis round trip, one ONNX Runtime call per graph and one send.
+Same code as the worker (its decode, windows, score and publish stages on a
+:class:`RedisWindowStore` and the bundle's :class:`Scorer`), but driven one event at a
+time, as a straightforward consumer would be written: ``async for`` over the consumer, then
+per event one Redis round trip, one ONNX Runtime call per graph and one send.
 
 It reads the transactions and labels of ``--input-namespace`` (with its own consumer
 group) and writes windows, scores and alerts under ``--namespace``, so it can run on the
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as redis_asyncio
@@ -30,9 +31,14 @@ from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
 from stream_app.topics import StreamTopics, stream_topics
+from stream_app.worker.commit import Publish
+from stream_app.worker.decode import Decoder
+from stream_app.worker.emit import Emitter
 from stream_app.worker.metrics import WorkerMetrics
-from stream_app.worker.pipeline import Pipeline
 from stream_app.worker.publisher import BatchPublisher
+from stream_app.worker.retry import Backoff
+from stream_app.worker.score import Score
+from stream_app.worker.windows import Windows
 
 
 def naive_topics(input_namespace: str, namespace: str) -> StreamTopics:
@@ -66,16 +72,18 @@ async def run_naive(
         session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
     )  # fmt: skip
-    pipeline = Pipeline(
-        topics=topics,
-        store=store,
-        scorer=Scorer.from_settings(bundle, settings),
-        publisher=BatchPublisher(producer),
-        metrics=metrics,
-        dlq_partitions=settings.topic_partitions,
-        publish_scores=True,
+    scorer = Scorer.from_settings(bundle, settings)
+    decode = Decoder(
+        topics, metrics, dlq_partitions=settings.topic_partitions,
         max_payload_bytes=settings.max_payload_bytes,
-    )
+    )  # fmt: skip
+    windows = Windows(store, Backoff("redis", metrics), metrics)
+    emitter = Emitter(
+        topics, metrics, model_version=bundle.model_version, threshold=scorer.threshold,
+        columns=scorer.columns, publish_scores=True, clock=lambda: datetime.now(UTC),
+    )  # fmt: skip
+    score = Score(scorer, emitter, metrics)
+    publish = Publish(BatchPublisher(producer), Backoff("kafka", metrics), metrics)
     await producer.start()
     await consumer.start()
     pending: list[Any] = []
@@ -83,8 +91,10 @@ async def run_naive(
     try:
         async for record in consumer:
             tp = TopicPartition(record.topic, record.partition)
-            batch = pipeline.decode({tp: [record]}, generation=0)
-            sent = await pipeline.process(batch)
+            batch = decode({tp: [record]}, generation=0)
+            windowed = await windows.compute(batch)
+            assert windowed is not None
+            sent = await publish(await score(windowed))
             pending.extend(sent.futures)
             scored += len(batch.transactions)
             if scored >= transactions:

@@ -16,15 +16,27 @@ records buffered, for the consumer to pause: a fetch returns one partition's rec
 long run, and without pausing one partition could run days ahead of the others. Bounds on
 the buffered count and on the wait release the oldest records anyway, so a stalled
 partition cannot stop the worker; those releases are counted as forced.
+
+How long a caught-up partition stays "not yet quiet" is the *idle grace*
+(:mod:`stream_app.worker.grace`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from aiokafka import TopicPartition
+
+from stream_app.contracts import Transaction
+from stream_app.contracts.events import TransactionEvent
+from stream_app.worker.batches import Batch, Source
+from stream_app.worker.fetch import Fetcher
+from stream_app.worker.grace import ActivityClock, Grace
+from stream_app.worker.metrics import WorkerMetrics
 
 T = TypeVar("T")
 
@@ -73,38 +85,6 @@ class _Partition(Generic[T]):
         return taken
 
 
-class ActivityClock:
-    """When each partition last delivered a record, to tell a quiet partition from one
-    whose next records may be in flight.
-
-    A partition is quiet once ``idle_s`` passed since its last record and since the last
-    *wake-up* (a record on a partition that was quiet or new): when traffic starts or
-    resumes on one partition, the others are given ``idle_s`` to show theirs.
-    """
-
-    def __init__(self, idle_s: float, now: float) -> None:
-        self._idle_s = idle_s
-        self._active_at: dict[int, float] = {}
-        self._woke_at = now
-
-    def touch(self, partition: int, now: float) -> None:
-        """``partition`` delivered a record at ``now``."""
-        last = self._active_at.get(partition)
-        if last is None or now - last >= self._idle_s:
-            self._woke_at = now
-        self._active_at[partition] = now
-
-    def quiet(self, partition: int, now: float) -> bool:
-        """Nothing from ``partition``, nor a wake-up, for ``idle_s``."""
-        woke = self._woke_at
-        return now - max(self._active_at.get(partition, woke), woke) >= self._idle_s
-
-    def clear(self, now: float) -> None:
-        """Forget every partition; the clock starts again at ``now``."""
-        self._active_at.clear()
-        self._woke_at = now
-
-
 @dataclass(frozen=True, slots=True)
 class Released(Generic[T]):
     """Items released in (event time, partition, offset) order, and the offsets now safe
@@ -125,14 +105,14 @@ class EventTimeAligner(Generic[T]):
         max_buffered: int,
         max_per_partition: int,
         max_wait_s: float,
-        idle_s: float,
+        grace: Grace,
         now: float,
     ) -> None:
         self._topic = topic
         self._max_buffered = max_buffered
         self._max_per_partition = max_per_partition
         self._max_wait_s = max_wait_s
-        self._activity = ActivityClock(idle_s, now)
+        self._activity = ActivityClock(grace, now)
         self._partitions: dict[int, _Partition[T]] = {}
         self._buffered = 0
         self._dirty: set[int] = set()
@@ -145,7 +125,7 @@ class EventTimeAligner(Generic[T]):
     def add(self, records: Iterable[tuple[int, int, int, T]], now: float) -> None:
         """Buffer fetched transactions, each as (event time µs, partition, offset, item)."""
         partitions = self._partitions
-        touched: set[int] = set()
+        oldest: dict[int, int] = {}
         added = 0
         for event_time_us, partition, offset, item in records:
             state = partitions.get(partition) or self._state(partition)
@@ -153,18 +133,31 @@ class EventTimeAligner(Generic[T]):
             state.pending.append((key, now, item))
             if state.newest_us is None or event_time_us > state.newest_us:
                 state.newest_us = event_time_us
-            touched.add(partition)
+            if event_time_us < oldest.get(partition, event_time_us + 1):
+                oldest[partition] = event_time_us
             added += 1
+        if not added:
+            return
         self._buffered += added
-        for partition in touched:
+        newest = max(partitions[p].newest_us or 0 for p in oldest)
+        self._activity.grace.observe(oldest.values(), newest, now)
+        for partition in oldest:
             self._activity.touch(partition, now)
-        self._dirty |= touched
+        self._dirty |= oldest.keys()
 
     def fetched(self, partition: int, end_offset: int) -> None:
         """Record that every record of ``partition`` below ``end_offset`` was fetched."""
         state = self._state(partition)
         state.fetched_end = max(end_offset, state.fetched_end or 0)
         self._dirty.add(partition)
+
+    def next_release_in(self, owned: Collection[int], behind: Collection[int], now: float) -> float:
+        """Seconds until a partition holding records back only for the grace turns quiet
+        (inf when none does, or nothing waits)."""
+        if not self._buffered:
+            return float("inf")
+        waits = [self._activity.quiet_in(p, now) for p in owned if p not in behind]
+        return max(0.0, min((w for w in waits if w > 0), default=float("inf")))
 
     def crowded(self) -> set[int]:
         """Partitions with ``max_per_partition`` or more records buffered."""
@@ -242,3 +235,98 @@ class EventTimeAligner(Generic[T]):
 
 def _first(entry: tuple[int, float, object]) -> int:
     return entry[0]
+
+
+_Held = tuple[Transaction, TransactionEvent, Source, float]
+
+
+class Alignment:
+    """The align stage: a decoded batch keeps the transactions the watermark releases (of
+    this fetch and earlier ones), and the offsets stop at the oldest one still waiting."""
+
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        topic: str,
+        metrics: WorkerMetrics,
+        *,
+        max_buffered: int,
+        max_per_partition: int,
+        max_wait_s: float,
+        grace: Grace,
+    ) -> None:
+        self._fetcher = fetcher
+        self._topic = topic
+        self._metrics = metrics
+        self._aligner: EventTimeAligner[_Held] = EventTimeAligner(
+            topic,
+            max_buffered=max_buffered,
+            max_per_partition=max_per_partition,
+            max_wait_s=max_wait_s,
+            grace=grace,
+            now=fetcher.broker_time(),
+        )
+        self._released_until_us = -1
+        self.release_in = float("inf")
+        """Seconds until records held for the grace are released if nothing arrives."""
+
+    @property
+    def buffered(self) -> int:
+        """How many transactions wait for the watermark."""
+        return self._aligner.buffered
+
+    def clear(self) -> None:
+        """Forget the waiting transactions (a new generation: they are redelivered)."""
+        self._aligner.clear(self._fetcher.broker_time())
+        self._released_until_us = -1
+
+    async def __call__(self, batch: Batch) -> Batch | None:
+        """``batch`` with the released transactions in event-time order; None if empty."""
+        aligner, fetcher = self._aligner, self._fetcher
+        now = fetcher.broker_time()
+        fetched_at = batch.fetched_at
+        held = zip(batch.transactions, batch.events, batch.sources, strict=True)
+        aligner.add(
+            (
+                (event.event_time_us, src[0].partition, src[1], (tx, event, src, fetched_at))
+                for tx, event, src in held
+            ),
+            now,
+        )
+        for tp, end in batch.offsets.items():
+            if tp.topic == self._topic:
+                aligner.fetched(tp.partition, end)
+        owned = fetcher.owned(self._topic)
+        behind = [tp.partition for tp in owned if await fetcher.is_behind(tp)]
+        partitions = [tp.partition for tp in owned]
+        released = aligner.release(partitions, behind, now)
+        self.release_in = aligner.next_release_in(partitions, behind, now)
+        fetcher.pause_only(owned, aligner.crowded())
+        if released.forced:
+            self._metrics.alignment_forced_releases.inc(released.forced)
+        items = released.items
+        if items:
+            oldest_at = min(item[3] for item in items)
+            self._metrics.stage_seconds.labels("align_hold").observe(
+                time.perf_counter() - oldest_at
+            )
+            fetched_at = min(fetched_at, oldest_at)
+            self._count_late(items)
+        aligned = dataclasses.replace(
+            batch,
+            fetched_at=fetched_at,
+            transactions=tuple(item[0] for item in items),
+            events=tuple(item[1] for item in items),
+            sources=tuple(item[2] for item in items),
+            offsets={**batch.offsets, **released.offsets},
+        )
+        return None if aligned.empty else aligned
+
+    def _count_late(self, items: list[_Held]) -> None:
+        """Count transactions older than one released before (stream scores may then
+        differ from a backtest)."""
+        until = self._released_until_us
+        late = sum(1 for item in items if item[1].event_time_us < until)
+        if late:
+            self._metrics.out_of_order.labels("transaction").inc(late)
+        self._released_until_us = max(until, max(item[1].event_time_us for item in items))

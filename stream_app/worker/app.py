@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 import tempfile
-from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +28,36 @@ from aiokafka import AIOKafkaProducer
 from faust.app.base import BootStrategy
 from mode import Service
 
-from stream_app.features.redis_store import RedisWindowStore
+from stream_app.features.redis_store import RedisStoreConfig
 from stream_app.features.spec import feature_set
+from stream_app.features.store import WindowStore
 from stream_app.scoring.bundle import ModelBundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
 from stream_app.topics import StreamTopics, ensure_topics, stream_topics
+from stream_app.worker.align import Alignment
+from stream_app.worker.barrier import LabelBarrier
 from stream_app.worker.batch_worker import BatchWorker
+from stream_app.worker.batches import Sent, Windowed
+from stream_app.worker.commit import Committer, Publish
+from stream_app.worker.decode import Decoder
+from stream_app.worker.emit import Emitter
+from stream_app.worker.fetch import Fetcher, batch_consumer
+from stream_app.worker.grace import ArrivalSkew
 from stream_app.worker.metrics import CONTENT_TYPE, WorkerMetrics
-from stream_app.worker.pipeline import Pipeline
 from stream_app.worker.publisher import BatchPublisher
 from stream_app.worker.retry import Backoff
-from stream_app.worker.window_process import (
-    WindowProcess,
-    WindowStoreConfig,
-    redis_window_store,
-)
+from stream_app.worker.runner import Lane, Runner
+from stream_app.worker.score import Score
+from stream_app.worker.window_process import WindowProcess
+from stream_app.worker.windows import Windows
 
 log = logging.getLogger(__name__)
 
 _PRODUCER_BATCH_BYTES = 256 * 1024
 _PRODUCER_LINGER_MS = 2
+_QUEUE_DEPTH = 1  # batches waiting for the windows lane, and computed ones for scoring
+_SENT_DEPTH = 3  # batches waiting for their acknowledgements, and for their window writes
 _REDIS_TIMEOUT_S = 5.0  # a hung Redis becomes an error the worker retries with backoff
 # The hot path allocates many short-lived tuples: with CPython's default (700, 10, 10) a
 # young collection ran every few hundred events and full ones scanned the window cache,
@@ -75,7 +84,7 @@ class WorkerApp(faust.App):
 
 
 class StreamRuntime(Service):
-    """Topics, bundle, Redis store, producer and batch worker, started and stopped together."""
+    """Topics, bundle, window store, producer and batch worker, started and stopped together."""
 
     def __init__(self, settings: Settings, bundle: ModelBundle, **kwargs: Any) -> None:
         self.settings = settings
@@ -85,17 +94,15 @@ class StreamRuntime(Service):
         self.ready = False
         self._worker: BatchWorker | None = None
         self._producer: Any = None
-        self._window_process: WindowProcess | None = None
-        self._close_store: Callable[[], Awaitable[None]] | None = None
+        self._store: WindowStore[Any] | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
         """Check topics and bundle, connect Redis and the broker, start consuming."""
-        settings, topics = self.settings, self.topics
-        bundle = self.bundle
-        scorer = Scorer.from_settings(bundle, settings)
-        features = feature_set(bundle.manifest.feature_set, bundle.manifest.label_delay_days)
-        await Backoff("kafka", self.metrics).call(
+        settings, topics, metrics = self.settings, self.topics, self.metrics
+        scorer = Scorer.from_settings(self.bundle, settings)
+        kafka, redis = Backoff("kafka", metrics), Backoff("redis", metrics)
+        await kafka.call(
             lambda: ensure_topics(
                 settings.kafka_bootstrap,
                 topics.all,
@@ -103,19 +110,7 @@ class StreamRuntime(Service):
                 settings.topic_replication,
             )
         )
-        redis_backoff = Backoff("redis", self.metrics)
-        config = WindowStoreConfig(
-            redis_url=settings.redis_url,
-            feature_set=features,
-            key_prefix=topics.redis_key_prefix,
-            ttl_days=settings.redis_key_ttl_days,
-            redis_timeout_s=_REDIS_TIMEOUT_S,
-        )
-        store: RedisWindowStore | WindowProcess
-        if settings.window_process:
-            store = self._window_process = await WindowProcess.start(config, redis_backoff)
-        else:
-            store, self._close_store = redis_window_store(config)
+        self._store = await self._open_store(redis)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             client_id=f"{topics.consumer_group}-producer",
@@ -124,27 +119,95 @@ class StreamRuntime(Service):
             max_batch_size=_PRODUCER_BATCH_BYTES,
         )
         await self._producer.start()
-        pipeline: Pipeline[Any] = Pipeline(
-            topics=topics,
-            store=store,
-            scorer=scorer,
-            publisher=BatchPublisher(self._producer),
-            metrics=self.metrics,
-            dlq_partitions=settings.topic_partitions,
-            publish_scores=settings.publish_scores,
-            max_payload_bytes=settings.max_payload_bytes,
-            redis_backoff=redis_backoff,
-        )
-        self._worker = BatchWorker(settings, topics, pipeline, self.metrics)
-        await self._worker.start()
+        self._worker = self._batch_worker(scorer, self._store, kafka, redis)
+        await self._worker.start(kafka)
         gc.freeze()  # what start-up built lives as long as the worker: out of every collection
         gc.set_threshold(*_GC_THRESHOLDS)
         self.ready = True
         log.info(
             "fraudstream worker: namespace %s, model %s, topics %s",
             topics.namespace,
-            bundle.model_version,
+            self.bundle.model_version,
             ", ".join(topics.all),
+        )
+
+    async def _open_store(self, redis: Backoff) -> WindowStore[Any]:
+        """The Redis window store, in a child process unless ``window_process`` is off."""
+        manifest = self.bundle.manifest
+        config = RedisStoreConfig(
+            redis_url=self.settings.redis_url,
+            feature_set=feature_set(manifest.feature_set, manifest.label_delay_days),
+            key_prefix=self.topics.redis_key_prefix,
+            ttl_days=self.settings.redis_key_ttl_days,
+            redis_timeout_s=_REDIS_TIMEOUT_S,
+        )
+        if self.settings.window_process:
+            return await WindowProcess.start(config, redis)
+        return config.open()
+
+    def _batch_worker(
+        self, scorer: Scorer, store: WindowStore[Any], kafka: Backoff, redis: Backoff
+    ) -> BatchWorker:
+        """The stages, wired: fetch -> decode -> align -> barrier (the worker's source),
+        then windows -> score, publish -> acknowledge -> store, then commit."""
+        settings, topics, metrics = self.settings, self.topics, self.metrics
+        fetcher = Fetcher(batch_consumer(settings, topics), topics, settings.batch_max_events)
+        decoder = Decoder(
+            topics,
+            metrics,
+            dlq_partitions=settings.topic_partitions,
+            max_payload_bytes=settings.max_payload_bytes,
+        )
+        grace_cap_s = settings.align_idle_ms / 1000
+        grace_floor_s = 2 * settings.fetch_max_wait_ms / 1000
+        alignment = Alignment(
+            fetcher,
+            topics.transactions,
+            metrics,
+            max_buffered=settings.align_max_buffered_events,
+            max_per_partition=2 * settings.batch_max_events,
+            max_wait_s=settings.align_max_wait_ms / 1000,
+            grace=ArrivalSkew(floor_s=grace_floor_s, cap_s=grace_cap_s),
+        )
+        barrier = LabelBarrier(
+            fetcher,
+            decoder,
+            topics,
+            metrics,
+            timeout_s=settings.label_barrier_timeout_ms / 1000,
+            poll_s=settings.batch_max_wait_ms / 1000,
+            grace=ArrivalSkew(floor_s=grace_floor_s, cap_s=grace_cap_s),
+        )
+        windows = Windows(store, redis, metrics)
+        emitter = Emitter(
+            topics,
+            metrics,
+            model_version=scorer.bundle.model_version,
+            threshold=scorer.threshold,
+            columns=scorer.columns,
+            publish_scores=settings.publish_scores,
+            clock=lambda: datetime.now(UTC),
+        )
+        score = Score(scorer, emitter, metrics)
+        publish = Publish(BatchPublisher(self._producer), kafka, metrics)
+
+        async def score_and_publish(windowed: Windowed) -> Sent:
+            return await publish(await score(windowed))
+
+        committer = Committer(fetcher.consumer, kafka, metrics)
+        runner = Runner(
+            [
+                Lane("windows", windows.compute, _QUEUE_DEPTH),
+                Lane("score", score_and_publish, _QUEUE_DEPTH),
+                Lane("acknowledge", publish.acknowledge, _SENT_DEPTH),
+                Lane("store", windows.store, _SENT_DEPTH, grouped=True),
+            ],
+            sink=committer.stored,
+            metrics=metrics,
+            loops=[("commit", committer.loop)],
+        )
+        return BatchWorker(
+            settings, topics, fetcher, decoder, alignment, barrier, committer, runner, windows.reset
         )
 
     @Service.task
@@ -158,16 +221,14 @@ class StreamRuntime(Service):
             await self._worker.drained()
 
     async def on_stop(self) -> None:
-        """Finish in-flight batches, then close the consumer, producer and Redis."""
+        """Finish in-flight batches, then close the consumer, producer and window store."""
         self.ready = False
         if self._worker is not None:
             await self._worker.stop()
         if self._producer is not None:
             await self._producer.stop()
-        if self._window_process is not None:
-            await self._window_process.close()
-        if self._close_store is not None:
-            await self._close_store()
+        if self._store is not None:
+            await self._store.close()
 
 
 def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:

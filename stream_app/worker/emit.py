@@ -1,6 +1,9 @@
-"""Dead letters: an invalid input record, kept byte for byte with why and where it failed.
+"""What goes out: alert and score records of a scored batch, and dead letters.
 
-The value is the raw payload, the key the raw key; headers say what was wrong
+Alerts (``alert.v1``) and scores (``score.v1``) are keyed by customer and stamped with the
+transaction's event time. A dead letter is an invalid input record, kept byte for byte
+with why and where it failed: the value is the raw payload, the key the raw key; headers
+say what was wrong
 (``fraudstream.reason``, ``fraudstream.field``) and where the record came from
 (``fraudstream.source.topic`` / ``.partition`` / ``.offset``), so it can be fixed and
 replayed. A dead letter goes to the DLQ partition with the number of its source partition
@@ -9,7 +12,19 @@ replayed. A dead letter goes to the DLQ partition with the number of its source 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from stream_app.contracts import Alert, Reason, Transaction, TransactionScore, encode_alert
 from stream_app.errors import ContractError
+from stream_app.scoring.scorer import ScoreBatch
+from stream_app.time import MICROS_PER_MS
+from stream_app.topics import StreamTopics
+from stream_app.worker.metrics import WorkerMetrics
 from stream_app.worker.publisher import OutRecord
 
 REASON = "fraudstream.reason"
@@ -46,3 +61,103 @@ def dead_letter(
         ),
         partition=source_partition % dlq_partitions,
     )
+
+
+class Emitter:
+    """Builds the alert records (score at or above the threshold) and, with
+    ``publish_scores``, a score record per scored transaction."""
+
+    def __init__(
+        self,
+        topics: StreamTopics,
+        metrics: WorkerMetrics,
+        *,
+        model_version: str,
+        threshold: float,
+        columns: Sequence[str],
+        publish_scores: bool,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._topics = topics
+        self._metrics = metrics
+        self._model_version = model_version
+        self._threshold = threshold
+        self._columns = tuple(columns)
+        self._publish_scores = publish_scores
+        self._clock = clock
+
+    def records(
+        self,
+        transactions: Sequence[Transaction],
+        times_us: Sequence[int],
+        scores: ScoreBatch,
+        values: npt.NDArray[np.float64],
+    ) -> list[OutRecord]:
+        """The records of scored ``transactions`` (``values``: their feature rows)."""
+        records = self._alerts(transactions, times_us, scores, values)
+        if self._publish_scores:
+            records.extend(self._scores(transactions, times_us, scores))
+        return records
+
+    def _alerts(
+        self,
+        transactions: Sequence[Transaction],
+        times_us: Sequence[int],
+        scores: ScoreBatch,
+        values: npt.NDArray[np.float64],
+    ) -> list[OutRecord]:
+        alerts = np.flatnonzero(scores.is_alert)
+        if not len(alerts):
+            return []
+        processed_at = self._clock()
+        records = []
+        for row, row_reasons in zip(alerts.tolist(), scores.reasons_for(alerts), strict=True):
+            tx = transactions[row]
+            alert = Alert.for_transaction(
+                tx,
+                score=float(scores.score[row]),
+                threshold=self._threshold,
+                model_version=self._model_version,
+                reasons=tuple(Reason(f, c, v) for f, c, v in row_reasons),
+                features=dict(zip(self._columns, values[row].tolist(), strict=True)),
+                processed_at=processed_at,
+            )
+            records.append(
+                OutRecord(
+                    self._topics.alerts,
+                    tx.customer_id.encode(),
+                    encode_alert(alert),
+                    times_us[row] // MICROS_PER_MS,
+                )
+            )
+        self._metrics.alerts_out.inc(len(records))
+        return records
+
+    def _scores(
+        self, transactions: Sequence[Transaction], times_us: Sequence[int], scores: ScoreBatch
+    ) -> list[OutRecord]:
+        encode = msgspec.json.encode  # TransactionScore holds only validated values
+        topic, threshold, model_version = self._topics.scores, self._threshold, self._model_version
+        out = [
+            OutRecord(
+                topic,
+                tx.customer_id.encode(),
+                encode(
+                    TransactionScore(
+                        tx.transaction_id,
+                        tx.customer_id,
+                        score,
+                        threshold,
+                        alert,
+                        model_version,
+                        tx.event_time,
+                    )
+                ),
+                t // MICROS_PER_MS,
+            )
+            for tx, t, score, alert in zip(
+                transactions, times_us, scores.score.tolist(), scores.is_alert.tolist(), strict=True
+            )
+        ]
+        self._metrics.scores_out.inc(len(out))
+        return out

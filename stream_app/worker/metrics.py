@@ -16,8 +16,20 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _STAGE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 750, 1000, 2000, 5000)
 
-STAGES = ("decode", "barrier", "redis", "scoring", "publish", "commit")
-"""The stages of a transaction batch, each with a latency histogram."""
+STAGES = (
+    "decode",  # a fetch's records validated
+    "align_hold",  # how long a batch's oldest transaction waited in the event-time aligner
+    "barrier",  # the label barrier
+    "windows",  # the windows lane: a compute sent (and awaited, for an in-process store)
+    "window_compute",  # a batch applied to the windows, Redis reads and retries included
+    "score",  # the score lane: waiting for the windows, scoring, records to the producer
+    "scoring",  # the ONNX scorer call
+    "acknowledge",  # the broker's acknowledgements of a batch's records
+    "store",  # the window writes of the acknowledged batches
+    "commit",  # an offset commit
+    "fetch_to_acknowledged",  # a batch from its (oldest record's) fetch to acknowledged
+)
+"""The labels of ``fraudstream_stage_seconds``: each a latency histogram, per batch."""
 
 
 @dataclass(eq=False)
@@ -65,7 +77,7 @@ class WorkerMetrics:
         )
         self.stage_seconds = Histogram(
             "fraudstream_stage_seconds",
-            "Wall time of one batch stage.",
+            "Wall time of one batch stage (the stage label names it: see metrics.STAGES).",
             ["stage"],
             buckets=_STAGE_BUCKETS_S,
             registry=r,

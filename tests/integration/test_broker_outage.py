@@ -90,12 +90,12 @@ def _kafka(samples: Samples, name: str) -> float:
 
 
 def _stalled(samples: Samples) -> float:
-    """Publish and commit stages that took longer than the histogram's top bucket (10 s)."""
+    """Acknowledge and commit stages that took longer than the histogram's top bucket (10 s)."""
     top = (("le", "10.0"),)
     return sum(
         samples[("fraudstream_stage_seconds_count", (("stage", stage),))]
         - samples[("fraudstream_stage_seconds_bucket", (*top, ("stage", stage)))]
-        for stage in ("publish", "commit")
+        for stage in ("acknowledge", "commit")
     )
 
 
@@ -158,7 +158,7 @@ def test_a_frozen_broker_is_waited_out_without_loss_or_doubles(
         dead_letters = asyncio.run(read_all(settings.kafka_bootstrap, topics.dlq))
     text = log.read_text(errors="replace")
     assert health == 200
-    assert _stalled(after) > 0, "no publish or commit waited out the frozen broker"
+    assert _stalled(after) > 0, "no acknowledgement or commit waited out the frozen broker"
     assert _kafka(after, "fraudstream_dependency_up") == 1.0
     # the alignment's clocks stood still during the outage: nothing was forced out early
     order_breaks = {

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from stream_app.worker.align import ActivityClock, EventTimeAligner
+from stream_app.worker.align import EventTimeAligner
+from stream_app.worker.grace import ActivityClock, ArrivalSkew, FixedGrace
 
 TOPIC = "tx"
 P0 = TopicPartition(TOPIC, 0)
@@ -22,7 +23,7 @@ def aligner(
 ) -> EventTimeAligner[str]:
     return EventTimeAligner(
         TOPIC, max_buffered=max_buffered, max_per_partition=max_per_partition,
-        max_wait_s=max_wait_s, idle_s=idle_s, now=0.0,
+        max_wait_s=max_wait_s, grace=FixedGrace(idle_s), now=0.0,
     )  # fmt: skip
 
 
@@ -135,7 +136,7 @@ def test_traffic_resuming_on_one_partition_makes_the_quiet_ones_hold_back() -> N
 
 
 def test_activity_clock_starts_new_partitions_at_the_last_wake_up() -> None:
-    clock = ActivityClock(idle_s=1.0, now=0)
+    clock = ActivityClock(FixedGrace(1.0), now=0)
     assert not clock.quiet(3, now=0.5)
     assert clock.quiet(3, now=1.0)
     clock.touch(0, now=5)
@@ -143,7 +144,7 @@ def test_activity_clock_starts_new_partitions_at_the_last_wake_up() -> None:
     clock.touch(0, now=5.8)  # not a wake-up: 0 was active 0.8 s ago
     assert clock.quiet(3, now=6.0)
     assert not clock.quiet(0, now=6.0)
-    assert ActivityClock(idle_s=0, now=0).quiet(1, now=0)  # 0 disables the wait
+    assert ActivityClock(FixedGrace(0), now=0).quiet(1, now=0)  # 0 disables the wait
 
 
 def test_a_partition_releases_in_offset_order() -> None:
@@ -162,3 +163,58 @@ def test_a_record_written_out_of_time_order_blocks_the_commit_of_its_offset() ->
     released = a.release(BOTH, behind=BOTH, now=0)
     assert released.items == ["1@0"]
     assert released.offsets == {P0: 0, P1: 1}  # nothing of P0 is committable yet
+
+
+def test_the_next_release_is_when_a_partition_held_for_the_grace_turns_quiet() -> None:
+    a = aligner(idle_s=1.0)
+    assert a.next_release_in(BOTH, behind=[], now=0) == float("inf")  # nothing waits
+    fetch(a, 0, 0, [10], now=0)
+    fetch(a, 1, 0, [20], now=0.25)
+    assert a.release(BOTH, behind=[], now=0.5).items == ["0@0"]  # 1@0 waits for the grace
+    assert a.next_release_in(BOTH, behind=[], now=0.5) == 0.75  # 1 s after 0.25's wake-up
+    assert a.next_release_in(BOTH, behind=[1], now=0.5) == 0.75  # partition 0 still holds
+
+
+def skew(**kwargs: float) -> ArrivalSkew:
+    settings = {"floor_s": 0.01, "cap_s": 1.0, "window_s": 30.0, "warmup": 3, **kwargs}
+    return ArrivalSkew(**settings)  # type: ignore[arg-type]
+
+
+def test_the_grace_is_the_cap_until_enough_runs_were_seen() -> None:
+    grace = skew()
+    grace.observe([10], 10, now=0.0)
+    grace.observe([20], 20, now=0.1)
+    assert grace.seconds(0.1) == 1.0
+    grace.observe([30], 30, now=0.2)
+    assert grace.seconds(0.2) == 0.01  # in order: nothing late, the floor
+
+
+def test_the_grace_is_twice_the_largest_recent_lateness() -> None:
+    grace = skew()
+    grace.observe([10, 12], 12, now=0.0)  # frontier 12 reached at 0.0
+    grace.observe([20], 20, now=0.1)  # frontier 20 reached at 0.1
+    grace.observe([11], 11, now=0.13)  # 11 was passed at 0.0: 130 ms late
+    assert abs(grace.seconds(0.13) - 0.26) < 1e-9
+    grace.observe([19], 19, now=0.15)  # 19 was passed at 0.1: 50 ms late, not the largest
+    assert abs(grace.seconds(0.15) - 0.26) < 1e-9
+    assert grace.seconds(31.0) == 0.01  # the late run left the window
+    grace.observe([5], 30, now=40.0)  # far older than anything kept: capped
+    assert grace.seconds(40.0) == 1.0
+
+
+def test_a_zero_cap_turns_the_grace_off() -> None:
+    grace = skew(cap_s=0.0, warmup=0)
+    grace.observe([10], 10, now=0.0)
+    grace.observe([5], 10, now=5.0)
+    assert grace.seconds(5.0) == 0.0
+
+
+def test_an_adaptive_grace_releases_as_soon_as_no_partition_is_late() -> None:
+    grace = skew(warmup=0)
+    a = EventTimeAligner(
+        TOPIC, max_buffered=100, max_per_partition=100, max_wait_s=60, grace=grace, now=0.0
+    )
+    fetch(a, 0, 0, [10], now=0.0)
+    fetch(a, 1, 0, [20], now=0.0)
+    assert a.release(BOTH, behind=[], now=0.005).items == ["0@0"]  # 1@0: within the floor
+    assert a.release(BOTH, behind=[], now=0.011).items == ["1@0"]

@@ -1,14 +1,15 @@
-"""The batch pipeline without servers: decoding, dead letters, scoring and what is published.
+"""The worker's stages without servers: decoding, dead letters, scoring and what is published.
 
-The window store is the in-memory one behind the pipeline's compute/write interface, the
-scorer the session's tiny bundle, the producer a recorder of the records handed to it.
+The window store is the in-memory one, the scorer the session's tiny bundle, the producer
+a recorder of the records handed to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,46 +25,26 @@ from stream_app.contracts import (
     encode_label,
     encode_transaction,
 )
-from stream_app.contracts.events import LabelEvent, TransactionEvent
-from stream_app.features.redis_store import ComputedBatch
 from stream_app.features.store import InMemoryWindowStore
 from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.topics import stream_topics
 from stream_app.worker import emit as dlq
+from stream_app.worker.batches import Batch
+from stream_app.worker.commit import Publish
+from stream_app.worker.decode import Decoder
+from stream_app.worker.emit import Emitter
 from stream_app.worker.metrics import WorkerMetrics
-from stream_app.worker.pipeline import Pipeline
 from stream_app.worker.publisher import OutRecord
+from stream_app.worker.retry import Backoff
+from stream_app.worker.score import Score
+from stream_app.worker.windows import Windows
 from tests.unit.model_bundles import tiny_bundle
 
 pytestmark = pytest.mark.train  # the tiny bundle is exported with torch
 
 TOPICS = stream_topics("unit")
 T0 = dt.datetime(2018, 4, 2, 10, 0, tzinfo=dt.UTC)
-
-
-class InMemoryBatches:
-    """InMemoryWindowStore behind the compute/write interface the pipeline drives."""
-
-    def __init__(self) -> None:
-        self.store = InMemoryWindowStore(tiny_bundle().feature_set)
-        self.written: list[ComputedBatch] = []
-
-    async def compute(
-        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
-    ) -> ComputedBatch:
-        features = self.store.process(transactions, labels)
-        n = len(transactions)
-        return ComputedBatch(
-            features, np.arange(n), np.zeros(n, dtype=np.bool_), tuple(transactions),
-            tuple(labels), (),
-        )  # fmt: skip
-
-    async def write_all(self, batches: Sequence[ComputedBatch]) -> None:
-        self.written.extend(batches)
-
-    def reset_cache(self, *, shared_terminals: bool) -> None:
-        pass
 
 
 class RecordingPublisher:
@@ -77,21 +58,43 @@ class RecordingPublisher:
         return [done]
 
 
-def _pipeline(publish_scores: bool = True) -> tuple[Pipeline, RecordingPublisher, WorkerMetrics]:
+@dataclass
+class Stages:
+    """The decode, windows, score and publish stages around an in-memory window store."""
+
+    decode: Decoder
+    windows: Windows
+    score: Score
+    publish: Publish
+
+    async def process(self, batch: Batch) -> None:
+        """A batch through windows -> score -> publish -> acknowledge -> store."""
+        windowed = await self.windows.compute(batch)
+        assert windowed is not None
+        sent = await self.publish.acknowledge(await self.publish(await self.score(windowed)))
+        await self.windows.store([sent])
+
+
+def _stages(publish_scores: bool = True) -> tuple[Stages, RecordingPublisher, WorkerMetrics]:
     publisher = RecordingPublisher()
     metrics = WorkerMetrics()
-    pipeline = Pipeline(
-        topics=TOPICS,
-        store=InMemoryBatches(),
-        scorer=Scorer(load_bundle(tiny_bundle().path)),
-        publisher=publisher,  # type: ignore[arg-type]
-        metrics=metrics,
-        dlq_partitions=2,
+    scorer = Scorer(load_bundle(tiny_bundle().path))
+    emitter = Emitter(
+        TOPICS,
+        metrics,
+        model_version=scorer.bundle.model_version,
+        threshold=scorer.threshold,
+        columns=scorer.columns,
         publish_scores=publish_scores,
-        max_payload_bytes=16384,
         clock=lambda: T0,
     )
-    return pipeline, publisher, metrics
+    stages = Stages(
+        Decoder(TOPICS, metrics, dlq_partitions=2, max_payload_bytes=16384),
+        Windows(InMemoryWindowStore(tiny_bundle().feature_set), Backoff("redis", metrics), metrics),
+        Score(scorer, emitter, metrics),
+        Publish(publisher, Backoff("kafka", metrics), metrics),  # type: ignore[arg-type]
+    )
+    return stages, publisher, metrics
 
 
 def _record(topic: str, partition: int, offset: int, value: bytes | None) -> Any:
@@ -105,7 +108,7 @@ def _tx(tx_id: str, at: dt.datetime, amount: str = "10.00") -> bytes:
 
 
 def test_decode_keeps_fetch_order_and_dead_letters_the_rest() -> None:
-    pipeline, _, metrics = _pipeline()
+    stages, _, metrics = _stages()
     later, earlier = _tx("b", T0 + dt.timedelta(hours=1)), _tx("a", T0)
     label = encode_label(Label("a", "c1", "k1", T0, T0 + dt.timedelta(days=1), True))
     fetched = {
@@ -116,13 +119,13 @@ def test_decode_keeps_fetch_order_and_dead_letters_the_rest() -> None:
         TopicPartition(TOPICS.transactions, 1): [_record(TOPICS.transactions, 1, 3, earlier)],
         TopicPartition(TOPICS.labels, 1): [_record(TOPICS.labels, 1, 5, label)],
     }
-    batch = pipeline.decode(fetched, generation=4)
+    batch = stages.decode(fetched, generation=4)
     # fetch order, partition by partition: the aligner orders them by event time
     assert [tx.transaction_id for tx in batch.transactions] == ["b", "a"]
-    assert batch.sources == [
+    assert batch.sources == (
         (TopicPartition(TOPICS.transactions, 0), 7),
         (TopicPartition(TOPICS.transactions, 1), 3),
-    ]
+    )
     assert [lab.transaction_id for lab in batch.labels] == ["a"]
     assert batch.max_event_time_us == batch.transactions[0].event_time_us  # the later one
     assert batch.offsets == {
@@ -142,7 +145,7 @@ def test_decode_keeps_fetch_order_and_dead_letters_the_rest() -> None:
 
 @pytest.mark.parametrize("publish_scores", [True, False])
 def test_alerts_exactly_for_scores_at_or_above_the_threshold(publish_scores: bool) -> None:
-    pipeline, publisher, _ = _pipeline(publish_scores)
+    stages, publisher, _ = _stages(publish_scores)
     rng = np.random.default_rng(3)
     amounts = [f"{a:.2f}" for a in rng.gamma(2.0, 40.0, size=40)]
     fetched = {
@@ -152,12 +155,7 @@ def test_alerts_exactly_for_scores_at_or_above_the_threshold(publish_scores: boo
         ]
     }
 
-    async def run() -> None:
-        sent = await pipeline.process(pipeline.decode(fetched, generation=1))
-        await pipeline.acknowledge(sent)
-        await pipeline.store([sent])
-
-    asyncio.run(run())
+    asyncio.run(stages.process(stages.decode(fetched, generation=0)))
     alerts = [decode_alert(r.value) for r in publisher.records if r.topic == TOPICS.alerts]
     scores = [decode_score(r.value) for r in publisher.records if r.topic == TOPICS.scores]
     threshold = load_bundle(tiny_bundle().path).threshold
@@ -172,16 +170,14 @@ def test_alerts_exactly_for_scores_at_or_above_the_threshold(publish_scores: boo
 
 
 def test_redelivered_transactions_are_not_scored_again() -> None:
-    pipeline, publisher, metrics = _pipeline()
+    stages, publisher, metrics = _stages()
     records = [_record(TOPICS.transactions, 0, i, _tx(f"t{i}", T0 + dt.timedelta(hours=i)))
                for i in range(3)]  # fmt: skip
     fetched = {TopicPartition(TOPICS.transactions, 0): records}
 
     async def run() -> None:
         for _ in range(2):
-            sent = await pipeline.process(pipeline.decode(fetched, generation=1))
-            await pipeline.acknowledge(sent)
-            await pipeline.store([sent])
+            await stages.process(stages.decode(fetched, generation=0))
 
     asyncio.run(run())
     assert sum(r.topic == TOPICS.scores for r in publisher.records) == 3

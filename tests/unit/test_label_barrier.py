@@ -1,4 +1,4 @@
-"""The label barrier of BatchWorker, against a scripted consumer (no broker).
+"""The label barrier, against a scripted consumer (no broker).
 
 Before a batch whose newest transaction is at t goes on, each owned labels partition must
 be at its fetch high watermark or have delivered a label with label_time > t; otherwise
@@ -10,18 +10,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from stream_app.contracts import Label, Transaction, encode_label, encode_transaction
-from stream_app.settings import Settings
 from stream_app.topics import stream_topics
-from stream_app.worker.batch_worker import BatchWorker
+from stream_app.worker.barrier import LabelBarrier
+from stream_app.worker.batches import Batch
+from stream_app.worker.decode import Decoder
+from stream_app.worker.fetch import Fetcher
+from stream_app.worker.grace import FixedGrace
 from stream_app.worker.metrics import WorkerMetrics
-from stream_app.worker.pipeline import Pipeline
 
 TOPICS = stream_topics("barrier")
 LABELS = TopicPartition(TOPICS.labels, 0)
@@ -71,40 +72,32 @@ def _barrier(
     """Run the barrier for a one-transaction batch at ``at``: (the batch, timeouts)."""
 
     async def run() -> tuple[Any, float]:
-        worker, metrics = _worker(timeout_ms, idle_ms)
-        real, worker._consumer = worker._consumer, consumer  # scripted, not a broker client
-        try:
-            batch = _transaction_batch(worker, at)
-            await worker._label_barrier(batch)
-        finally:
-            await real.stop()
+        metrics = WorkerMetrics()
+        decoder = Decoder(TOPICS, metrics, dlq_partitions=1, max_payload_bytes=16384)
+        barrier = LabelBarrier(
+            Fetcher(consumer, TOPICS, max_records=100),  # scripted, not a broker client
+            decoder,
+            TOPICS,
+            metrics,
+            timeout_s=timeout_ms / 1000,
+            poll_s=0.005,
+            grace=FixedGrace(idle_ms / 1000),
+        )
+        batch = await barrier(_transaction_batch(decoder, at))
         timeouts = metrics.registry.get_sample_value("fraudstream_label_barrier_timeouts_total")
         return batch, timeouts or 0.0
 
     return asyncio.run(run())
 
 
-def _worker(timeout_ms: int, idle_ms: int = 0) -> tuple[BatchWorker, WorkerMetrics]:
-    metrics = WorkerMetrics()
-    scorer: Any = SimpleNamespace(bundle=SimpleNamespace(model_version="m"))
-    pipeline = Pipeline(
-        topics=TOPICS, store=None, scorer=scorer, publisher=None,  # type: ignore[arg-type]
-        metrics=metrics, dlq_partitions=1, publish_scores=False, max_payload_bytes=16384,
-    )  # fmt: skip
-    settings = Settings.from_env(
-        {}, label_barrier_timeout_ms=timeout_ms, batch_max_wait_ms=5, align_idle_ms=idle_ms
-    )
-    return BatchWorker(settings, TOPICS, pipeline, metrics), metrics
-
-
 def _label(i: int, label_time: dt.datetime) -> bytes:
     return encode_label(Label(f"l{i}", "c", "k", T0, label_time, i % 2 == 0))
 
 
-def _transaction_batch(worker: BatchWorker, at: dt.datetime) -> Any:
+def _transaction_batch(decoder: Decoder, at: dt.datetime) -> Batch:
     tx = encode_transaction(Transaction("t", "c", "k", "1.00", "EUR", at))
     record = ConsumerRecord(TRANSACTIONS.topic, 0, 0, 0, 0, b"c", tx, None, 0, 0, [])
-    return worker._pipeline.decode({TRANSACTIONS: [record]}, generation=0)
+    return decoder({TRANSACTIONS: [record]}, generation=0)
 
 
 def test_labels_are_read_until_one_is_newer_than_the_batch() -> None:
@@ -128,7 +121,7 @@ def test_labels_are_read_up_to_the_high_watermark() -> None:
 def test_an_unknown_high_watermark_is_waited_for_at_most_the_timeout() -> None:
     consumer = ScriptedConsumer([], highwater=None)
     batch, timeouts = _barrier(consumer, 50, T0)
-    assert consumer.label_fetches >= 1 and batch.labels == []
+    assert consumer.label_fetches >= 1 and batch.labels == ()
     assert timeouts == 1
 
 

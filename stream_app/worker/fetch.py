@@ -1,0 +1,106 @@
+"""The consumer of the hot topics: fetches, what is owned and behind, and the broker clock.
+
+One aiokafka consumer in the worker's group reads ``transactions`` and ``labels``
+(co-partitioned by ``customer_id``: the range assignor gives a worker the same partition
+numbers of both) with ``getmany``, not Faust's per-message dispatch (~5k events/s here).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
+
+from stream_app.settings import Settings
+from stream_app.topics import StreamTopics
+
+POLL_STALE_S = 2.0
+"""No fetch response for this long: the broker may hold records not seen yet."""
+
+Fetched = Mapping[TopicPartition, Sequence[Any]]
+"""Records of one fetch, by partition, each partition's in offset order."""
+
+
+def batch_consumer(settings: Settings, topics: StreamTopics) -> AIOKafkaConsumer:
+    """The worker's consumer: manual commits, from the earliest offset of a new group."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=topics.consumer_group,
+        client_id=f"{topics.consumer_group}-worker",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+        max_poll_interval_ms=300_000,
+        # A fetch with nothing to return waits this long; tansu answers only then, even
+        # when records arrive meanwhile, so this bounds the latency it adds.
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+
+
+class Fetcher:
+    """Fetches from the owned partitions and tells which are behind the broker."""
+
+    def __init__(self, consumer: Any, topics: StreamTopics, max_records: int) -> None:
+        self.consumer = consumer
+        self._topics = topics
+        self._max_records = max_records
+        self._clock_at = time.monotonic()
+        self._broker_s = 0.0
+
+    def subscribe(self, listener: ConsumerRebalanceListener) -> None:
+        """Subscribe to the transactions and labels topics."""
+        self.consumer.subscribe([self._topics.transactions, self._topics.labels], listener=listener)
+
+    async def fetch(self, timeout_s: float, *partitions: TopicPartition) -> Fetched:
+        """What is fetched within ``timeout_s`` (of ``partitions``, default all owned)."""
+        fetched: Fetched = await self.consumer.getmany(
+            *partitions, timeout_ms=max(1, int(timeout_s * 1000)), max_records=self._max_records
+        )
+        return fetched
+
+    def owned(self, topic: str) -> list[TopicPartition]:
+        """The partitions of ``topic`` assigned to this worker."""
+        return [tp for tp in self.consumer.assignment() if tp.topic == topic]
+
+    async def is_behind(self, tp: TopicPartition) -> bool:
+        """``tp`` may have records not fetched yet: its position is below the high watermark
+        of the last fetch response (tansu's ListOffsets is wrong), or that response is older
+        than :data:`POLL_STALE_S` (paused, or the broker does not answer). A partition
+        revoked meanwhile is not ours to wait for."""
+        try:
+            highwater = self.consumer.highwater(tp)
+            position = await self.consumer.position(tp)
+            fresh = self._fresh_poll(tp)
+        except (IllegalStateError, AssertionError):
+            return False
+        return highwater is None or position < highwater or not fresh
+
+    def pause_only(self, owned: Sequence[TopicPartition], crowded: set[int]) -> None:
+        """Pause the ``owned`` partitions whose number is in ``crowded``, resume the rest."""
+        paused = self.consumer.paused()
+        to_pause = [tp for tp in owned if tp.partition in crowded and tp not in paused]
+        to_resume = [tp for tp in owned if tp.partition not in crowded and tp in paused]
+        if to_pause:
+            self.consumer.pause(*to_pause)
+        if to_resume:
+            self.consumer.resume(*to_resume)
+
+    def broker_time(self) -> float:
+        """Seconds that pass only while the broker answers fetches (a fresh fetch response
+        for an owned partition): idle and wait times of the alignment and the label barrier
+        stand still during a broker outage, so an outage forces nothing out of order."""
+        now = time.monotonic()
+        elapsed, self._clock_at = now - self._clock_at, now
+        if any(self._fresh_poll(tp) for tp in self.consumer.assignment()):
+            # a gap between calls (the loop waited on the broker) counts only up to the
+            # freshness window: the broker may have been down for the rest of it
+            self._broker_s += min(elapsed, POLL_STALE_S)
+        return self._broker_s
+
+    def _fresh_poll(self, tp: TopicPartition) -> bool:
+        polled_ms = self.consumer.last_poll_timestamp(tp)
+        return polled_ms is not None and time.time() - polled_ms / 1000 < POLL_STALE_S

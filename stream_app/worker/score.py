@@ -1,0 +1,65 @@
+"""The score stage: one scorer call per batch for its new transactions, then the records
+to publish (dead letters, alerts, scores)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from stream_app.features.store import ComputedWindows
+from stream_app.scoring.scorer import Scorer
+from stream_app.time import MICROS_PER_SECOND
+from stream_app.worker.batches import Batch, Scored, Windowed
+from stream_app.worker.emit import Emitter
+from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.publisher import OutRecord
+
+
+class Score:
+    """Scores windowed batches with one bundle."""
+
+    def __init__(self, scorer: Scorer, emitter: Emitter, metrics: WorkerMetrics) -> None:
+        self._scorer = scorer
+        self._emitter = emitter
+        self._metrics = metrics
+
+    async def __call__(self, windowed: Windowed) -> Scored:
+        """Wait for the batch's windows, score it; its dead letters go out with it."""
+        computed = await windowed.computed
+        batch = windowed.batch
+        records = list(batch.dead_letters)
+        if computed is not None and batch.transactions:
+            records.extend(await self._score(batch, computed))
+        return Scored(batch, computed, tuple(records))
+
+    async def _score(self, batch: Batch, computed: ComputedWindows) -> list[OutRecord]:
+        """Score the batch's new transactions (not re-deliveries, not late ones) at once.
+
+        ONNX Runtime releases the GIL while it runs, so the scorer runs in a thread: the
+        event loop decodes the next fetch meanwhile.
+        """
+        features = computed.features
+        fresh = np.flatnonzero(~features.duplicate)
+        duplicates = len(features.duplicate) - len(fresh)
+        if duplicates:
+            self._metrics.duplicates.inc(duplicates)
+        if not len(fresh):
+            return []
+        start = time.perf_counter()
+        scores = await asyncio.to_thread(
+            self._scorer.score_batch,
+            features.values[fresh],
+            features.sequences[fresh],
+            features.mask[fresh],
+        )
+        self._metrics.stage_seconds.labels("scoring").observe(time.perf_counter() - start)
+        self._metrics.event_time_lag.set(time.time() - batch.max_event_time_us / MICROS_PER_SECOND)
+        picked = computed.applied[fresh].tolist()
+        return self._emitter.records(
+            [batch.transactions[i] for i in picked],
+            [batch.events[i].event_time_us for i in picked],
+            scores,
+            features.values[fresh],
+        )
