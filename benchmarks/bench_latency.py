@@ -19,7 +19,8 @@ follower sees each record up to that late).
 Prints per rate: offered and achieved rate, transactions scored, p50 / p99 / p99.9 / max
 in ms, then the worker's own per-stage figures from its ``/metrics`` histogram
 ``fraudstream_stage_seconds`` (per batch, whatever stage labels it has: count, mean ms and
-p99 ms interpolated in the buckets as Prometheus' ``histogram_quantile`` does). Also the
+p99 ms interpolated in the buckets as Prometheus' ``histogram_quantile`` does) and its idle
+grace at the end (``fraudstream_idle_grace_seconds``). Also the
 git commit and a Python speed yardstick (M loop adds per CPU second) before and after each
 rate. Ends with ONE JSON line holding every figure.
 
@@ -51,8 +52,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.local_services import start_redis, start_tansu
 from stream_app.settings import ENV_PREFIX, Settings
+from stream_app.sources.events import replay_order
 
 STAGE_HISTOGRAM = "fraudstream_stage_seconds"
+GRACE_GAUGE = "fraudstream_idle_grace_seconds"
 MIN_TRANSACTIONS = 600
 MIN_SHORT_RUN_S = 30.0
 QUANTILES = (50.0, 99.0, 99.9)
@@ -109,6 +112,31 @@ def stage_breakdown(metrics: str) -> dict[str, dict[str, float]]:
     }
 
 
+def idle_grace_ms(metrics: str) -> dict[str, float]:
+    """The worker's idle grace at the end of the run, ms by topic kind."""
+    return {
+        sample.labels["kind"]: round(sample.value * 1000, 2)
+        for family in text_string_to_metric_families(metrics)
+        if family.name == GRACE_GAUGE
+        for sample in family.samples
+    }
+
+
+def _transaction_rows(history: Any) -> np.ndarray[Any, np.dtype[np.intp]]:
+    """Rows of ``history`` in the order its transactions are offered."""
+    order = replay_order(history)
+    return np.asarray(order.row[~order.is_label], dtype=np.intp)
+
+
+def _cold_figures(latency_ms: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, float]:
+    scored = latency_ms[~np.isnan(latency_ms)]
+    if not len(scored):
+        return {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+    p50, p99 = (float(np.percentile(scored, q)) for q in (50.0, 99.0))
+    return {"count": len(scored), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
+            "max_ms": round(float(scored.max()), 2)}
+
+
 def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     """Prometheus' ``histogram_quantile`` over cumulative ``(le, count)`` buckets: linear
     within the bucket; the highest finite bound when the quantile is in the +Inf bucket."""
@@ -146,6 +174,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup-s", type=float, default=5.0,
                         help="seconds each worker runs before the first offer")
+    parser.add_argument("--traffic-warmup-s", type=float, default=5.0,
+                        help="seconds of traffic at the rate before the measured transactions "
+                             "(their latency is reported apart, as the cold start)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
                         help="a worker setting, FRAUDSTREAM_ name without the prefix (repeat)")
     parser.add_argument("--linger-ms", type=int, default=0, help="producer linger")
@@ -160,7 +191,8 @@ def main() -> None:
     print(f"commit {commit}; worker settings changed: "
           f"{', '.join(f'{k}={v}' for k, v in overrides.items()) or 'none'}")
     bundle = args.bundle or default_bundle()
-    counts = {rate: transactions_for(rate, args.seconds) for rate in rates}
+    warm = {rate: math.ceil(rate * args.traffic_warmup_s) for rate in rates}
+    counts = {rate: warm[rate] + transactions_for(rate, args.seconds) for rate in rates}
     history = bench_history(max(counts.values()), seed=5)
     print(f"{len(history):,} simulated transactions, bundle {bundle}")
 
@@ -178,21 +210,28 @@ def main() -> None:
                 follow_fetch_wait_ms=args.follow_fetch_wait_ms, linger_ms=args.linger_ms,
             )
             speed_after = python_speed()
-            p50, p99, p999 = (float(np.percentile(run.latency_ms, q)) for q in QUANTILES)
+            rows = _transaction_rows(offered)
+            cold = run.by_row_ms[rows[: warm[rate]]]
+            steady = run.by_row_ms[rows[warm[rate] :]]
+            latency = steady[~np.isnan(steady)]
+            p50, p99, p999 = (float(np.percentile(latency, q)) for q in QUANTILES)
             results.append({
                 "rate": rate,
                 "achieved_per_s": round(run.achieved_per_s, 1),
                 "offered": run.offered,
-                "scored": len(run.latency_ms),
+                "scored": int(np.count_nonzero(~np.isnan(run.by_row_ms))),
+                "measured": len(latency),
                 "p50_ms": round(p50, 2),
                 "p99_ms": round(p99, 2),
                 "p999_ms": round(p999, 2),
-                "max_ms": round(float(run.latency_ms.max()), 2),
+                "max_ms": round(float(latency.max()), 2),
+                "cold": _cold_figures(cold),
                 "stages": stage_breakdown(run.metrics),
+                "idle_grace_ms": idle_grace_ms(run.metrics),
                 "speed_before": round(speed_before, 1),
                 "speed_after": round(speed_after, 1),
             })
-            print(f"{rate:,.0f}/s done: {len(run.latency_ms):,} scored, p50 {p50:.1f} ms; "
+            print(f"{rate:,.0f}/s done: {len(latency):,} measured, p50 {p50:.1f} ms; "
                   f"yardstick {speed_before:.1f} / {speed_after:.1f}", flush=True)
 
     print()
@@ -200,12 +239,18 @@ def main() -> None:
           f"{', '.join(f'{k}={v}' for k, v in overrides.items()) or 'none'}; "
           f"producer linger {args.linger_ms} ms, follower fetch wait "
           f"{args.follow_fetch_wait_ms} ms")
-    print(f"{'offered/s':>10}{'achieved/s':>11}{'scored':>8}{'p50 ms':>9}{'p99 ms':>9}"
+    print(f"after {args.traffic_warmup_s:g} s of traffic at the rate (the cold start, below):")
+    print(f"{'offered/s':>10}{'achieved/s':>11}{'measured':>9}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'p99.9 ms':>10}{'max ms':>9}{'yardstick':>14}")
     for r in results:
-        print(f"{r['rate']:>10,.0f}{r['achieved_per_s']:>11,.0f}{r['scored']:>8,}"
+        print(f"{r['rate']:>10,.0f}{r['achieved_per_s']:>11,.0f}{r['measured']:>9,}"
               f"{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['p999_ms']:>10.1f}{r['max_ms']:>9.1f}"
               f"{r['speed_before']:>8.1f}/{r['speed_after']:<5.1f}")
+    print("cold start, the first seconds of traffic to a fresh worker:")
+    for r in results:
+        c = r["cold"]
+        print(f"{r['rate']:>10,.0f}/s: {c['count']:,} transactions, p50 {c['p50_ms']:.1f} ms, "
+              f"p99 {c['p99_ms']:.1f} ms, max {c['max_ms']:.1f} ms")
     print()
     print("worker stages per batch (fraudstream_stage_seconds): batches / mean ms / p99 ms")
     for r in results:
@@ -215,6 +260,8 @@ def main() -> None:
                   f"{figures['p99_ms']:>10.2f}")
         if not r["stages"]:
             print("    (no stage histogram in /metrics)")
+        grace = ", ".join(f"{kind} {ms:.1f} ms" for kind, ms in r["idle_grace_ms"].items())
+        print(f"    idle grace at the end: {grace or '(not in /metrics)'}")
     print(json.dumps({
         "commit": commit,
         "settings": overrides,

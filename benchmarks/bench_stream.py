@@ -287,13 +287,18 @@ def measure_throughput(
 
 @dataclass(frozen=True)
 class LatencyRun:
-    """One fixed-rate run: the latency of every scored transaction and the worker's
-    ``/metrics`` text at the end of the run."""
+    """One fixed-rate run: the latency of every offered transaction in history order (NaN
+    if its score never came) and the worker's ``/metrics`` text at the end of the run."""
 
-    latency_ms: np.ndarray[Any, np.dtype[np.float64]]
+    by_row_ms: np.ndarray[Any, np.dtype[np.float64]]
     offered: int
     offer_s: float
     metrics: str
+
+    @property
+    def latency_ms(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """The latency of every scored transaction."""
+        return self.by_row_ms[~np.isnan(self.by_row_ms)]
 
     @property
     def achieved_per_s(self) -> float:
@@ -332,10 +337,12 @@ def measure_latency(
     follow = follow_scores(kafka, topics.scores, watch, follow_fetch_wait_ms)
     asyncio.run(run_and_watch(follow, watch, start, offer))
     row_of = {str(t): i for i, t in enumerate(history.transaction_id)}
-    latency_ms = np.array([(at - sent_at[row_of[tx]]) * 1000
-                           for tx, at in watch.received_at.items()])
+    by_row_ms = np.full(len(history), np.nan)
+    for tx, at in watch.received_at.items():
+        row = row_of[tx]
+        by_row_ms[row] = (at - sent_at[row]) * 1000
     offer_s = float(np.nanmax(sent_at) - np.nanmin(sent_at))
-    return LatencyRun(latency_ms, order.transactions, offer_s, metrics[0] if metrics else "")
+    return LatencyRun(by_row_ms, order.transactions, offer_s, metrics[0] if metrics else "")
 
 
 def python_speed() -> float:

@@ -267,6 +267,8 @@ class Alignment:
             now=fetcher.broker_time(),
         )
         self._released_until_us = -1
+        self._grace = grace
+        self._grace_seconds = metrics.idle_grace.labels("transaction")
         self.release_in = float("inf")
         """Seconds until records held for the grace are released if nothing arrives."""
 
@@ -301,6 +303,7 @@ class Alignment:
         partitions = [tp.partition for tp in owned]
         released = aligner.release(partitions, behind, now)
         self.release_in = aligner.next_release_in(partitions, behind, now)
+        self._grace_seconds.set(self._grace.seconds(now))
         fetcher.pause_only(owned, aligner.crowded())
         if released.forced:
             self._metrics.alignment_forced_releases.inc(released.forced)

@@ -45,6 +45,7 @@ class LabelBarrier:
         self._poll_s = poll_s
         self._label_time_us: dict[TopicPartition, int] = {}
         self._activity = ActivityClock(grace, fetcher.broker_time())
+        self._grace_seconds = metrics.idle_grace.labels("label")
         self._passed_us = -1
 
     def clear(self) -> None:
@@ -63,6 +64,7 @@ class LabelBarrier:
         self._activity.grace.observe(batch.oldest_label_time_us.values(), newest, now)
         for tp in batch.last_label_time_us:
             self._activity.touch(tp.partition, now)
+        self._grace_seconds.set(self._activity.grace.seconds(now))
 
     async def __call__(self, batch: Batch) -> Batch:
         """``batch`` with the labels read for it; counts labels that came too late."""

@@ -10,7 +10,7 @@ other partitions' records of the same event time a partition's records show up.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,7 +49,7 @@ class ArrivalSkew:
 
     The *frontier* is the newest event time seen on any partition, with the moment it was
     first reached. A record at event time t that arrives after the frontier passed t is
-    late by ``now`` minus that moment: a partition quiet for less than that could still
+    late by ``now`` minus the moment it did: a partition quiet for less than that could still
     deliver it. The grace is ``factor`` times the largest lateness of the last
     ``window_s``, at least ``floor_s`` and at most ``cap_s``; ``cap_s`` until ``warmup``
     runs of records were seen.
@@ -62,7 +62,7 @@ class ArrivalSkew:
         cap_s: float,
         window_s: float = 30.0,
         factor: float = 2.0,
-        warmup: int = 50,
+        warmup: int = 20,
     ) -> None:
         self._floor_s = min(floor_s, cap_s)
         self._cap_s = cap_s
@@ -97,10 +97,12 @@ class ArrivalSkew:
         return min(self._cap_s, max(self._floor_s, self._factor * peak))
 
     def _lateness(self, t: int, now: float) -> float:
+        """Since when a later event time than ``t`` was seen (ties are not late: no feature
+        depends on the order of same-time transactions of different partitions)."""
         frontier = self._frontier_us
-        if not frontier or t > frontier[-1]:
+        if not frontier or t >= frontier[-1]:
             return 0.0
-        return now - self._reached_at[bisect_left(frontier, t)]
+        return now - self._reached_at[bisect_right(frontier, t)]
 
     def _forget(self, now: float) -> None:
         """Drop what is older than the window (the frontier keeps one older point: a record

@@ -87,6 +87,13 @@ class WorkerMetrics:
             "Wall clock minus the newest event time of the last scored batch.",
             registry=r,
         )
+        self.idle_grace = Gauge(
+            "fraudstream_idle_grace_seconds",
+            "How long a caught-up partition may still have records in flight, by topic kind: "
+            "the event-time alignment and the label barrier wait that long for it.",
+            ["kind"],
+            registry=r,
+        )
         self.label_barrier_timeouts = Counter(
             "fraudstream_label_barrier_timeouts",
             "Transaction batches scored before the labels consumer caught up.",

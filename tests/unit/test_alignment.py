@@ -197,6 +197,8 @@ def test_the_grace_is_twice_the_largest_recent_lateness() -> None:
     assert abs(grace.seconds(0.13) - 0.26) < 1e-9
     grace.observe([19], 19, now=0.15)  # 19 was passed at 0.1: 50 ms late, not the largest
     assert abs(grace.seconds(0.15) - 0.26) < 1e-9
+    grace.observe([20], 20, now=0.9)  # a tie with the frontier is not late
+    assert abs(grace.seconds(0.9) - 0.26) < 1e-9
     assert grace.seconds(31.0) == 0.01  # the late run left the window
     grace.observe([5], 30, now=40.0)  # far older than anything kept: capped
     assert grace.seconds(40.0) == 1.0
