@@ -5,16 +5,20 @@ bundle (trained first when ``.run/demo/bundle`` is missing, or ``--bundle``), ea
 ``--rates`` gets a fresh namespace and a fresh ``fraudstream worker`` child process
 (``FRAUDSTREAM_PUBLISH_SCORES=true``, its own web port, plus any ``--set NAME=VALUE``).
 ``--warmup-s`` after the worker is healthy, a simulated history is offered at that many
-transactions per second (labels go with the transaction before them) for ``--seconds``;
-runs that would offer fewer than 600 transactions (20/s for 20 s) last long enough for
-600 and at least 30 s, so the p99 means something.
+transactions per second (labels go with the transaction before them): first for
+``--traffic-warmup-s`` (the cold start, whose latency is reported apart: the worker's idle
+grace starts at its cap until it has seen the producers' timing), then for ``--seconds``,
+the measured part; runs that would measure fewer than 600 transactions (20/s for 20 s)
+last long enough for 600 and at least 30 s, so the p99 means something.
 
 Latency is the time from handing a transaction to the producer to receiving its score
-record (the alerts are published in the same batch). The measuring side is kept out of
-the figures: the producer lingers ``--linger-ms`` (default 0; the replay tool's own
-default is 5 ms) and the score follower fetches with ``--follow-fetch-wait-ms`` (default
-2; tansu answers an empty fetch only after the fetch wait even when records arrive, so a
-follower sees each record up to that late).
+record (the alerts are published in the same batch), so it includes the producer's linger
+(``--linger-ms``, default 5, the replay tool's own) and up to ``--follow-fetch-wait-ms``
+(default 5) of the score follower: tansu answers an empty fetch only after the fetch wait
+even when records arrive, so a follower sees each record up to that late. Lower values
+shave those milliseconds off, but on this 2-core machine they load the broker, which
+shares the cores with the worker (0 and 2 ms: the broker took about 70 % of a core at
+5,000/s).
 
 Prints per rate: offered and achieved rate, transactions scored, p50 / p99 / p99.9 / max
 in ms, then the worker's own per-stage figures from its ``/metrics`` histogram
@@ -179,8 +183,9 @@ def main() -> None:
                              "(their latency is reported apart, as the cold start)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
                         help="a worker setting, FRAUDSTREAM_ name without the prefix (repeat)")
-    parser.add_argument("--linger-ms", type=int, default=0, help="producer linger")
-    parser.add_argument("--follow-fetch-wait-ms", type=int, default=2,
+    parser.add_argument("--linger-ms", type=int, default=5,
+                        help="producer linger (the replay tool's default)")
+    parser.add_argument("--follow-fetch-wait-ms", type=int, default=5,
                         help="fetch_max_wait_ms of the score follower")
     parser.add_argument("--bundle", type=Path, default=None)
     args = parser.parse_args()

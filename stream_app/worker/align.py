@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -35,7 +35,7 @@ from stream_app.contracts import Transaction
 from stream_app.contracts.events import TransactionEvent
 from stream_app.worker.batches import Batch, Source
 from stream_app.worker.fetch import Fetcher
-from stream_app.worker.grace import ActivityClock, Grace
+from stream_app.worker.grace import ActivityClock, Grace, Run
 from stream_app.worker.metrics import WorkerMetrics
 
 T = TypeVar("T")
@@ -116,16 +116,26 @@ class EventTimeAligner(Generic[T]):
         self._partitions: dict[int, _Partition[T]] = {}
         self._buffered = 0
         self._dirty: set[int] = set()
+        # caught up at the last release: a late record of theirs was in flight, and sizes
+        # the grace (one of a partition behind was merely not fetched yet)
+        self._caught_up: set[int] = set()
 
     @property
     def buffered(self) -> int:
         """How many records wait for the watermark."""
         return self._buffered
 
-    def add(self, records: Iterable[tuple[int, int, int, T]], now: float) -> None:
-        """Buffer fetched transactions, each as (event time µs, partition, offset, item)."""
+    def add(
+        self,
+        records: Iterable[tuple[int, int, int, T]],
+        now: float,
+        arrived_s: Mapping[int, float] | None = None,
+    ) -> None:
+        """Buffer fetched transactions, each as (event time µs, partition, offset, item);
+        ``arrived_s``: when each partition's records reached the consumer (default ``now``)."""
         partitions = self._partitions
         oldest: dict[int, int] = {}
+        newest: dict[int, int] = {}
         added = 0
         for event_time_us, partition, offset, item in records:
             state = partitions.get(partition) or self._state(partition)
@@ -135,12 +145,16 @@ class EventTimeAligner(Generic[T]):
                 state.newest_us = event_time_us
             if event_time_us < oldest.get(partition, event_time_us + 1):
                 oldest[partition] = event_time_us
+            if event_time_us > newest.get(partition, event_time_us - 1):
+                newest[partition] = event_time_us
             added += 1
         if not added:
             return
         self._buffered += added
-        newest = max(partitions[p].newest_us or 0 for p in oldest)
-        self._activity.grace.observe(oldest.values(), newest, now)
+        arrived = arrived_s or {}
+        self._activity.grace.observe(
+            Run(arrived.get(p, now), t, newest[p], p in self._caught_up) for p, t in oldest.items()
+        )
         for partition in oldest:
             self._activity.touch(partition, now)
         self._dirty |= oldest.keys()
@@ -153,8 +167,8 @@ class EventTimeAligner(Generic[T]):
 
     def next_release_in(self, owned: Collection[int], behind: Collection[int], now: float) -> float:
         """Seconds until a partition holding records back only for the grace turns quiet
-        (inf when none does, or nothing waits)."""
-        if not self._buffered:
+        (inf when none does, nothing waits, or a partition is behind: its fetch comes)."""
+        if not self._buffered or behind:
             return float("inf")
         waits = [self._activity.quiet_in(p, now) for p in owned if p not in behind]
         return max(0.0, min((w for w in waits if w > 0), default=float("inf")))
@@ -166,6 +180,7 @@ class EventTimeAligner(Generic[T]):
     def release(self, owned: Collection[int], behind: Collection[int], now: float) -> Released[T]:
         """Release what no owned partition holding back can still precede; ``behind`` are
         the owned partitions with records on the broker not fetched yet."""
+        self._caught_up = set(owned).difference(behind)
         strict = _time_bound(self._watermark(owned, behind, now))
         bound = max(strict, self._overdue_bound(now), self._overflow_bound())
         taken: list[tuple[int, float, T]] = []
@@ -183,6 +198,7 @@ class EventTimeAligner(Generic[T]):
         self._partitions.clear()
         self._buffered = 0
         self._dirty.clear()
+        self._caught_up.clear()
         self._activity.clear(now)
 
     def _state(self, partition: int) -> _Partition[T]:
@@ -294,6 +310,7 @@ class Alignment:
                 for tx, event, src in held
             ),
             now,
+            {tp.partition: fetcher.arrived_s.get(tp, 0.0) for tp in batch.offsets},
         )
         for tp, end in batch.offsets.items():
             if tp.topic == self._topic:
@@ -303,7 +320,7 @@ class Alignment:
         partitions = [tp.partition for tp in owned]
         released = aligner.release(partitions, behind, now)
         self.release_in = aligner.next_release_in(partitions, behind, now)
-        self._grace_seconds.set(self._grace.seconds(now))
+        self._grace_seconds.set(self._grace.seconds())
         fetcher.pause_only(owned, aligner.crowded())
         if released.forced:
             self._metrics.alignment_forced_releases.inc(released.forced)

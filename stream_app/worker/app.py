@@ -194,7 +194,9 @@ class StreamRuntime(Service):
         async def score_and_publish(windowed: Windowed) -> Sent:
             return await publish(await score(windowed))
 
-        committer = Committer(fetcher.consumer, kafka, metrics)
+        committer = Committer(
+            fetcher.consumer, kafka, metrics, interval_s=settings.commit_interval_ms / 1000
+        )
         runner = Runner(
             [
                 Lane("windows", windows.compute, _QUEUE_DEPTH),

@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 from stream_app.topics import StreamTopics
 from stream_app.worker.batches import Batch
 from stream_app.worker.fetch import Fetched, Fetcher
-from stream_app.worker.grace import ActivityClock, Grace
+from stream_app.worker.grace import ActivityClock, Grace, Run
 from stream_app.worker.metrics import WorkerMetrics
 
 
@@ -47,10 +47,14 @@ class LabelBarrier:
         self._activity = ActivityClock(grace, fetcher.broker_time())
         self._grace_seconds = metrics.idle_grace.labels("label")
         self._passed_us = -1
+        # caught up at the last check: a late label of theirs was in flight, and sizes the
+        # grace (one of a partition behind was merely not fetched yet)
+        self._caught_up: set[TopicPartition] = set()
 
     def clear(self) -> None:
         """Forget label progress (a new generation)."""
         self._label_time_us.clear()
+        self._caught_up.clear()
         self._activity.clear(self._fetcher.broker_time())
         self._passed_us = -1
 
@@ -60,11 +64,14 @@ class LabelBarrier:
             return
         now = self._fetcher.broker_time()
         self._label_time_us.update(batch.last_label_time_us)
-        newest = max(batch.last_label_time_us.values())
-        self._activity.grace.observe(batch.oldest_label_time_us.values(), newest, now)
+        arrived, last = self._fetcher.arrived_s, batch.last_label_time_us
+        self._activity.grace.observe(
+            Run(arrived.get(tp, 0.0), t, last[tp], tp in self._caught_up)
+            for tp, t in batch.oldest_label_time_us.items()
+        )
         for tp in batch.last_label_time_us:
             self._activity.touch(tp.partition, now)
-        self._grace_seconds.set(self._activity.grace.seconds(now))
+        self._grace_seconds.set(self._activity.grace.seconds())
 
     async def __call__(self, batch: Batch) -> Batch:
         """``batch`` with the labels read for it; counts labels that came too late."""
@@ -99,12 +106,16 @@ class LabelBarrier:
         """Each owned labels partition delivered a label after ``t``, or is caught up and
         quiet (a caught-up partition may have labels in flight)."""
         now = self._fetcher.broker_time()
+        ready = True
+        self._caught_up.clear()
         for tp in self._fetcher.owned(self._topic):
-            if self._label_time_us.get(tp, -1) > t:
+            if await self._fetcher.is_behind(tp):
+                ready = ready and self._label_time_us.get(tp, -1) > t
                 continue
-            if not self._activity.quiet(tp.partition, now) or await self._fetcher.is_behind(tp):
-                return False
-        return True
+            self._caught_up.add(tp)
+            if self._label_time_us.get(tp, -1) <= t and not self._activity.quiet(tp.partition, now):
+                ready = False
+        return ready
 
 
 def merge_labels(batch: Batch, more: Batch) -> Batch:

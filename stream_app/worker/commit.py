@@ -57,13 +57,17 @@ class Publish:
 
 
 class Committer:
-    """Commits the offsets of stored batches, several at a time while a commit is slow
-    (tansu takes tens of ms), and on demand before partitions move or the worker stops."""
+    """Commits the offsets of stored batches at most every ``interval_s`` (each commit is a
+    broker request; what waits is only redelivered after a crash, and changes nothing), and
+    on demand before partitions move or the worker stops."""
 
-    def __init__(self, consumer: Any, kafka: Backoff, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self, consumer: Any, kafka: Backoff, metrics: WorkerMetrics, *, interval_s: float
+    ) -> None:
         self._consumer = consumer
         self._kafka = kafka
         self._metrics = metrics
+        self._interval_s = interval_s
         self._committable: dict[TopicPartition, int] = {}
         self._due = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -83,11 +87,12 @@ class Committer:
             self._due.set()
 
     async def loop(self) -> None:
-        """Commit whenever something is due."""
+        """Commit whenever something is due, then rest for the interval."""
         while True:
             await self._due.wait()
             self._due.clear()
             await self.commit()
+            await asyncio.sleep(self._interval_s)
 
     async def commit(self) -> None:
         """Commit every stored offset not committed yet (one commit at a time)."""

@@ -50,6 +50,11 @@ class Fetcher:
         self._max_records = max_records
         self._clock_at = time.monotonic()
         self._broker_s = 0.0
+        self.arrived_s: dict[TopicPartition, float] = {}
+        """When the records of the last fetch reached the consumer, by partition (wall-clock
+        seconds of the fetch response: a partition is not fetched again while records of
+        its last response wait to be read)."""
+        self._delivered_ms: dict[TopicPartition, int] = {}
 
     def subscribe(self, listener: ConsumerRebalanceListener) -> None:
         """Subscribe to the transactions and labels topics."""
@@ -60,6 +65,12 @@ class Fetcher:
         fetched: Fetched = await self.consumer.getmany(
             *partitions, timeout_ms=max(1, int(timeout_s * 1000)), max_records=self._max_records
         )
+        now_s = time.time()
+        for tp in fetched:
+            polled_ms = self.consumer.last_poll_timestamp(tp)
+            self.arrived_s[tp] = now_s if polled_ms is None else min(now_s, polled_ms / 1000)
+            if polled_ms is not None:
+                self._delivered_ms[tp] = polled_ms
         return fetched
 
     def owned(self, topic: str) -> list[TopicPartition]:
@@ -68,16 +79,21 @@ class Fetcher:
 
     async def is_behind(self, tp: TopicPartition) -> bool:
         """``tp`` may have records not fetched yet: its position is below the high watermark
-        of the last fetch response (tansu's ListOffsets is wrong), or that response is older
+        of the last fetch response (tansu's ListOffsets is wrong), that response is the one
+        whose records were read last (what reached the broker since is not known yet: the
+        consumer fetches a partition again only once its records are read), or it is older
         than :data:`POLL_STALE_S` (paused, or the broker does not answer). A partition
         revoked meanwhile is not ours to wait for."""
         try:
             highwater = self.consumer.highwater(tp)
             position = await self.consumer.position(tp)
-            fresh = self._fresh_poll(tp)
+            polled_ms = self.consumer.last_poll_timestamp(tp)
         except (IllegalStateError, AssertionError):
             return False
-        return highwater is None or position < highwater or not fresh
+        if highwater is None or position < highwater or polled_ms is None:
+            return True
+        stale = time.time() - polled_ms / 1000 >= POLL_STALE_S
+        return bool(stale or polled_ms <= self._delivered_ms.get(tp, -1))
 
     def pause_only(self, owned: Sequence[TopicPartition], crowded: set[int]) -> None:
         """Pause the ``owned`` partitions whose number is in ``crowded``, resume the rest."""

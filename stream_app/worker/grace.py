@@ -14,19 +14,29 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+
+class Run(NamedTuple):
+    """One partition's records of a fetch: when the consumer received them (seconds, the
+    fetch response's wall-clock time), their oldest and newest event time, and whether the
+    partition was caught up before (its late records were in flight, not merely unread)."""
+
+    arrived_s: float
+    oldest_us: int
+    newest_us: int
+    caught_up: bool
 
 
 class Grace(Protocol):
     """How long a caught-up partition may still have records in flight."""
 
-    def observe(self, oldest_us: Iterable[int], newest_us: int, now: float) -> None:
-        """Records arrived at ``now``: the oldest event time of each partition's run, and
-        the newest of them all."""
+    def observe(self, runs: Iterable[Run]) -> None:
+        """Learn from the runs of a fetch."""
         ...
 
-    def seconds(self, now: float) -> float:
-        """The grace at ``now``."""
+    def seconds(self) -> float:
+        """The grace now."""
         ...
 
 
@@ -36,10 +46,10 @@ class FixedGrace:
 
     idle_s: float
 
-    def observe(self, oldest_us: Iterable[int], newest_us: int, now: float) -> None:
+    def observe(self, runs: Iterable[Run]) -> None:
         """Nothing to learn."""
 
-    def seconds(self, now: float) -> float:
+    def seconds(self) -> float:
         """``idle_s``."""
         return self.idle_s
 
@@ -47,12 +57,14 @@ class FixedGrace:
 class ArrivalSkew:
     """A grace sized by how late records arrive compared with the others of their time.
 
-    The *frontier* is the newest event time seen on any partition, with the moment it was
-    first reached. A record at event time t that arrives after the frontier passed t is
-    late by ``now`` minus the moment it did: a partition quiet for less than that could still
-    deliver it. The grace is ``factor`` times the largest lateness of the last
-    ``window_s``, at least ``floor_s`` and at most ``cap_s``; ``cap_s`` until ``warmup``
-    runs of records were seen.
+    The *frontier* is the newest event time received on any partition, with the moment it
+    was first reached. A record at event time t of a caught-up partition that arrives after
+    the frontier passed t is late by its arrival minus the moment the frontier did: a
+    partition quiet for less than that could still deliver it. Arrivals are the consumer's
+    fetch-response times, not when the worker got round to reading them, so the worker's own
+    pauses (a busy event loop, the label barrier) do not count as lateness. The grace is
+    ``factor`` times the largest lateness of the last ``window_s``, at least ``floor_s`` and
+    at most ``cap_s``; ``cap_s`` until ``warmup`` runs of caught-up partitions were seen.
     """
 
     def __init__(
@@ -74,25 +86,27 @@ class ArrivalSkew:
         self._reached_at: list[float] = []
         self._late: deque[tuple[float, float]] = deque()  # (at, lateness), lateness falling
 
-    def observe(self, oldest_us: Iterable[int], newest_us: int, now: float) -> None:
-        """Measure each run's lateness, then move the frontier."""
-        late = self._late
-        for t in oldest_us:
-            self._seen += 1
-            lateness = self._lateness(t, now)
-            while late and late[-1][1] <= lateness:
-                late.pop()
-            late.append((now, lateness))
-        if not self._frontier_us or newest_us > self._frontier_us[-1]:
-            self._frontier_us.append(newest_us)
-            self._reached_at.append(now)
-        self._forget(now)
+    def observe(self, runs: Iterable[Run]) -> None:
+        """In arrival order: measure each caught-up run's lateness, then move the frontier."""
+        late, frontier, reached = self._late, self._frontier_us, self._reached_at
+        at = reached[-1] if reached else float("-inf")
+        for run in sorted(runs):
+            at = max(at, run.arrived_s)  # the frontier's times rise
+            if run.caught_up:
+                self._seen += 1
+                lateness = self._lateness(run.oldest_us, at)
+                while late and late[-1][1] <= lateness:
+                    late.pop()
+                late.append((at, lateness))
+            if not frontier or run.newest_us > frontier[-1]:
+                frontier.append(run.newest_us)
+                reached.append(at)
+        self._forget(at)
 
-    def seconds(self, now: float) -> float:
-        """The grace at ``now``."""
+    def seconds(self) -> float:
+        """The grace as of the last runs observed."""
         if self._seen < self._warmup:
             return self._cap_s
-        self._forget(now)
         peak = self._late[0][1] if self._late else 0.0
         return min(self._cap_s, max(self._floor_s, self._factor * peak))
 
@@ -134,7 +148,7 @@ class ActivityClock:
     def touch(self, partition: int, now: float) -> None:
         """``partition`` delivered a record at ``now``."""
         last = self._active_at.get(partition)
-        if last is None or now - last >= self.grace.seconds(now):
+        if last is None or now - last >= self.grace.seconds():
             self._woke_at = now
         self._active_at[partition] = now
 
@@ -145,7 +159,7 @@ class ActivityClock:
     def quiet_in(self, partition: int, now: float) -> float:
         """Seconds until ``partition`` is quiet if nothing arrives (0 or less: it is)."""
         woke = self._woke_at
-        return max(self._active_at.get(partition, woke), woke) + self.grace.seconds(now) - now
+        return max(self._active_at.get(partition, woke), woke) + self.grace.seconds() - now
 
     def clear(self, now: float) -> None:
         """Forget every partition; the clock starts again at ``now``."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiokafka import TopicPartition
 
 from stream_app.worker.align import EventTimeAligner
-from stream_app.worker.grace import ActivityClock, ArrivalSkew, FixedGrace
+from stream_app.worker.grace import ActivityClock, ArrivalSkew, FixedGrace, Run
 
 TOPIC = "tx"
 P0 = TopicPartition(TOPIC, 0)
@@ -172,7 +172,7 @@ def test_the_next_release_is_when_a_partition_held_for_the_grace_turns_quiet() -
     fetch(a, 1, 0, [20], now=0.25)
     assert a.release(BOTH, behind=[], now=0.5).items == ["0@0"]  # 1@0 waits for the grace
     assert a.next_release_in(BOTH, behind=[], now=0.5) == 0.75  # 1 s after 0.25's wake-up
-    assert a.next_release_in(BOTH, behind=[1], now=0.5) == 0.75  # partition 0 still holds
+    assert a.next_release_in(BOTH, behind=[1], now=0.5) == float("inf")  # a fetch will come
 
 
 def skew(**kwargs: float) -> ArrivalSkew:
@@ -180,35 +180,64 @@ def skew(**kwargs: float) -> ArrivalSkew:
     return ArrivalSkew(**settings)  # type: ignore[arg-type]
 
 
+def run(arrived_s: float, oldest_us: int, newest_us: int | None = None) -> Run:
+    return Run(arrived_s, oldest_us, oldest_us if newest_us is None else newest_us, True)
+
+
 def test_the_grace_is_the_cap_until_enough_runs_were_seen() -> None:
     grace = skew()
-    grace.observe([10], 10, now=0.0)
-    grace.observe([20], 20, now=0.1)
-    assert grace.seconds(0.1) == 1.0
-    grace.observe([30], 30, now=0.2)
-    assert grace.seconds(0.2) == 0.01  # in order: nothing late, the floor
+    grace.observe([run(0.0, 10)])
+    grace.observe([run(0.1, 20)])
+    assert grace.seconds() == 1.0
+    grace.observe([run(0.2, 30)])
+    assert grace.seconds() == 0.01  # in order: nothing late, the floor
 
 
 def test_the_grace_is_twice_the_largest_recent_lateness() -> None:
     grace = skew()
-    grace.observe([10, 12], 12, now=0.0)  # frontier 12 reached at 0.0
-    grace.observe([20], 20, now=0.1)  # frontier 20 reached at 0.1
-    grace.observe([11], 11, now=0.13)  # 11 was passed at 0.0: 130 ms late
-    assert abs(grace.seconds(0.13) - 0.26) < 1e-9
-    grace.observe([19], 19, now=0.15)  # 19 was passed at 0.1: 50 ms late, not the largest
-    assert abs(grace.seconds(0.15) - 0.26) < 1e-9
-    grace.observe([20], 20, now=0.9)  # a tie with the frontier is not late
-    assert abs(grace.seconds(0.9) - 0.26) < 1e-9
-    assert grace.seconds(31.0) == 0.01  # the late run left the window
-    grace.observe([5], 30, now=40.0)  # far older than anything kept: capped
-    assert grace.seconds(40.0) == 1.0
+    grace.observe([run(0.0, 10, 12)])  # frontier 12 reached at 0.0
+    grace.observe([run(0.1, 20)])  # frontier 20 reached at 0.1
+    grace.observe([run(0.13, 11)])  # 11 was passed at 0.0: 130 ms late
+    assert abs(grace.seconds() - 0.26) < 1e-9
+    grace.observe([run(0.15, 19)])  # 19 was passed at 0.1: 50 ms late, not the largest
+    assert abs(grace.seconds() - 0.26) < 1e-9
+    grace.observe([run(0.9, 20)])  # a tie with the frontier is not late
+    assert abs(grace.seconds() - 0.26) < 1e-9
+    grace.observe([run(31.0, 40)])
+    assert grace.seconds() == 0.01  # the late run left the window
+    grace.observe([run(40.0, 5, 30)])  # far older than anything kept: capped
+    assert grace.seconds() == 1.0
+
+
+def test_lateness_is_measured_in_arrival_order_within_a_fetch() -> None:
+    grace = skew(warmup=0)
+    # one fetch brought two partitions' runs, received 0.2 s apart: the later one is late
+    grace.observe([run(0.3, 15, 16), run(0.1, 10, 20)])
+    assert abs(grace.seconds() - 0.4) < 1e-9
+    other = skew(warmup=0)
+    other.observe([run(0.1, 15, 16), run(0.1, 10, 20)])  # one response: nothing late
+    assert other.seconds() == 0.01
 
 
 def test_a_zero_cap_turns_the_grace_off() -> None:
     grace = skew(cap_s=0.0, warmup=0)
-    grace.observe([10], 10, now=0.0)
-    grace.observe([5], 10, now=5.0)
-    assert grace.seconds(5.0) == 0.0
+    grace.observe([run(0.0, 10)])
+    grace.observe([run(5.0, 5, 10)])
+    assert grace.seconds() == 0.0
+
+
+def test_only_caught_up_partitions_size_the_grace() -> None:
+    grace = skew(warmup=0)
+    a = EventTimeAligner(
+        TOPIC, max_buffered=100, max_per_partition=100, max_wait_s=60, grace=grace, now=0.0
+    )
+    fetch(a, 0, 0, [10, 20], now=0.0)
+    a.release(BOTH, behind=[1], now=0.0)
+    fetch(a, 1, 0, [5], now=0.5)  # behind: not fetched yet, not in flight
+    assert grace.seconds() == 0.01
+    a.release(BOTH, behind=[], now=0.5)
+    fetch(a, 1, 1, [15], now=0.8)  # caught up, yet 15 came 0.8 s after 20 was seen
+    assert abs(grace.seconds() - 1.0) < 1e-9  # 2 x 0.8 s, capped at 1 s
 
 
 def test_an_adaptive_grace_releases_as_soon_as_no_partition_is_late() -> None:

@@ -38,6 +38,7 @@ class ScriptedConsumer:
         self.position_ = 0
         self.highwater_ = highwater
         self.label_fetches = 0
+        self.polled_ms = int(time.time() * 1000)
 
     def assignment(self) -> set[TopicPartition]:
         return {LABELS, TRANSACTIONS}
@@ -49,11 +50,16 @@ class ScriptedConsumer:
         return self.position_
 
     def last_poll_timestamp(self, tp: TopicPartition) -> int:
-        return int(time.time() * 1000)  # the broker answers
+        return self.polled_ms  # the broker answers
+
+    def _answer(self) -> None:
+        """A fetch response (each getmany is one, newer than the last)."""
+        self.polled_ms = max(int(time.time() * 1000), self.polled_ms + 1)
 
     async def getmany(self, *tps: TopicPartition, timeout_ms: int, max_records: int) -> Any:
         assert tps == (LABELS,), "the barrier reads labels only"
         self.label_fetches += 1
+        self._answer()
         chunk = self.labels[self.position_ : self.position_ + 2]
         if not chunk:
             await asyncio.sleep(timeout_ms / 1000)
@@ -135,5 +141,20 @@ def test_a_caught_up_labels_partition_is_waited_for_until_it_is_quiet() -> None:
     batch, timeouts = _barrier(patient, 5_000, T0 + dt.timedelta(days=8), idle_ms=300)
     assert len(batch.labels) == 4
     assert timeouts == 0
-    assert eager.label_fetches == 2
+    # two fetches bring the labels, a third (empty) answer shows nothing came after them
+    assert eager.label_fetches == 3
     assert patient.label_fetches > eager.label_fetches + 5  # polled on while not quiet
+
+
+def test_a_partition_is_behind_until_a_response_after_the_one_it_delivered() -> None:
+    async def run() -> list[bool]:
+        consumer = ScriptedConsumer([_label(0, T0), _label(1, T0)], highwater=2)
+        fetcher = Fetcher(consumer, TOPICS, max_records=100)
+        states = [await fetcher.is_behind(LABELS)]  # position 0 < highwater 2
+        await fetcher.fetch(0.001, LABELS)  # both labels, from one response
+        states.append(await fetcher.is_behind(LABELS))  # nothing known after that response
+        await fetcher.fetch(0.001, LABELS)  # a newer, empty response
+        states.append(await fetcher.is_behind(LABELS))
+        return states
+
+    assert asyncio.run(run()) == [True, True, False]
