@@ -159,7 +159,7 @@ class StreamRuntime(Service):
             max_payload_bytes=settings.max_payload_bytes,
         )
         grace_cap_s = settings.align_idle_ms / 1000
-        grace_floor_s = 2 * settings.fetch_max_wait_ms / 1000
+        grace_floor_s = settings.fetch_max_wait_ms / 1000
         alignment = Alignment(
             fetcher,
             topics.transactions,
