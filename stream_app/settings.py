@@ -26,7 +26,7 @@ class Settings:
     model_dir: str = "models/current"
     batch_max_events: int = 4000
     batch_max_wait_ms: int = 20
-    fetch_max_wait_ms: int = 5
+    fetch_max_wait_ms: int = 10
     label_barrier_timeout_ms: int = 2000
     commit_interval_ms: int = 100
     align_max_buffered_events: int = 50_000
