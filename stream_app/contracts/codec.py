@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -80,6 +80,7 @@ _ALERT_SPELLING: Final = msgspec.json.Decoder(_AlertSpelling)
 _SCORE_SPELLING: Final = msgspec.json.Decoder(_ScoreSpelling)
 _ENCODER: Final = msgspec.json.Encoder()
 _FAILURES: Final = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+_Record = TypeVar("_Record", Alert, TransactionScore)
 
 
 def decode_transaction(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Transaction:
@@ -159,23 +160,28 @@ def decode_event(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Tran
 
 def decode_alert(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Alert:
     """Decode and validate one ``alert.v1`` payload."""
-    _check_size(raw, max_bytes)
-    try:
-        record = _ALERT.decode(raw)
-        _ALERT_SPELLING.decode(raw)
-    except _FAILURES as exc:
-        raise _contract_error(exc, raw, ("alert.v1",)) from None
-    return record
+    return _decode_output(raw, max_bytes, _ALERT, _ALERT_SPELLING, "alert.v1")
 
 
 def decode_score(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> TransactionScore:
     """Decode and validate one ``score.v1`` payload."""
+    return _decode_output(raw, max_bytes, _SCORE, _SCORE_SPELLING, "score.v1")
+
+
+def _decode_output(
+    raw: bytes,
+    max_bytes: int,
+    decoder: msgspec.json.Decoder[_Record],
+    spelling: msgspec.json.Decoder[Any],
+    contract: str,
+) -> _Record:
+    """A record the worker publishes, decoded and validated (its type and spelling)."""
     _check_size(raw, max_bytes)
     try:
-        record = _SCORE.decode(raw)
-        _SCORE_SPELLING.decode(raw)
+        record = decoder.decode(raw)
+        spelling.decode(raw)
     except _FAILURES as exc:
-        raise _contract_error(exc, raw, ("score.v1",)) from None
+        raise _contract_error(exc, raw, (contract,)) from None
     return record
 
 

@@ -317,7 +317,7 @@ def test_labels_waiting_in_the_topic_are_applied_before_a_later_transaction(
 ) -> None:
     """2,000 labels wait in the labels topic, the fraud label of terminal k9 last; a later
     transaction at k9 is scored with that label applied (the barrier's own logic is
-    tested in tests/unit/test_pipeline_barrier.py: here the fetch order alone may do)."""
+    tested in tests/unit/test_label_barrier.py: here the fetch order alone may do)."""
     settings = settings.replace(batch_max_events=50, label_barrier_timeout_ms=20_000)
     fraud_at = T0 - dt.timedelta(days=1)
     later = T0 + dt.timedelta(days=6, hours=12)  # delayed windows: (T0-1d-12h, T0-12h]
