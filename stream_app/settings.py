@@ -27,6 +27,7 @@ class Settings:
     batch_max_events: int = 4000
     batch_max_wait_ms: int = 20
     fetch_max_wait_ms: int = 10
+    fetch_max_wait_busy_ms: int = 50  # from 1,000 records/s on (see worker.fetch.FetchPacing)
     label_barrier_timeout_ms: int = 2000
     commit_interval_ms: int = 100
     align_max_buffered_events: int = 50_000
@@ -89,6 +90,7 @@ _LEAST: dict[str, float] = {
     "batch_max_events": 1,
     "batch_max_wait_ms": 0,
     "fetch_max_wait_ms": 0,
+    "fetch_max_wait_busy_ms": 0,
     "label_barrier_timeout_ms": 1,
     "commit_interval_ms": 0,
     "align_max_buffered_events": 1,

@@ -42,7 +42,7 @@ from stream_app.worker.batches import Sent, Windowed
 from stream_app.worker.commit import Committer, Publish
 from stream_app.worker.decode import Decoder
 from stream_app.worker.emit import Emitter
-from stream_app.worker.fetch import Fetcher, batch_consumer
+from stream_app.worker.fetch import Fetcher, FetchPacing, batch_consumer
 from stream_app.worker.grace import ArrivalSkew
 from stream_app.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from stream_app.worker.publisher import BatchPublisher
@@ -151,7 +151,9 @@ class StreamRuntime(Service):
         """The stages, wired: fetch -> decode -> align -> barrier (the worker's source),
         then windows -> score, publish -> acknowledge -> store, then commit."""
         settings, topics, metrics = self.settings, self.topics, self.metrics
-        fetcher = Fetcher(batch_consumer(settings, topics), topics, settings.batch_max_events)
+        pacing = FetchPacing(settings.fetch_max_wait_ms, settings.fetch_max_wait_busy_ms)
+        consumer = batch_consumer(settings, topics)
+        fetcher = Fetcher(consumer, topics, settings.batch_max_events, pacing)
         decoder = Decoder(
             topics,
             metrics,

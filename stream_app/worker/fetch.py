@@ -7,6 +7,7 @@ numbers of both) with ``getmany``, not Faust's per-message dispatch (~5k events/
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,13 +42,50 @@ def batch_consumer(settings: Settings, topics: StreamTopics) -> AIOKafkaConsumer
     )
 
 
+class FetchPacing:
+    """The consumer's fetch wait by traffic: ``idle_ms`` while records trickle in, ``busy_ms``
+    from ``busy_per_s`` records a second on.
+
+    A broker that answers a fetch with nothing new only at the wait (tansu does) makes the
+    wait the latency quantum at low traffic; at high traffic a longer wait lets each fetch
+    gather more, so the broker answers fewer requests. The rate is a count decaying with a
+    one-second time constant.
+    """
+
+    def __init__(self, idle_ms: int, busy_ms: int, busy_per_s: float = 1000.0) -> None:
+        self.idle_ms = idle_ms
+        self.busy_ms = busy_ms
+        self._busy_per_s = busy_per_s
+        self._level = 0.0
+        self._at: float | None = None
+
+    def wait_ms(self, records: int, now: float) -> int:
+        """The wait after ``records`` arrived at ``now`` (seconds)."""
+        if self._at is not None:
+            self._level *= math.exp(min(0.0, self._at - now) / _RATE_TIME_CONSTANT_S)
+        self._at = now
+        self._level += records
+        busy = self._level / _RATE_TIME_CONSTANT_S >= self._busy_per_s
+        return self.busy_ms if busy else self.idle_ms
+
+
+_RATE_TIME_CONSTANT_S = 1.0
+
+
 class Fetcher:
     """Fetches from the owned partitions and tells which are behind the broker."""
 
-    def __init__(self, consumer: Any, topics: StreamTopics, max_records: int) -> None:
+    def __init__(
+        self,
+        consumer: Any,
+        topics: StreamTopics,
+        max_records: int,
+        pacing: FetchPacing | None = None,
+    ) -> None:
         self.consumer = consumer
         self._topics = topics
         self._max_records = max_records
+        self._pacing = pacing
         self._clock_at = time.monotonic()
         self._broker_s = 0.0
         self.arrived_s: dict[TopicPartition, float] = {}
@@ -66,12 +104,22 @@ class Fetcher:
             *partitions, timeout_ms=max(1, int(timeout_s * 1000)), max_records=self._max_records
         )
         now_s = time.time()
+        if self._pacing is not None and not partitions:
+            records = sum(map(len, fetched.values()))
+            self._set_fetch_wait(self._pacing.wait_ms(records, time.monotonic()))
         for tp in fetched:
             polled_ms = self.consumer.last_poll_timestamp(tp)
             self.arrived_s[tp] = now_s if polled_ms is None else min(now_s, polled_ms / 1000)
             if polled_ms is not None:
                 self._delivered_ms[tp] = polled_ms
         return fetched
+
+    def _set_fetch_wait(self, wait_ms: int) -> None:
+        """aiokafka reads its fetch wait for every fetch request, but has no setter: its
+        fetcher's attribute is set (nothing happens if a release renames it)."""
+        fetcher = getattr(self.consumer, "_fetcher", None)
+        if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
+            fetcher._fetch_max_wait_ms = wait_ms
 
     def owned(self, topic: str) -> list[TopicPartition]:
         """The partitions of ``topic`` assigned to this worker."""
