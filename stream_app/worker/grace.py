@@ -64,7 +64,9 @@ class ArrivalSkew:
     fetch-response times, not when the worker got round to reading them, so the worker's own
     pauses (a busy event loop, the label barrier) do not count as lateness. The grace is
     ``factor`` times the largest lateness of the last ``window_s``, at least ``floor_s`` and
-    at most ``cap_s``; ``cap_s`` until ``warmup`` runs of caught-up partitions were seen.
+    at most ``cap_s``; ``cap_s`` until ``warmup`` runs of caught-up partitions were seen or
+    ``warmup_s`` passed since the first (a sparse stream, labels say, would otherwise keep
+    the cap for hours).
     """
 
     def __init__(
@@ -75,13 +77,17 @@ class ArrivalSkew:
         window_s: float = 30.0,
         factor: float = 2.0,
         warmup: int = 20,
+        warmup_s: float = 5.0,
     ) -> None:
         self._floor_s = min(floor_s, cap_s)
         self._cap_s = cap_s
         self._window_s = window_s
         self._factor = factor
         self._warmup = warmup
+        self._warmup_s = warmup_s
         self._seen = 0
+        self._first_at: float | None = None
+        self._warm = warmup <= 0
         self._frontier_us: list[int] = []  # rising event times, and when each was reached
         self._reached_at: list[float] = []
         self._late: deque[tuple[float, float]] = deque()  # (at, lateness), lateness falling
@@ -94,6 +100,11 @@ class ArrivalSkew:
             at = max(at, run.arrived_s)  # the frontier's times rise
             if run.caught_up:
                 self._seen += 1
+                if self._first_at is None:
+                    self._first_at = at
+                self._warm = self._warm or (
+                    self._seen >= self._warmup or at - self._first_at >= self._warmup_s
+                )
                 lateness = self._lateness(run.oldest_us, at)
                 while late and late[-1][1] <= lateness:
                     late.pop()
@@ -105,7 +116,7 @@ class ArrivalSkew:
 
     def seconds(self) -> float:
         """The grace as of the last runs observed."""
-        if self._seen < self._warmup:
+        if not self._warm:
             return self._cap_s
         peak = self._late[0][1] if self._late else 0.0
         return min(self._cap_s, max(self._floor_s, self._factor * peak))

@@ -209,6 +209,15 @@ def test_the_grace_is_twice_the_largest_recent_lateness() -> None:
     assert grace.seconds() == 1.0
 
 
+def test_a_sparse_stream_leaves_the_cap_after_the_warm_up_time() -> None:
+    grace = skew(warmup=20, warmup_s=5.0)
+    grace.observe([run(0.0, 10)])
+    grace.observe([run(4.0, 20)])
+    assert grace.seconds() == 1.0  # two runs in 4 s: still learning
+    grace.observe([run(60.0, 30)])
+    assert grace.seconds() == 0.01
+
+
 def test_lateness_is_measured_in_arrival_order_within_a_fetch() -> None:
     grace = skew(warmup=0)
     # one fetch brought two partitions' runs, received 0.2 s apart: the later one is late
