@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as redis_asyncio
@@ -78,10 +77,7 @@ async def run_naive(
         max_payload_bytes=settings.max_payload_bytes,
     )  # fmt: skip
     windows = Windows(store, Backoff("redis", metrics), metrics)
-    emitter = Emitter(
-        topics, metrics, model_version=bundle.model_version, threshold=scorer.threshold,
-        columns=scorer.columns, publish_scores=True, clock=lambda: datetime.now(UTC),
-    )  # fmt: skip
+    emitter = Emitter(topics, metrics, scorer, publish_scores=True)
     score = Score(scorer, emitter, metrics)
     publish = Publish(BatchPublisher(producer), Backoff("kafka", metrics), metrics)
     await producer.start()

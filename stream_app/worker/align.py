@@ -135,7 +135,6 @@ class EventTimeAligner(Generic[T]):
         ``arrived_s``: when each partition's records reached the consumer (default ``now``)."""
         partitions = self._partitions
         oldest: dict[int, int] = {}
-        newest: dict[int, int] = {}
         added = 0
         for event_time_us, partition, offset, item in records:
             state = partitions.get(partition) or self._state(partition)
@@ -145,15 +144,15 @@ class EventTimeAligner(Generic[T]):
                 state.newest_us = event_time_us
             if event_time_us < oldest.get(partition, event_time_us + 1):
                 oldest[partition] = event_time_us
-            if event_time_us > newest.get(partition, event_time_us - 1):
-                newest[partition] = event_time_us
             added += 1
         if not added:
             return
         self._buffered += added
-        arrived = arrived_s or {}
+        arrived, caught_up = arrived_s or {}, self._caught_up
         self._activity.grace.observe(
-            Run(arrived.get(p, now), t, newest[p], p in self._caught_up) for p, t in oldest.items()
+            # a partition's newest ever: if older than this fetch, the frontier has it
+            Run(arrived.get(p, now), t, partitions[p].newest_us or t, p in caught_up)
+            for p, t in oldest.items()
         )
         for partition in oldest:
             self._activity.touch(partition, now)
@@ -303,6 +302,7 @@ class Alignment:
         aligner, fetcher = self._aligner, self._fetcher
         now = fetcher.broker_time()
         fetched_at = batch.fetched_at
+        ends = {tp: end for tp, end in batch.offsets.items() if tp.topic == self._topic}
         held = zip(batch.transactions, batch.events, batch.sources, strict=True)
         aligner.add(
             (
@@ -310,11 +310,10 @@ class Alignment:
                 for tx, event, src in held
             ),
             now,
-            {tp.partition: fetcher.arrived_s.get(tp, 0.0) for tp in batch.offsets},
+            {tp.partition: fetcher.arrived_s(tp) for tp in ends},
         )
-        for tp, end in batch.offsets.items():
-            if tp.topic == self._topic:
-                aligner.fetched(tp.partition, end)
+        for tp, end in ends.items():
+            aligner.fetched(tp.partition, end)
         owned = fetcher.owned(self._topic)
         behind = [tp.partition for tp in owned if await fetcher.is_behind(tp)]
         partitions = [tp.partition for tp in owned]

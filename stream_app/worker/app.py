@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import logging
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -181,15 +180,7 @@ class StreamRuntime(Service):
             grace=ArrivalSkew(floor_s=grace_floor_s, cap_s=grace_cap_s),
         )
         windows = Windows(store, redis, metrics)
-        emitter = Emitter(
-            topics,
-            metrics,
-            model_version=scorer.bundle.model_version,
-            threshold=scorer.threshold,
-            columns=scorer.columns,
-            publish_scores=settings.publish_scores,
-            clock=lambda: datetime.now(UTC),
-        )
+        emitter = Emitter(topics, metrics, scorer, publish_scores=settings.publish_scores)
         score = Score(scorer, emitter, metrics)
         publish = Publish(BatchPublisher(self._producer), kafka, metrics)
 

@@ -66,7 +66,7 @@ class LabelBarrier:
         self._label_time_us.update(batch.last_label_time_us)
         arrived, last = self._fetcher.arrived_s, batch.last_label_time_us
         self._activity.grace.observe(
-            Run(arrived.get(tp, 0.0), t, last[tp], tp in self._caught_up)
+            Run(arrived(tp), t, last[tp], tp in self._caught_up)
             for tp, t in batch.oldest_label_time_us.items()
         )
         for tp in batch.last_label_time_us:
@@ -119,12 +119,11 @@ class LabelBarrier:
 
 
 def merge_labels(batch: Batch, more: Batch) -> Batch:
-    """``batch`` with the labels (and dead letters, offsets) of the label-only ``more``."""
+    """``batch`` with the labels (and dead letters, offsets) of the label-only ``more``
+    (their label times are noted by :meth:`LabelBarrier.seen`, not carried on)."""
     return dataclasses.replace(
         batch,
         labels=batch.labels + more.labels,
         dead_letters=batch.dead_letters + more.dead_letters,
         offsets={**batch.offsets, **more.offsets},
-        last_label_time_us={**batch.last_label_time_us, **more.last_label_time_us},
-        oldest_label_time_us={**more.oldest_label_time_us, **batch.oldest_label_time_us},
     )

@@ -60,14 +60,12 @@ class Decoder:
             self._metrics.events_in.labels(kind).inc(len(records))
             self._metrics.batch_size.labels(kind).observe(len(records))
             offsets[tp] = records[-1].offset + 1
+            first_label = len(labels)
             for record in records:
                 try:
                     if is_label:
                         label = decode_label_event(record.value, max_bytes)
                         labels.append(label)
-                        label_time_us = last_label_time_us[tp] = label.label_time_us
-                        if label_time_us < oldest_label_time_us.get(tp, label_time_us + 1):
-                            oldest_label_time_us[tp] = label_time_us
                     else:
                         tx, event = decode_transaction_event(record.value, max_bytes)
                         transactions.append(tx)
@@ -88,6 +86,9 @@ class Decoder:
                             error=error,
                         )
                     )
+            if len(labels) > first_label:  # this partition's label times, for the barrier
+                last_label_time_us[tp] = labels[-1].label_time_us
+                oldest_label_time_us[tp] = min(lab.label_time_us for lab in labels[first_label:])
         self._metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
         return Batch(
             generation,

@@ -13,7 +13,7 @@ replayed. A dead letter goes to the DLQ partition with the number of its source 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 import numpy as np
@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from stream_app.contracts import Alert, Reason, Transaction, TransactionScore, encode_alert
 from stream_app.errors import ContractError
-from stream_app.scoring.scorer import ScoreBatch
+from stream_app.scoring.scorer import ScoreBatch, Scorer
 from stream_app.time import MICROS_PER_MS
 from stream_app.topics import StreamTopics
 from stream_app.worker.metrics import WorkerMetrics
@@ -71,18 +71,18 @@ class Emitter:
         self,
         topics: StreamTopics,
         metrics: WorkerMetrics,
+        scorer: Scorer,
         *,
-        model_version: str,
-        threshold: float,
-        columns: Sequence[str],
         publish_scores: bool,
-        clock: Callable[[], datetime],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """``scorer``: the model version, threshold and feature columns the records name;
+        ``clock``: the alerts' ``processed_at``."""
         self._topics = topics
         self._metrics = metrics
-        self._model_version = model_version
-        self._threshold = threshold
-        self._columns = tuple(columns)
+        self._model_version = scorer.bundle.model_version
+        self._threshold = scorer.threshold
+        self._columns = scorer.columns
         self._publish_scores = publish_scores
         self._clock = clock
 

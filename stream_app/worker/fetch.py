@@ -42,6 +42,9 @@ def batch_consumer(settings: Settings, topics: StreamTopics) -> AIOKafkaConsumer
     )
 
 
+_RATE_TIME_CONSTANT_S = 1.0
+
+
 class FetchPacing:
     """The consumer's fetch wait by traffic: ``idle_ms`` while records trickle in, ``busy_ms``
     from ``busy_per_s`` records a second on.
@@ -69,9 +72,6 @@ class FetchPacing:
         return self.busy_ms if busy else self.idle_ms
 
 
-_RATE_TIME_CONSTANT_S = 1.0
-
-
 class Fetcher:
     """Fetches from the owned partitions and tells which are behind the broker."""
 
@@ -88,10 +88,7 @@ class Fetcher:
         self._pacing = pacing
         self._clock_at = time.monotonic()
         self._broker_s = 0.0
-        self.arrived_s: dict[TopicPartition, float] = {}
-        """When the records of the last fetch reached the consumer, by partition (wall-clock
-        seconds of the fetch response: a partition is not fetched again while records of
-        its last response wait to be read)."""
+        # per partition, the fetch response whose records were read last (ms, wall clock)
         self._delivered_ms: dict[TopicPartition, int] = {}
 
     def subscribe(self, listener: ConsumerRebalanceListener) -> None:
@@ -103,16 +100,19 @@ class Fetcher:
         fetched: Fetched = await self.consumer.getmany(
             *partitions, timeout_ms=max(1, int(timeout_s * 1000)), max_records=self._max_records
         )
-        now_s = time.time()
-        if self._pacing is not None and not partitions:
+        if self._pacing is not None and not partitions:  # the traffic of every owned partition
             records = sum(map(len, fetched.values()))
             self._set_fetch_wait(self._pacing.wait_ms(records, time.monotonic()))
         for tp in fetched:
             polled_ms = self.consumer.last_poll_timestamp(tp)
-            self.arrived_s[tp] = now_s if polled_ms is None else min(now_s, polled_ms / 1000)
-            if polled_ms is not None:
-                self._delivered_ms[tp] = polled_ms
+            self._delivered_ms[tp] = int(time.time() * 1000) if polled_ms is None else polled_ms
         return fetched
+
+    def arrived_s(self, tp: TopicPartition) -> float:
+        """When the records ``tp`` delivered last reached the consumer (wall-clock seconds of
+        their fetch response: a partition is not fetched again while records of its last
+        response wait to be read)."""
+        return self._delivered_ms.get(tp, 0) / 1000
 
     def _set_fetch_wait(self, wait_ms: int) -> None:
         """aiokafka reads its fetch wait for every fetch request, but has no setter: its

@@ -79,15 +79,7 @@ def _stages(publish_scores: bool = True) -> tuple[Stages, RecordingPublisher, Wo
     publisher = RecordingPublisher()
     metrics = WorkerMetrics()
     scorer = Scorer(load_bundle(tiny_bundle().path))
-    emitter = Emitter(
-        TOPICS,
-        metrics,
-        model_version=scorer.bundle.model_version,
-        threshold=scorer.threshold,
-        columns=scorer.columns,
-        publish_scores=publish_scores,
-        clock=lambda: T0,
-    )
+    emitter = Emitter(TOPICS, metrics, scorer, publish_scores=publish_scores, clock=lambda: T0)
     stages = Stages(
         Decoder(TOPICS, metrics, dlq_partitions=2, max_payload_bytes=16384),
         Windows(InMemoryWindowStore(tiny_bundle().feature_set), Backoff("redis", metrics), metrics),
