@@ -158,10 +158,10 @@ def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return lower
 
 
-def git_commit() -> str:
-    """Short commit of the tree the script runs from, marked when stream_app/ is modified."""
+def git_commit(tree: Path) -> str:
+    """Short commit of ``tree`` (the worker's code), marked when its stream_app/ is modified."""
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        done = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True)
         return done.stdout.strip()
 
     dirty = git("status", "--porcelain", "--", "stream_app")
@@ -188,11 +188,19 @@ def main() -> None:
     parser.add_argument("--follow-fetch-wait-ms", type=int, default=5,
                         help="fetch_max_wait_ms of the score follower")
     parser.add_argument("--bundle", type=Path, default=None)
+    parser.add_argument("--worker-tree", type=Path, default=None,
+                        help="run the worker from another checkout of the project (its "
+                             "directory goes first on the worker's PYTHONPATH), to compare "
+                             "versions with one harness; pass a --bundle that tree accepts")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     overrides = parse_sets(args.sets)
 
-    commit = git_commit()
+    worker_env = None if args.worker_tree is None else {
+        "PYTHONPATH": str(args.worker_tree),
+        "PYTHONSAFEPATH": "1",  # `python -m stream_app` would import the current directory's
+    }
+    commit = git_commit(args.worker_tree or REPO)
     print(f"commit {commit}; worker settings changed: "
           f"{', '.join(f'{k}={v}' for k, v in overrides.items()) or 'none'}")
     bundle = args.bundle or default_bundle()
@@ -213,6 +221,7 @@ def main() -> None:
                 kafka.address, settings, offered, rate, warmup_s=args.warmup_s,
                 log_path=RUN_DIR / "bench" / f"worker-latency-{namespace}.log",
                 follow_fetch_wait_ms=args.follow_fetch_wait_ms, linger_ms=args.linger_ms,
+                worker_env=worker_env,
             )
             speed_after = python_speed()
             rows = _transaction_rows(offered)

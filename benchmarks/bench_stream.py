@@ -309,11 +309,11 @@ class LatencyRun:
 def measure_latency(
     kafka: str, settings: Settings, history: TransactionHistory, rate: float, *,
     warmup_s: float, log_path: Path, follow_fetch_wait_ms: int = FETCH_MAX_WAIT_MS,
-    linger_ms: int = LINGER_MS,
+    linger_ms: int = LINGER_MS, worker_env: dict[str, str] | None = None,
 ) -> LatencyRun:
     """Offer ``history`` at ``rate`` transactions/s (labels with them) to a fresh worker
-    with ``settings``, ``warmup_s`` after it is healthy; latency is the time from handing a
-    transaction to the producer to receiving its score record."""
+    with ``settings`` (and ``worker_env``), ``warmup_s`` after it is healthy; latency is the
+    time from handing a transaction to the producer to receiving its score record."""
     topics = stream_topics(settings.namespace)
     ensure_topics_sync(kafka, topics.all, settings.topic_partitions, 1)
     order = replay_order(history)
@@ -330,7 +330,7 @@ def measure_latency(
                      on_sent=on_sent, linger_ms=linger_ms)
 
     def start(stack: contextlib.ExitStack[Any]) -> Callable[[], None]:
-        worker = stack.enter_context(worker_process(settings, log_path))
+        worker = stack.enter_context(worker_process(settings, log_path, extra_env=worker_env))
         stack.callback(lambda: metrics.append(worker_metrics(settings)))  # before it stops
         return worker.check_alive
 
