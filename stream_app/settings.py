@@ -1,17 +1,33 @@
-"""The one frozen settings object; the only reader of ``FRAUDSTREAM_*`` environment variables."""
+"""The one frozen settings object; the only reader of ``FRAUDSTREAM_*`` environment variables.
+
+Every field ``x`` is read from ``FRAUDSTREAM_X``, or from the file named by
+``FRAUDSTREAM_X_FILE`` (its content, one trailing newline removed): the way to pass secrets
+(passwords, keys) without putting them in the environment. Secret fields never appear in
+``repr(settings)``; neither does a password inside ``redis_url``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from stream_app.contracts.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from stream_app.errors import ConfigError
 
 ENV_PREFIX = "FRAUDSTREAM_"
+FILE_SUFFIX = "_FILE"
+SECRET = {"secret": True}
+"""Field metadata of a secret: masked in ``repr`` and never logged."""
+MASK = "***"
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+EVENT_CLOCKS = ("wall", "watermark")
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,37 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    # event-time safety: how far ahead of the reference clock an event may be
+    max_event_ahead_s: float = 300.0
+    event_clock: str = "wall"  # wall: the worker's clock; watermark: the stream's (replays)
+    # Kafka security (one module builds every client: stream_app.connections)
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", metadata=SECRET)
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_key_password: str = field(default="", metadata=SECRET)
+    # Redis security: ACL user and password; TLS when redis_url starts with rediss://
+    redis_username: str = ""
+    redis_password: str = field(default="", metadata=SECRET)
+    redis_ssl_cafile: str = ""
+    redis_ssl_certfile: str = ""
+    redis_ssl_keyfile: str = ""
+    # pseudonymous ids: a key turns customer and terminal ids into keyed HMACs in Redis keys
+    pseudonym_key: str = field(default="", metadata=SECRET)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = MASK
+            elif f.name == "redis_url":
+                value = mask_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def __post_init__(self) -> None:
         for name, least in _LEAST.items():
@@ -67,6 +114,12 @@ class Settings:
                 f"{self.broker_session_timeout_s}; use about a third of the session timeout"
             )
 
+        _check_choice(
+            "kafka_security_protocol", self.kafka_security_protocol, KAFKA_SECURITY_PROTOCOLS
+        )
+        _check_choice("kafka_sasl_mechanism", self.kafka_sasl_mechanism, KAFKA_SASL_MECHANISMS)
+        _check_choice("event_clock", self.event_clock, EVENT_CLOCKS)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``), then apply ``overrides``."""
@@ -75,8 +128,15 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             var = ENV_PREFIX + f.name.upper()
+            from_file = var + FILE_SUFFIX
+            if var in env and from_file in env:
+                raise ConfigError(f"both {var} and {from_file} are set; unset one of them")
             if var in env:
                 values[f.name] = _parse(var, env[var], hints[f.name])
+            elif from_file in env:
+                values[f.name] = _parse(
+                    from_file, _read_file(from_file, env[from_file]), hints[f.name]
+                )
         values.update(overrides)
         return cls(**values)
 
@@ -104,8 +164,38 @@ _LEAST: dict[str, float] = {
     "onnx_intra_op_threads": 1,
     "web_port": 0,
     "max_payload_bytes": 64,
+    "max_event_ahead_s": 0,
 }
 """The smallest value each numeric setting accepts."""
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its user part (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"{ENV_PREFIX}{name.upper()}={value!r} is not supported; use one of "
+            f"{', '.join(choices)}"
+        )
+
+
+def _read_file(var: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{var}={path!r} cannot be read ({exc.__class__.__name__}); point it at a "
+            "readable UTF-8 file"
+        ) from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def _parse(var: str, raw: str, kind: Any) -> Any:
