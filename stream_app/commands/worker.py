@@ -16,9 +16,10 @@ DESCRIPTION = """\
 Run the stream worker (a Faust app): consume transactions and labels of the namespace in
 micro-batches, keep the feature windows in Redis, score with the model bundle, publish
 alerts (and scores when FRAUDSTREAM_PUBLISH_SCORES=1); invalid events go to the DLQ
-topic. Topics are created at start-up. /metrics and /health are served on
-FRAUDSTREAM_WEB_HOST:FRAUDSTREAM_WEB_PORT. Other settings come from FRAUDSTREAM_* variables
-(broker, Redis, batch size and wait, label barrier timeout, key TTL). Stop with Ctrl-C or
+topic. Topics are created at start-up. /metrics, /health (liveness) and /ready (Redis,
+broker and partitions) are served on FRAUDSTREAM_WEB_HOST:FRAUDSTREAM_WEB_PORT. Other
+settings come from FRAUDSTREAM_* variables (broker, Redis, batch size and wait, label
+barrier timeout, key TTL). Stop with Ctrl-C or
 SIGTERM: batches in flight are finished and committed first."""
 
 

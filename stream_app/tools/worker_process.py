@@ -2,9 +2,10 @@
 
 The child gets every setting as a ``FRAUDSTREAM_*`` variable, runs in its own process
 group (a Ctrl-C in the terminal reaches only the parent, which stops it in order) and
-logs to a file. :func:`worker_process` waits until ``/health`` answers 200 and, when the
-``with`` block ends for any reason, sends SIGTERM to the group (the worker finishes and
-commits what is in flight), then SIGKILL if it is still running after a grace period.
+logs to a file. :func:`worker_process` waits until ``/ready`` answers 200 (Redis and the
+broker answer, partitions assigned) and, when the ``with`` block ends for any reason,
+sends SIGTERM to the group (the worker finishes and commits what is in flight), then
+SIGKILL if it is still running after a grace period.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def worker_process(
         )
     worker = WorkerProcess(process, log_path, settings)
     try:
-        _wait_healthy(worker, ready_timeout_s)
+        _wait_ready(worker, ready_timeout_s)
         yield worker
     finally:
         stop_process_group(process)
@@ -110,9 +111,9 @@ def log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-def _wait_healthy(worker: WorkerProcess, timeout_s: float) -> None:
+def _wait_ready(worker: WorkerProcess, timeout_s: float) -> None:
     settings = worker.settings
-    url = f"http://{settings.web_host}:{settings.web_port}/health"
+    url = f"http://{settings.web_host}:{settings.web_port}/ready"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         worker.check_alive()
@@ -124,6 +125,6 @@ def _wait_healthy(worker: WorkerProcess, timeout_s: float) -> None:
             pass
         time.sleep(0.2)
     raise LocalServiceError(
-        f"the worker did not report healthy at {url} within {timeout_s:.0f} s; its log "
+        f"the worker did not report ready at {url} within {timeout_s:.0f} s; its log "
         f"{worker.log_path} ends with:\n{log_tail(worker.log_path)}"
     )

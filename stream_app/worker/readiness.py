@@ -1,0 +1,105 @@
+"""The checks behind ``/ready``: Redis answers, the broker answers, partitions are assigned.
+
+Each check is a real signal and cheap enough to run on every request: a Redis PING (short
+timeout, its answer kept for a second), the age of the newest fetch response of an owned
+partition (the consumer fetches each owned partition again at most the fetch wait after
+its last response, so a broker that stops answering shows within
+:data:`~stream_app.worker.fetch.POLL_STALE_S`) and the consumer's assignment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis
+import redis.asyncio as redis_asyncio
+from aiokafka import AIOKafkaConsumer
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from stream_app.worker.fetch import POLL_STALE_S
+
+REDIS_TIMEOUT_S = 0.5
+"""A PING not answered within this long fails the check."""
+REDIS_CHECK_EVERY_S = 1.0
+"""A PING's answer is reused for this long (``/ready`` polled often costs Redis nothing)."""
+
+Failing = dict[str, str]
+"""Each failing check by name (``redis``, ``kafka``, ``partitions``, ``worker``): why."""
+
+
+class RedisPing:
+    """PINGs Redis on a client of its own, at most every ``every_s``."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = REDIS_TIMEOUT_S,
+        every_s: float = REDIS_CHECK_EVERY_S,
+    ) -> None:
+        self._client = redis_asyncio.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),  # one answer per check; the next check retries
+        )
+        self._timeout_s = timeout_s
+        self._every_s = every_s
+        self._checked_at = -float("inf")
+        self._failure: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def failure(self) -> str | None:
+        """None while Redis answers, else why not."""
+        async with self._lock:  # requests at the same time share one PING
+            if time.monotonic() - self._checked_at >= self._every_s:
+                self._failure = await self._ping()
+                self._checked_at = time.monotonic()
+            return self._failure
+
+    async def _ping(self) -> str | None:
+        try:
+            await self._client.ping()
+        except (redis.RedisError, OSError) as exc:
+            return f"no PING reply within {self._timeout_s} s ({type(exc).__name__})"
+        return None
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self._client.aclose()
+
+
+class Readiness:
+    """The dependency checks of a started worker; ``consumer`` is set once it exists."""
+
+    def __init__(self, redis_ping: RedisPing, topic: str, stale_s: float = POLL_STALE_S) -> None:
+        self.consumer: AIOKafkaConsumer | None = None
+        self._redis = redis_ping
+        self._topic = topic
+        self._stale_s = stale_s
+
+    async def failing(self) -> Failing:
+        """The checks that fail now: empty when the worker is ready."""
+        failing: Failing = {}
+        redis_failure = await self._redis.failure()
+        if redis_failure is not None:
+            failing["redis"] = redis_failure
+        if self.consumer is None:
+            failing["kafka"] = "no consumer yet"
+            return failing
+        owned = self.consumer.assignment()
+        if not any(tp.topic == self._topic for tp in owned):
+            failing["partitions"] = f"no partition of {self._topic} assigned to this worker"
+        polled_ms = [self.consumer.last_poll_timestamp(tp) for tp in owned]
+        newest_ms = max((ms for ms in polled_ms if ms is not None), default=None)
+        if newest_ms is None:
+            if owned:
+                failing["kafka"] = "no fetch response yet"
+        elif (age_s := time.time() - newest_ms / 1000) >= self._stale_s:
+            failing["kafka"] = f"no fetch response from the broker for {age_s:.1f} s"
+        return failing
+
+    async def close(self) -> None:
+        """Close the Redis client of the checks."""
+        await self._redis.close()
