@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from stream_app.contracts.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from stream_app.errors import ConfigError
+from stream_app.pseudonyms import check_key
 
 ENV_PREFIX = "FRAUDSTREAM_"
 FILE_SUFFIX = "_FILE"
@@ -119,6 +120,8 @@ class Settings:
         )
         _check_choice("kafka_sasl_mechanism", self.kafka_sasl_mechanism, KAFKA_SASL_MECHANISMS)
         _check_choice("event_clock", self.event_clock, EVENT_CLOCKS)
+        if self.pseudonym_key:
+            check_key(self.pseudonym_key.encode())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

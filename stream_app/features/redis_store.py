@@ -9,7 +9,9 @@ decides where the states live and when they are written:
   its one encoding (:func:`stream_app.features.incremental.encode_window`), named
   ``<prefix>v2:cust:<customer_id>`` / ``<prefix>v2:term:<terminal_id>``
   (``fraudstream:<namespace>:``, ``v2`` = this key and state layout), with a TTL renewed
-  on write;
+  on write; with a pseudonym key the id is replaced by its HMAC
+  (:meth:`stream_app.pseudonyms.Pseudonymizer.pseudonym`), computed once per id and kept
+  as long as the id's window is cached;
 - windows are cached in the process with the version they were read at. A batch is
   computed on the cache (:meth:`RedisWindowStore.compute`; keys not cached yet are read
   first, with one Lua call, ``redis_windows_read.lua``) and written later with one Lua call
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from itertools import chain
 from operator import attrgetter
@@ -58,6 +60,7 @@ from stream_app.features.incremental import (
 )
 from stream_app.features.spec import FeatureSet
 from stream_app.features.store import FeatureBatch, apply_batch
+from stream_app.pseudonyms import CUSTOMER, TERMINAL, Pseudonymizer
 from stream_app.time import MICROS_PER_DAY, SECONDS_PER_DAY
 
 KEY_LAYOUT = "v2"
@@ -86,11 +89,28 @@ class _Cached(Generic[W]):
 
 
 class _Write(NamedTuple):
-    """One changed window: its key, the version it was computed from, its new state."""
+    """One changed window: its key, the version it was computed from, its new state, and
+    the id it belongs to."""
 
     key: str
     expected_version: int
     after: bytes
+    entity_id: str
+
+
+class _PseudonymKeys(dict[str, str]):
+    """The Redis keys of one kind of window by id, ``<prefix><pseudonym>``: each HMAC is
+    computed on the first lookup of its id and kept until cleared."""
+
+    __slots__ = ("_kind", "_prefix", "_pseudonymizer")
+
+    def __init__(self, prefix: str, kind: str, pseudonymizer: Pseudonymizer) -> None:
+        super().__init__()
+        self._prefix, self._kind, self._pseudonymizer = prefix, kind, pseudonymizer
+
+    def __missing__(self, entity_id: str) -> str:
+        key = self[entity_id] = self._prefix + self._pseudonymizer.pseudonym(self._kind, entity_id)
+        return key
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,7 +136,10 @@ class ComputedBatch:
 
 class RedisWindowStore:
     """A :class:`~stream_app.features.store.WindowStore` of customer and terminal windows in
-    Redis (``redis.asyncio`` client), cached in process."""
+    Redis (``redis.asyncio`` client), cached in process.
+
+    ``customer_key(id)`` / ``terminal_key(id)`` give the Redis key of a window.
+    """
 
     def __init__(
         self,
@@ -128,18 +151,34 @@ class RedisWindowStore:
         max_cached_windows: int = DEFAULT_MAX_CACHED_WINDOWS,
         writer: Any = None,
         owns_clients: bool = False,
+        pseudonym_key: bytes = b"",
     ) -> None:
         """``client`` is a ``redis.asyncio`` client. ``writer``, a synchronous client of the
         same server, makes :meth:`write_all` send its script from a thread: the reply is
         then taken as it arrives, not when the event loop is next free of CPU work (a
         batch's window maths runs for tens of ms without a pause). ``owns_clients``:
-        :meth:`close` closes both clients."""
+        :meth:`close` closes both clients. ``pseudonym_key``: name windows by the HMAC of
+        their ids (:mod:`stream_app.pseudonyms`) instead of the ids."""
         self._client = client
         self._writer = writer
         self._owns_clients = owns_clients
         self._features = IncrementalFeatures(fs)
         self._width = len(fs.columns)
         self._prefix = f"{key_prefix}{KEY_LAYOUT}:"
+        self._customer_prefix = f"{self._prefix}{CUSTOMER}:"
+        self._terminal_prefix = f"{self._prefix}{TERMINAL}:"
+        pseudonymizer = Pseudonymizer.from_key(pseudonym_key)
+        self.customer_key: Callable[[str], str] = self._customer_prefix.__add__
+        self.terminal_key: Callable[[str], str] = self._terminal_prefix.__add__
+        self._pseudonym_keys: tuple[_PseudonymKeys, ...] = ()
+        if pseudonymizer is not None:
+            customer_keys = _PseudonymKeys(self._customer_prefix, CUSTOMER, pseudonymizer)
+            terminal_keys = _PseudonymKeys(self._terminal_prefix, TERMINAL, pseudonymizer)
+            self.customer_key, self.terminal_key = (
+                customer_keys.__getitem__,
+                terminal_keys.__getitem__,
+            )
+            self._pseudonym_keys = (customer_keys, terminal_keys)
         self._ttl_s = ttl_days * SECONDS_PER_DAY
         self._max_cached = max_cached_windows
         self._customers: dict[str, _Cached[CustomerWindow]] = {}
@@ -158,14 +197,6 @@ class RedisWindowStore:
     def feature_set(self) -> FeatureSet:
         """The feature set whose columns the batches hold."""
         return self._features.feature_set
-
-    def customer_key(self, customer_id: str) -> str:
-        """Redis key of a customer's window."""
-        return f"{self._prefix}cust:{customer_id}"
-
-    def terminal_key(self, terminal_id: str) -> str:
-        """Redis key of a terminal's window."""
-        return f"{self._prefix}term:{terminal_id}"
 
     @property
     def computes_in_order(self) -> bool:
@@ -186,6 +217,8 @@ class RedisWindowStore:
     def _forget(self) -> None:
         self._customers.clear()
         self._terminals.clear()
+        for keys in self._pseudonym_keys:
+            keys.clear()
 
     async def close(self) -> None:
         """Close the clients if the store owns them (else their owner closes them)."""
@@ -291,12 +324,12 @@ class RedisWindowStore:
     ) -> list[tuple[int, bytes | None]]:  # fmt: skip
         """``(version, state)`` per key, customers, terminals, then the ``held`` terminals
         (``(0, b"")`` for a missing key; state None for a held one that did not move)."""
-        customer_prefix, terminal_prefix = self.customer_key(""), self.terminal_key("")
-        keys = [customer_prefix + c for c in customers]
-        keys += [terminal_prefix + t for t in terminals]
+        terminal_key = self.terminal_key
+        keys = list(map(self.customer_key, customers))
+        keys += map(terminal_key, terminals)
         args = [_ENCODER.encode(keys)]
         if held:
-            keys += [terminal_prefix + t for t, _ in held]
+            keys += [terminal_key(t) for t, _ in held]
             args = [_ENCODER.encode(keys), _ENCODER.encode([version for _, version in held])]
         header, *states = await self._read_script(args=args)
         return list(zip(_READ_HEADER.decode(header), states, strict=True))
@@ -322,11 +355,11 @@ class RedisWindowStore:
 
     def _confirm(self, writes: Sequence[_Write]) -> None:
         """Record that ``writes`` are stored: the versions Redis now holds."""
-        prefix = self.terminal_key("")
+        prefix = self._terminal_prefix
         cached = self._terminals
-        for key, expected, _ in writes:
+        for key, expected, _, terminal_id in writes:
             if key.startswith(prefix):
-                entry = cached.get(key[len(prefix) :])
+                entry = cached.get(terminal_id)
                 if entry is not None and entry.stored == expected:
                     entry.stored = expected + 1
 
@@ -398,7 +431,7 @@ class RedisWindowStore:
     # -- writing ---------------------------------------------------------------------------
 
     def _args(self, writes: Sequence[_Write]) -> list[Any]:
-        keys, versions, states = zip(*writes, strict=True)
+        keys, versions, states, _ = zip(*writes, strict=True)
         sizes = list(map(len, states))
         return [self._ttl_s, _ENCODER.encode((keys, versions, sizes)), b"".join(states)]
 
@@ -412,19 +445,17 @@ class RedisWindowStore:
         stale: dict[int, tuple[Any, Any]] = {
             int(reply[at]) - 1: (reply[at + 1], reply[at + 2]) for at in range(0, len(reply), 3)
         }
-        customer_prefix, terminal_prefix = self.customer_key(""), self.terminal_key("")
+        customer_prefix = self._customer_prefix
         customers: dict[str, _Cached[CustomerWindow]] = {}
         terminals: dict[str, _Cached[TerminalWindow]] = {}
         for index, (version, state) in stale.items():
-            key = writes[index].key
+            key, _, _, entity_id = writes[index]
             if key.startswith(customer_prefix):
-                customer_id = key.removeprefix(customer_prefix)
-                customers[customer_id] = _customer(version, state, self._width)
-                self._customers.pop(customer_id, None)  # later batches read it again
+                customers[entity_id] = _customer(version, state, self._width)
+                self._customers.pop(entity_id, None)  # later batches read it again
             else:
-                terminal_id = key.removeprefix(terminal_prefix)
-                terminals[terminal_id] = _terminal(version, state)
-                self._terminals.pop(terminal_id, None)
+                terminals[entity_id] = _terminal(version, state)
+                self._terminals.pop(entity_id, None)
         on_time = [computed.transactions[i] for i in computed.applied.tolist()]
         customer_windows = {key: entry.window for key, entry in customers.items()}
         terminal_windows = {key: entry.window for key, entry in terminals.items()}
@@ -446,6 +477,7 @@ class RedisStoreConfig:
     key_prefix: str
     ttl_days: int
     redis_timeout_s: float
+    pseudonym_key: bytes = field(default=b"", repr=False)  # secret: see stream_app.pseudonyms
 
     def open(self) -> RedisWindowStore:
         """A store on its own clients (an asyncio one, and a synchronous one for the writes
@@ -464,6 +496,7 @@ class RedisStoreConfig:
             ttl_days=self.ttl_days,
             writer=writer,
             owns_clients=True,
+            pseudonym_key=self.pseudonym_key,
         )
 
 
@@ -523,7 +556,7 @@ def _changes(entries: dict[str, _Cached[W]], key: Callable[[str], str]) -> list[
     for entity_id, entry in entries.items():
         after = encode_window(entry.window)
         if after != entry.state:
-            writes.append(_Write(key(entity_id), entry.version, after))
+            writes.append(_Write(key(entity_id), entry.version, after, entity_id))
             entry.state = after
             entry.version += 1
     return writes

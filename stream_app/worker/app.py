@@ -1,8 +1,7 @@
 """The Faust app of ``fraudstream worker``: lifecycle, web server, the batch runtime.
 
-Faust owns the process (CLI worker, signals, start/stop order) and runs the web server of
-:mod:`stream_app.worker.web` (``/metrics``, ``/health``, ``/ready``; Faust's own pages are not
-served). The topics are *not* Faust agents:
+Faust owns the process (CLI worker, signals, start/stop order) and the web server with
+``/metrics`` (Prometheus text) and ``/health``. The topics are *not* Faust agents:
 :class:`StreamRuntime`, a service started with the app, runs the batched consumer of
 :mod:`stream_app.worker.batch_worker` for transactions *and* labels (Faust's per-message dispatch
 caps near 5k events/s, labels arrive as fast as transactions, and both update the same
@@ -46,11 +45,9 @@ from stream_app.worker.fetch import Fetcher, FetchPacing, batch_consumer
 from stream_app.worker.grace import ArrivalSkew
 from stream_app.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from stream_app.worker.publisher import BatchPublisher
-from stream_app.worker.readiness import Failing, Readiness, RedisPing
 from stream_app.worker.retry import Backoff
 from stream_app.worker.runner import Lane, Runner
 from stream_app.worker.score import Score
-from stream_app.worker.web import WorkerWeb
 from stream_app.worker.window_process import WindowProcess
 from stream_app.worker.windows import Windows
 
@@ -93,8 +90,7 @@ class StreamRuntime(Service):
         self.bundle = bundle
         self.topics: StreamTopics = stream_topics(settings.namespace)
         self.metrics = WorkerMetrics()
-        self.ready = False  # started, not stopping: the readiness checks apply
-        self.readiness = Readiness(RedisPing(settings.redis_url), self.topics.transactions)
+        self.ready = False
         self._worker: BatchWorker | None = None
         self._producer: Any = None
         self._store: WindowStore[Any] | None = None
@@ -143,6 +139,7 @@ class StreamRuntime(Service):
             key_prefix=self.topics.redis_key_prefix,
             ttl_days=self.settings.redis_key_ttl_days,
             redis_timeout_s=_REDIS_TIMEOUT_S,
+            pseudonym_key=self.settings.pseudonym_key.encode(),
         )
         if self.settings.window_process:
             return await WindowProcess.start(config, redis)
@@ -155,7 +152,7 @@ class StreamRuntime(Service):
         then windows -> score, publish -> acknowledge -> store, then commit."""
         settings, topics, metrics = self.settings, self.topics, self.metrics
         pacing = FetchPacing(settings.fetch_max_wait_ms, settings.fetch_max_wait_busy_ms)
-        consumer = self.readiness.consumer = batch_consumer(settings, topics)
+        consumer = batch_consumer(settings, topics)
         fetcher = Fetcher(consumer, topics, settings.batch_max_events, pacing)
         decoder = Decoder(
             topics,
@@ -219,14 +216,6 @@ class StreamRuntime(Service):
         if self._worker is not None:
             await self._worker.drained()
 
-    async def not_ready(self) -> Failing:
-        """The readiness checks that fail (empty: ready); ``worker`` while not running."""
-        if self.crashed:
-            return {"worker": f"crashed: {self.crash_reason!r}"}
-        if not self.ready:
-            return {"worker": "starting" if self._worker is None else "stopping"}
-        return await self.readiness.failing()
-
     async def on_stop(self) -> None:
         """Finish in-flight batches, then close the consumer, producer and window store."""
         self.ready = False
@@ -236,7 +225,6 @@ class StreamRuntime(Service):
             await self._producer.stop()
         if self._store is not None:
             await self._store.close()
-        await self.readiness.close()
 
 
 def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:
@@ -252,7 +240,9 @@ def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:
         topic_disable_leader=True,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
-        web_port=settings.web_port,  # shown in the process title; WorkerWeb binds it
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
         web_enabled=True,
     )
     runtime = app.runtime = StreamRuntime(settings, bundle)
@@ -262,15 +252,20 @@ def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:
 
     app.task(start_runtime)
 
-    app.web_server(
-        WorkerWeb(
-            settings.web_host,
-            settings.web_port,
-            topics.namespace,
-            metrics=runtime.metrics.render,
-            metrics_type=CONTENT_TYPE,
-            alive=lambda: not runtime.crashed,
-            failing=runtime.not_ready,
+    @app.page("/metrics")
+    async def metrics(view: Any, request: Any) -> Any:
+        # aiohttp refuses a charset in content_type=: pass the header as such
+        return view.bytes(runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    @app.page("/health")
+    async def health(view: Any, request: Any) -> Any:
+        healthy = runtime.ready and not runtime.crashed
+        return view.json(
+            {
+                "status": "ok" if healthy else "starting" if not runtime.crashed else "failed",
+                "namespace": topics.namespace,
+            },
+            status=200 if healthy else 503,
         )
-    )
+
     return app
