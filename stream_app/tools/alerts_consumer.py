@@ -1,7 +1,9 @@
 """Print the alerts of a namespace: readable lines or one ``alert.v1`` JSON object per line.
 
 Reading is :func:`~stream_app.tools.topic_reader.read_topic` (no consumer group, seek by
-time, stop at the end of the topic or follow it); this module decodes and shows alerts.
+time, stop at the end of the topic or follow it); this module decodes and shows alerts,
+their customer and terminal ids masked (:func:`~stream_app.pseudonyms.mask_id`) unless
+asked to show them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aiokafka import TopicPartition
 from stream_app.contracts.codec import decode_alert
 from stream_app.contracts.records import Alert
 from stream_app.errors import ContractError
+from stream_app.pseudonyms import CUSTOMER, TERMINAL, Pseudonymizer, mask_id
 from stream_app.tools.topic_reader import read_topic
 
 TOP_REASONS = 3
@@ -41,10 +44,28 @@ def alert_json(alert: Alert) -> str:
     return msgspec.json.encode(alert).decode()
 
 
-def printer(as_json: bool, out: TextIO | None = None) -> Callable[[Alert], None]:
-    """A callback printing each alert (readable or JSON) and flushing, for pipes."""
+def masked(alert: Alert, pseudonymizer: Pseudonymizer | None) -> Alert:
+    """``alert`` with its customer and terminal ids masked (tags from ``pseudonymizer``)."""
+    return msgspec.structs.replace(
+        alert,
+        customer_id=mask_id(CUSTOMER, alert.customer_id, pseudonymizer),
+        terminal_id=mask_id(TERMINAL, alert.terminal_id, pseudonymizer),
+    )
+
+
+def printer(
+    as_json: bool,
+    out: TextIO | None = None,
+    *,
+    show_ids: bool = False,
+    pseudonymizer: Pseudonymizer | None = None,
+) -> Callable[[Alert], None]:
+    """A callback printing each alert (readable or JSON) and flushing, for pipes; the ids
+    are :func:`masked` unless ``show_ids``."""
 
     def show(alert: Alert) -> None:
+        if not show_ids:
+            alert = masked(alert, pseudonymizer)
         stream = out if out is not None else sys.stdout
         stream.write((alert_json(alert) if as_json else format_alert(alert)) + "\n")
         stream.flush()
@@ -55,6 +76,16 @@ def printer(as_json: bool, out: TextIO | None = None) -> Callable[[Alert], None]
 def warn_invalid(error: ContractError, where: str) -> None:
     """Report an invalid record on the alerts topic to stderr (and carry on)."""
     print(f"skipping invalid alert at {where}: {error}", file=sys.stderr, flush=True)
+
+
+def warn_invalid_masked(error: ContractError, where: str) -> None:
+    """:func:`warn_invalid` naming only the field: the problem may quote the record."""
+    print(
+        f"skipping invalid alert at {where}: {error.field} is invalid (--show-ids tells "
+        "why, quoting the record)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def consume_alerts(

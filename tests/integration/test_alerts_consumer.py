@@ -21,7 +21,8 @@ from stream_app.contracts import (
     to_epoch_us,
 )
 from stream_app.errors import ConfigError, ContractError
-from stream_app.tools.alerts_consumer import consume_alerts, format_alert
+from stream_app.pseudonyms import Pseudonymizer
+from stream_app.tools.alerts_consumer import consume_alerts, format_alert, masked
 from stream_app.topics import StreamTopics, ensure_topics_sync, stream_topics
 from stream_app.worker.publisher import BatchPublisher, OutRecord
 
@@ -161,7 +162,8 @@ def test_alerts_command_prints_each_alert(
     monkeypatch.setenv("FRAUDSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
     parser = argparse.ArgumentParser()
     alerts_command.add_parser(parser.add_subparsers())
-    args = ["alerts", "--namespace", topics.namespace, "--since", "2018-09-01T00:02:00"]
+    args = ["alerts", "--namespace", topics.namespace, "--since", "2018-09-01T00:02:00",
+            "--show-ids"]
     code = alerts_command.run(parser.parse_args(args + (["--json"] if as_json else [])))
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
@@ -172,3 +174,47 @@ def test_alerts_command_prints_each_alert(
         assert all(json.loads(line)["schema"] == "alert.v1" for line in lines)
     else:
         assert sorted(lines) == sorted(format_alert(a) for a in produced[2:])
+
+
+def _run_alerts_command(namespace: str, *flags: str) -> int:
+    parser = argparse.ArgumentParser()
+    alerts_command.add_parser(parser.add_subparsers())
+    return alerts_command.run(parser.parse_args(["alerts", "--namespace", namespace, *flags]))
+
+
+@pytest.mark.parametrize("key", ["", "alerts-test-pseudonym-key-0123456789"], ids=["no key", "key"])
+@pytest.mark.parametrize("as_json", [False, True], ids=["readable", "json"])
+def test_alerts_command_masks_customer_and_terminal_ids_by_default(
+    kafka_bootstrap: str, topics: StreamTopics, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], as_json: bool, key: str
+) -> None:
+    produced = [_alert(i) for i in range(5)]
+    _publish_alerts(kafka_bootstrap, topics.alerts, produced)
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("FRAUDSTREAM_PSEUDONYM_KEY", key)
+    assert _run_alerts_command(topics.namespace, *(["--json"] if as_json else [])) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = [masked(a, Pseudonymizer.from_key(key)) for a in produced]
+    assert all(a.customer_id.startswith("…") and len(a.customer_id) == 9 for a in expected)
+    if as_json:  # masked ids are still valid alert.v1
+        decoded = sorted(map(decode_alert, (line.encode() for line in lines)),
+                         key=lambda a: a.transaction_id)
+        assert decoded == expected
+    else:
+        assert sorted(lines) == sorted(map(format_alert, expected))
+        assert not any(f" {a.customer_id} " in line for a in produced for line in lines)
+
+
+def test_an_invalid_alert_is_reported_without_its_content_unless_show_ids(
+    kafka_bootstrap: str, topics: StreamTopics, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = json.loads(encode_alert(_alert(1)))
+    document["customer_id"] = "CUSTOMER-" + "9" * 60  # 69 characters: too long
+    _publish(kafka_bootstrap, topics.alerts, [(json.dumps(document).encode(), 1)])
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    assert _run_alerts_command(topics.namespace) == 0
+    hidden = capsys.readouterr().err
+    assert "$.customer_id is invalid" in hidden and "CUSTOMER-" not in hidden
+    assert _run_alerts_command(topics.namespace, "--show-ids") == 0
+    assert "CUSTOMER-999" in capsys.readouterr().err
