@@ -9,6 +9,13 @@ The strict decoding is two msgspec passes over the same bytes, both with decoder
    offsets, at most 6 fractional digits). msgspec's own datetime parser is more lenient
    (``t``, a space, ``+0100``, nanoseconds) and would otherwise accept what the schema rejects.
 
+3. no object repeats a key, at any depth (msgspec would keep the last value): the payload
+   has exactly as many quote characters as the record has keys and string values, twice
+   (more means a repeated key or an escaped quote, and only then is it parsed again with
+   :func:`json.loads`, which sees every key).
+
+Ids (``Id``) hold no control character (U+0000-U+001F, U+007F-U+009F).
+
 Transactions and labels first take a fast path: one msgspec pass into a "wire" struct
 whose amount, currency and times are plain strings, then cheaper checks of those strings
 (:mod:`stream_app.contracts.fast`). The fast path accepts a subset of what the strict
@@ -22,6 +29,7 @@ validate what they produce the same way, so nothing invalid is ever published.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
@@ -96,12 +104,19 @@ def decode_transaction_us(
     decoded = fast.transaction(raw)
     if decoded is not None:
         return decoded
+    record = _strict_transaction(raw)
+    return record, to_epoch_us(record.event_time)
+
+
+def _strict_transaction(raw: bytes) -> Transaction:
+    """``raw`` decoded without the fast path (its size already checked)."""
     try:
         record = _TRANSACTION.decode(raw)
         _TRANSACTION_SPELLING.decode(raw)
     except _FAILURES as exc:
         raise _contract_error(exc, raw, ("transaction.v1",)) from None
-    return record, to_epoch_us(record.event_time)
+    _check_keys_once(raw, record)
+    return record
 
 
 def decode_label(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Label:
@@ -117,13 +132,20 @@ def decode_label_us(
     decoded = fast.label(raw)
     if decoded is not None:
         return decoded
+    record = _strict_label(raw)
+    return record, to_epoch_us(record.event_time), to_epoch_us(record.label_time)
+
+
+def _strict_label(raw: bytes) -> Label:
+    """``raw`` decoded without the fast path (its size already checked)."""
     try:
         record = _LABEL.decode(raw)
         _LABEL_SPELLING.decode(raw)
     except _FAILURES as exc:
         raise _contract_error(exc, raw, ("label.v1",)) from None
+    _check_keys_once(raw, record)
     _check_label_order(record)
-    return record, to_epoch_us(record.event_time), to_epoch_us(record.label_time)
+    return record
 
 
 def decode_label_fields(
@@ -153,6 +175,7 @@ def decode_event(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Tran
             _LABEL_SPELLING.decode(raw)
     except _FAILURES as exc:
         raise _contract_error(exc, raw, ("transaction.v1", "label.v1")) from None
+    _check_keys_once(raw, record)
     if isinstance(record, Label):
         _check_label_order(record)
     return record
@@ -182,6 +205,7 @@ def _decode_output(
         spelling.decode(raw)
     except _FAILURES as exc:
         raise _contract_error(exc, raw, (contract,)) from None
+    _check_keys_once(raw, record)
     return record
 
 
@@ -222,6 +246,29 @@ def _check_size(raw: bytes, max_bytes: int) -> None:
         )
 
 
+def _check_keys_once(raw: bytes, record: Transaction | Label | Alert | TransactionScore) -> None:
+    """ContractError if an object of ``raw`` repeats a key; cheap unless ``raw`` has more
+    quote characters than ``record`` needs."""
+    if raw.count(b'"') != _fewest_quotes(record):
+        repeated = _repeated_key(raw)
+        if repeated is not None:
+            raise repeated
+
+
+def _fewest_quotes(record: Transaction | Label | Alert | TransactionScore) -> int:
+    """Quote characters in a payload of ``record`` whose keys appear once (``late`` only if
+    true) and whose strings escape no quote: two per key and per string value."""
+    if isinstance(record, Transaction):
+        return fast.TRANSACTION_QUOTES
+    if isinstance(record, Label):
+        return fast.LABEL_QUOTES
+    late = 2 if record.late else 0
+    if isinstance(record, TransactionScore):
+        return 2 * (8 + 5) + late  # 8 keys; schema, 2 ids, model_version, event_time
+    # 14 keys and 10 strings; a reason's 3 keys and feature; a feature's name
+    return 2 * (14 + 10 + 4 * len(record.reasons) + len(record.features)) + late
+
+
 def _check_label_order(label: Label) -> None:
     if label.label_time < label.event_time:
         raise ContractError(
@@ -239,6 +286,7 @@ def _format_time(moment: datetime) -> str:
 # --- turning msgspec errors into ContractError -------------------------------------------
 
 _ID = "a string of 1 to 64 characters"
+_ID_RULE = "send ids of 1 to 64 characters without control characters"
 _TIME = (
     'an RFC 3339 date-time with a UTC offset, upper-case "T" and "Z" and at most 6 '
     'fractional digits, e.g. "2018-04-01T00:00:31Z" or "2018-04-01T02:00:31.5+02:00"'
@@ -260,6 +308,7 @@ _EXPECTED: Final[dict[str, str]] = {
     "processed_at": _TIME,
     "is_fraud": "true or false",
     "is_alert": "true or false",
+    "late": "true or false",
     "score": "a number from 0 to 1",
     "threshold": "a number from 0 to 1",
     "contribution": _NUMBER,
@@ -271,6 +320,67 @@ _EXPECTED: Final[dict[str, str]] = {
 _NAMED = re.compile(r"Object (?P<kind>missing required|contains unknown) field `(?P<name>.*)`")
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
 _UNREADABLE = object()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ID_FIELDS: Final = frozenset(name for name, expected in _EXPECTED.items() if expected is _ID)
+# msgspec writes DEL and C1 controls unescaped; messages show them as \u escapes
+_VISIBLE: Final = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object that repeats ``key``; ``given`` are the values given for it, in order."""
+
+    def __init__(self, pairs: list[tuple[str, Any]], key: str) -> None:
+        super().__init__(pairs)
+        self.key = key
+        self.given = [value for name, value in pairs if name == key]
+
+
+def _repeated_key(raw: bytes) -> ContractError | None:
+    """ContractError naming the first repeated key of ``raw`` (outer objects first), or
+    None if there is none (also when ``raw`` is not UTF-8 JSON: the decoders word that)."""
+    repeats = 0
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeats
+        document = dict(pairs)
+        if len(document) == len(pairs):
+            return document
+        repeats += 1
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                break
+            seen.add(key)
+        return _Repeated(pairs, key)
+
+    try:
+        document = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs_hook)
+    except (ValueError, RecursionError):
+        return None
+    found = _first_repeated(document) if repeats else None
+    if found is None:
+        return None
+    where, repeated = found
+    shown = ", ".join(_show(value, 40) for value in repeated.given)
+    return ContractError(
+        f"{where}.{repeated.key}",
+        f"duplicate key {_show(repeated.key)} (values {shown}); send each field once",
+    )
+
+
+def _first_repeated(document: Any) -> tuple[str, _Repeated] | None:
+    """The path and object of the first :class:`_Repeated` in ``document``, depth first in
+    document order (without recursion: documents may nest deeply)."""
+    stack: list[tuple[str, Any]] = [("$", document)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, _Repeated):
+            return where, node
+        if isinstance(node, dict):
+            stack.extend((f"{where}.{key}", value) for key, value in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((f"{where}[{at}]", node[at]) for at in reversed(range(len(node))))
+    return None
 
 
 def _contract_error(exc: Exception, raw: bytes, contracts: tuple[str, ...]) -> ContractError:
@@ -278,8 +388,14 @@ def _contract_error(exc: Exception, raw: bytes, contracts: tuple[str, ...]) -> C
         document = msgspec.json.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as unreadable:
         return _unreadable(raw, unreadable)
+    repeated = _repeated_key(raw)  # first: msgspec saw one of its values
+    if repeated is not None:
+        return repeated
     message, _, at = str(exc).partition(" - at `")
     path = at.removesuffix("`") or "$"
+    if path.startswith("key` in `"):  # a dict key: "- at `key` in `$.features`"
+        path = path.removeprefix("key` in `")
+        return _bad_key(path, _value_at(document, path), message)
     named = _NAMED.fullmatch(message)
     if named:
         name = named["name"]
@@ -307,9 +423,31 @@ def _contract_error(exc: Exception, raw: bytes, contracts: tuple[str, ...]) -> C
     if path.endswith("[...]"):
         expected = _EXPECTED.get(names[-1], "valid entries") if names else "valid entries"
         return ContractError(path, f"an entry is invalid ({detail}); expected {expected}")
+    is_id = names and names[-1] in _ID_FIELDS and isinstance(value, str)
+    control = _CONTROL.search(value) if is_id else None
+    if control:
+        return ContractError(path, f"got {_show(value)}; {_control(control)}; {_ID_RULE}")
     if names and names[-1] in _EXPECTED:
         return ContractError(path, f"got {_show(value)}; expected {_EXPECTED[names[-1]]}")
     return ContractError(path, f"got {_show(value)}: {detail}")
+
+
+def _bad_key(path: str, mapping: Any, message: str) -> ContractError:
+    """The error of the first key of ``mapping`` (at ``path``) that is not an id."""
+    for key in mapping if isinstance(mapping, dict) else ():
+        control = _CONTROL.search(key)
+        if control:
+            return ContractError(path, f"key {_show(key)}: {_control(control)}; {_ID_RULE}")
+        if not 1 <= len(key) <= 64:
+            return ContractError(path, f"key {_show(key)} has {len(key)} characters; {_ID_RULE}")
+    detail = message[0].lower() + message[1:]
+    return ContractError(path, f"a key is invalid ({detail}); {_ID_RULE}")
+
+
+def _control(found: re.Match[str]) -> str:
+    return (
+        f"control character U+{ord(found[0]):04X} at position {found.start()} is not allowed in ids"
+    )
 
 
 def _unreadable(raw: bytes, exc: Exception) -> ContractError:
@@ -341,5 +479,5 @@ def _value_at(document: Any, path: str) -> Any:
 def _show(value: Any, limit: int = 80) -> str:
     if value is _UNREADABLE:
         return "a value"
-    shown = msgspec.json.encode(value).decode()
+    shown = msgspec.json.encode(value).decode().translate(_VISIBLE)
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"

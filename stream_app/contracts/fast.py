@@ -15,7 +15,13 @@ whose ``schema`` is a required field (a missing tag would be accepted), then:
   seconds and fraction less the offset), so the sum is the instant without datetime
   arithmetic. :meth:`datetime.fromisoformat` still makes the ``datetime``. Whole-second
   times share few tails; times with arbitrary microseconds mostly miss the tail cache and
-  are checked and converted in full (about the cost of the strict decoding).
+  are checked and converted in full (about the cost of the strict decoding);
+- the payload holds exactly :data:`TRANSACTION_QUOTES` (:data:`LABEL_QUOTES`) quote
+  characters: two per key and per string value, so no key is repeated (msgspec would keep
+  the last) and no string holds an escaped quote;
+- each id is :meth:`str.isprintable`, so it holds no control character (C0 ones arrive
+  escaped, DEL and C1 ones also raw); ids with other unprintable characters (spaces other
+  than U+0020, format characters) are left to the strict decoding.
 
 Each function returns ``None`` where any check fails; the caller then runs the strict
 decoding, which decides and words the error. So these checks may refuse valid events
@@ -27,11 +33,21 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
+from msgspec import Meta
 
-from stream_app.contracts.records import AMOUNT_PATTERN, CURRENCY_PATTERN, Id, Label, Transaction
+from stream_app.contracts.records import AMOUNT_PATTERN, CURRENCY_PATTERN, Label, Transaction
+
+#: Quote characters in a transaction.v1 without repeated keys or escaped quotes: its 7 keys
+#: and 7 string values.
+TRANSACTION_QUOTES: Final = 2 * (7 + 7)
+#: The same for label.v1: 7 keys and 6 string values (``is_fraud`` is a boolean).
+LABEL_QUOTES: Final = 2 * (7 + 6)
+
+# An id's length only: Id's control-character pattern costs a call to re per id.
+_Id = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
 class _TransactionWire(
@@ -41,9 +57,9 @@ class _TransactionWire(
     gc=False,
 ):
     schema: Literal["transaction.v1"]
-    transaction_id: Id
-    customer_id: Id
-    terminal_id: Id
+    transaction_id: _Id
+    customer_id: _Id
+    terminal_id: _Id
     amount: str
     currency: str
     event_time: str
@@ -56,9 +72,9 @@ class _LabelWire(
     gc=False,
 ):
     schema: Literal["label.v1"]
-    transaction_id: Id
-    customer_id: Id
-    terminal_id: Id
+    transaction_id: _Id
+    customer_id: _Id
+    terminal_id: _Id
     event_time: str
     label_time: str
     is_fraud: bool
@@ -67,6 +83,7 @@ class _LabelWire(
 _TRANSACTION: Final = msgspec.json.Decoder(_TransactionWire)
 _LABEL: Final = msgspec.json.Decoder(_LabelWire)
 _FAILURES: Final = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+_QUOTE: Final = b'"'
 
 _AMOUNT: Final = re.compile(AMOUNT_PATTERN)
 _CURRENCY: Final = re.compile(CURRENCY_PATTERN)
@@ -87,6 +104,18 @@ def transaction(raw: bytes) -> tuple[Transaction, int] | None:
         wire = _TRANSACTION.decode(raw)
     except _FAILURES:
         return None
+    transaction_id, customer_id, terminal_id = (
+        wire.transaction_id,
+        wire.customer_id,
+        wire.terminal_id,
+    )
+    if not (
+        raw.count(_QUOTE) == TRANSACTION_QUOTES
+        and transaction_id.isprintable()
+        and customer_id.isprintable()
+        and terminal_id.isprintable()
+    ):
+        return None
     currency = wire.currency
     if currency not in _currencies:
         if not _CURRENCY.search(currency):
@@ -97,9 +126,7 @@ def transaction(raw: bytes) -> tuple[Transaction, int] | None:
     if timed is None or not _AMOUNT.search(amount):
         return None
     moment, at = timed
-    record = Transaction(
-        wire.transaction_id, wire.customer_id, wire.terminal_id, amount, currency, moment
-    )
+    record = Transaction(transaction_id, customer_id, terminal_id, amount, currency, moment)
     return record, at
 
 
@@ -133,6 +160,13 @@ def _label_wire(raw: bytes) -> tuple[_LabelWire, int, int] | None:
     try:
         wire = _LABEL.decode(raw)
     except _FAILURES:
+        return None
+    if not (
+        raw.count(_QUOTE) == LABEL_QUOTES
+        and wire.transaction_id.isprintable()
+        and wire.customer_id.isprintable()
+        and wire.terminal_id.isprintable()
+    ):
         return None
     event = _instant(wire.event_time)
     known = _instant(wire.label_time)

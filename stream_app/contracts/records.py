@@ -27,12 +27,15 @@ TIMESTAMP_PATTERN = (
     r"(?:Z|[+-][0-9]{2}:[0-9]{2})(?![\s\S])"
 )
 ALERT_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}(?![\s\S])"
+#: Ids hold no C0 or C1 control character and no DEL (U+0000-U+001F, U+007F-U+009F); their
+#: length is ``Meta(min_length, max_length)``.
+ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*(?![\s\S])"
 
 #: Namespace of :func:`alert_id`: uuid5(NAMESPACE_URL, "urn:fraudstream:alert.v1").
 #: Fixed forever: changing it changes every alert id.
 ALERT_NAMESPACE = uuid.UUID("0bad7baf-845c-53a9-9254-773f32b412d8")
 
-Id = Annotated[str, Meta(min_length=1, max_length=64)]
+Id = Annotated[str, Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Amount = Annotated[str, Meta(pattern=AMOUNT_PATTERN)]
 Currency = Annotated[str, Meta(pattern=CURRENCY_PATTERN)]
 Timestamp = Annotated[datetime, Meta(tz=True)]
@@ -123,11 +126,17 @@ class Reason(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Alert(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="schema", tag="alert.v1"
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    tag_field="schema",
+    tag="alert.v1",
 ):
     """A transaction scored at or above the model threshold (``alert.v1``).
 
     Build it with :meth:`for_transaction` so ``alert_id`` and the copied fields are right.
+    ``late`` is written only when true (the schema's default is false).
     """
 
     alert_id: AlertId
@@ -143,6 +152,7 @@ class Alert(
     features: dict[Id, float]
     event_time: Timestamp
     processed_at: Timestamp
+    late: bool = False
 
     @classmethod
     def for_transaction(
@@ -155,6 +165,7 @@ class Alert(
         reasons: tuple[Reason, ...],
         features: dict[str, float],
         processed_at: datetime,
+        late: bool = False,
     ) -> Alert:
         """The alert for ``transaction``, with its deterministic ``alert_id``."""
         return cls(
@@ -171,14 +182,21 @@ class Alert(
             features=features,
             event_time=transaction.event_time,
             processed_at=processed_at,
+            late=late,
         )
 
 
 class TransactionScore(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="schema", tag="score.v1"
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    tag_field="schema",
+    tag="score.v1",
 ):
     """One scored transaction (``score.v1``), published to the scores topic when the
-    worker's ``publish_scores`` is on: every transaction's score, alert or not."""
+    worker's ``publish_scores`` is on: every transaction's score, alert or not. ``late``
+    is written only when true."""
 
     transaction_id: Id
     customer_id: Id
@@ -187,3 +205,4 @@ class TransactionScore(
     is_alert: bool
     model_version: Id
     event_time: Timestamp
+    late: bool = False

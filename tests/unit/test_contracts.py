@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -9,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar, get_args
 
 import msgspec
 import pytest
@@ -27,6 +28,7 @@ from stream_app.contracts import (
     Transaction,
     TransactionScore,
     alert_id,
+    codec,
     decode_alert,
     decode_event,
     decode_label,
@@ -111,6 +113,7 @@ RECORDS: dict[str, type[msgspec.Struct]] = {
     "score.v1": TransactionScore,
 }
 MISSING = object()
+_R = TypeVar("_R")
 HOUR = timedelta(hours=1)
 
 
@@ -143,7 +146,8 @@ def test_schema_file_is_valid_draft_2020_12(contract: str) -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["title"] == contract
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == set(schema["properties"])
+    optional = {name for name, spec in schema["properties"].items() if "default" in spec}
+    assert set(schema["required"]) == set(schema["properties"]) - optional
 
 
 @pytest.mark.parametrize("contract", CONTRACTS)
@@ -164,6 +168,41 @@ def test_schema_properties_are_the_record_fields(contract: str) -> None:
     assert config.forbid_unknown_fields
     fields = {f.encode_name for f in msgspec.structs.fields(record)}
     assert {"schema"} | fields == set(load_schema(contract)["properties"])
+
+
+@pytest.mark.parametrize("contract", CONTRACTS)
+def test_schema_defaults_are_the_record_defaults(contract: str) -> None:
+    defaults = {
+        f.encode_name: f.default
+        for f in msgspec.structs.fields(RECORDS[contract])
+        if f.default is not msgspec.NODEFAULT
+    }
+    properties = load_schema(contract)["properties"]
+    assert defaults == {name: s["default"] for name, s in properties.items() if "default" in s}
+    assert defaults == ({"late": False} if contract in ("alert.v1", "score.v1") else {})
+
+
+ID_FIELDS = {
+    "transaction.v1": ["transaction_id", "customer_id", "terminal_id"],
+    "label.v1": ["transaction_id", "customer_id", "terminal_id"],
+    "alert.v1": ["transaction_id", "customer_id", "terminal_id", "model_version"],
+    "score.v1": ["transaction_id", "customer_id", "model_version"],
+}
+
+
+@pytest.mark.parametrize("contract", CONTRACTS)
+def test_every_schema_id_has_the_records_id_pattern(contract: str) -> None:
+    schema = load_schema(contract)
+    ids = [path for path, spec in _properties(schema) if spec.get("maxLength") == 64]
+    expected = [f"$.{name}" for name in ID_FIELDS[contract]]
+    assert ids == expected + (["$.reasons[].feature"] if contract == "alert.v1" else [])
+    for path, spec in _properties(schema):
+        if path in ids:
+            assert (spec["minLength"], spec["pattern"]) == (1, records.ID_PATTERN), path
+    if contract == "alert.v1":
+        names = schema["properties"]["features"]["propertyNames"]
+        assert names == {"minLength": 1, "maxLength": 64, "pattern": records.ID_PATTERN}
+    assert get_args(records.Id)[1].pattern == records.ID_PATTERN
 
 
 def test_schema_path_and_names() -> None:
@@ -426,7 +465,8 @@ def test_label_time_before_event_time_is_rejected(decode: Callable[[bytes], obje
     same = decode_label(payload("label.v1", label_time=LABEL["event_time"]))
     assert same.label_time == same.event_time
     assert decode_label_fields(payload("label.v1", label_time=LABEL["event_time"]))[3:5] == (
-        same.event_time_us, same.event_time_us
+        same.event_time_us,
+        same.event_time_us,
     )
     with pytest.raises(ContractError) as caught:
         decode(payload("label.v1", label_time="2018-04-01T01:00:30+01:00"))
@@ -544,11 +584,22 @@ def _reject_constant(text: str) -> float:
     raise ValueError(text)
 
 
+def _reject_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) < len(pairs):
+        raise ValueError(f"repeated key in {pairs}")
+    return document
+
+
 def schema_accepts(contract: str, raw: bytes) -> bool:
-    """JSON Schema verdict on I-JSON ``raw`` plus the rule the schema can only describe."""
+    """JSON Schema verdict on I-JSON ``raw`` plus the rules the schema can only describe
+    (I-JSON: finite numbers, no repeated keys)."""
     try:
         document = json.loads(
-            raw.decode("utf-8"), parse_float=_reject_non_finite, parse_constant=_reject_constant
+            raw.decode("utf-8"),
+            parse_float=_reject_non_finite,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_reject_repeated_keys,
         )
     except ValueError:
         return False
@@ -714,7 +765,13 @@ _ODD_VALUES = st.one_of(
     st.text(max_size=4),
     st.lists(st.integers(), max_size=2),
 )
-_IDS = st.one_of(st.text(min_size=0, max_size=66), st.integers(0, 10**6))
+# controls (C0, DEL, C1) and their printable or unprintable neighbours (NBSP, ZWSP, LS)
+_ODD_CHARACTERS = st.sampled_from('\x00\t\n\x1f \x7f\x80\x85\x9f\xa0\u200b\u2028é😀"\\')
+_IDS = st.one_of(
+    st.text(min_size=0, max_size=66),
+    st.text(st.one_of(_ODD_CHARACTERS, st.sampled_from("ab1")), min_size=1, max_size=4),
+    st.integers(0, 10**6),
+)
 _AMOUNTS = st.one_of(
     st.from_regex(r"[-+]?[0-9]{0,14}(\.[0-9]{0,6})?(e[0-9])?[\n ]?", fullmatch=True),
     st.decimals(min_value=0, max_value=10**13, places=4, allow_nan=False).map(str),
@@ -724,8 +781,35 @@ _CURRENCIES = st.one_of(st.from_regex(r"[A-Za-zÉ]{2,4}\n?", fullmatch=True), st
 _NUMBERS = st.one_of(st.floats(-0.5, 1.5), st.integers(-1, 2), st.booleans(), st.none())
 
 
+def _escaped(value: Any) -> str:
+    """``value`` as JSON with every character of every string as a \\u escape."""
+    if isinstance(value, str):
+        units = value.encode("utf-16-be", "surrogatepass")
+        return (
+            '"'
+            + "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
+            + '"'
+        )
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_escaped(k)}: {_escaped(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_escaped, value)) + "]"
+    return json.dumps(value)
+
+
+def encode_pairs(pairs: list[tuple[str, Any]], style: str = "ascii") -> bytes:
+    """``pairs`` as one JSON object (keys may repeat), its strings written as by
+    ``json.dumps`` ("ascii"), as raw UTF-8 ("utf8") or escaped (see :func:`_escaped`)."""
+    if style == "escaped":
+        dump: Callable[[Any], str] = _escaped
+    else:
+        dump = functools.partial(json.dumps, ensure_ascii=style == "ascii")
+    return ("{" + ", ".join(f"{dump(k)}: {dump(v)}" for k, v in pairs) + "}").encode()
+
+
 def _mutated(contract: str, fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[bytes]:
-    """Payloads whose fields are drawn from ``fields`` (or kept), dropped, or extra."""
+    """Payloads whose fields are drawn from ``fields`` (or kept), dropped, extra or repeated,
+    their strings written in any style of :func:`encode_pairs`."""
 
     @st.composite
     def build(draw: st.DrawFn) -> bytes:
@@ -735,50 +819,89 @@ def _mutated(contract: str, fields: dict[str, st.SearchStrategy[Any]]) -> st.Sea
             if choice == "draw":
                 document[name] = draw(values)
             elif choice == "drop" and draw(st.integers(0, 9)) == 0:
-                del document[name]
+                document.pop(name, None)
             elif choice == "odd" and draw(st.integers(0, 4)) == 0:
                 document[name] = draw(_ODD_VALUES)
         if draw(st.integers(0, 19)) == 0:
             document[draw(st.text(min_size=1, max_size=8))] = draw(_ODD_VALUES)
-        return json.dumps(document).encode()
+        pairs = list(document.items())
+        if pairs and draw(st.integers(0, 7)) == 0:
+            name, value = draw(st.sampled_from(pairs))
+            again = draw(st.one_of(st.just(value), fields.get(name, _ODD_VALUES), _ODD_VALUES))
+            pairs.insert(draw(st.integers(0, len(pairs))), (name, again))
+        return encode_pairs(pairs, draw(st.sampled_from(["ascii", "ascii", "utf8", "escaped"])))
 
     return build()
 
 
-@AGREEMENT_SETTINGS
-@given(
-    raw=_mutated(
-        "transaction.v1",
-        {
-            "schema": st.sampled_from(["transaction.v1", "transaction.v2", "label.v1"]),
-            "transaction_id": _IDS,
-            "customer_id": _IDS,
-            "terminal_id": _IDS,
-            "amount": _AMOUNTS,
-            "currency": _CURRENCIES,
-            "event_time": _timestamps(),
-        },
-    )
+_TRANSACTIONS = _mutated(
+    "transaction.v1",
+    {
+        "schema": st.sampled_from(["transaction.v1", "transaction.v2", "label.v1"]),
+        "transaction_id": _IDS,
+        "customer_id": _IDS,
+        "terminal_id": _IDS,
+        "amount": _AMOUNTS,
+        "currency": _CURRENCIES,
+        "event_time": _timestamps(),
+    },
 )
+_LABELS = _mutated(
+    "label.v1",
+    {
+        "schema": st.sampled_from(["label.v1", "label.v2", "transaction.v1"]),
+        "transaction_id": _IDS,
+        "customer_id": _IDS,
+        "terminal_id": _IDS,
+        "event_time": _timestamps(),
+        "label_time": _timestamps(),
+        "is_fraud": st.one_of(st.booleans(), st.integers(0, 1)),
+    },
+)
+
+
+@AGREEMENT_SETTINGS
+@given(raw=_TRANSACTIONS)
 def test_codec_and_schema_agree_on_generated_transactions(raw: bytes) -> None:
     assert codec_accepts("transaction.v1", raw) == schema_accepts("transaction.v1", raw)
 
 
 @AGREEMENT_SETTINGS
-@given(
-    raw=_mutated(
-        "label.v1",
-        {
-            "schema": st.sampled_from(["label.v1", "label.v2", "transaction.v1"]),
-            "transaction_id": _IDS,
-            "event_time": _timestamps(),
-            "label_time": _timestamps(),
-            "is_fraud": st.one_of(st.booleans(), st.integers(0, 1)),
-        },
-    )
-)
+@given(raw=_LABELS)
 def test_codec_and_schema_agree_on_generated_labels(raw: bytes) -> None:
     assert codec_accepts("label.v1", raw) == schema_accepts("label.v1", raw)
+
+
+def _strict(decode: Callable[[bytes], _R], raw: bytes) -> _R | None:
+    try:
+        return decode(raw)
+    except ContractError:
+        return None
+
+
+@AGREEMENT_SETTINGS
+@given(raw=_TRANSACTIONS)
+def test_fast_path_accepts_only_what_the_strict_decoding_accepts_transactions(raw: bytes) -> None:
+    record = _strict(codec._strict_transaction, raw)
+    decoded = fast.transaction(raw)
+    assert decoded is None or decoded == (record, getattr(record, "event_time_us", None))
+
+
+@AGREEMENT_SETTINGS
+@given(raw=_LABELS)
+def test_fast_path_accepts_only_what_the_strict_decoding_accepts_labels(raw: bytes) -> None:
+    record = _strict(codec._strict_label, raw)
+    decoded = fast.label(raw)
+    fields = fast.label_fields(raw)
+    assert (decoded is None) == (fields is None)
+    if record is None:
+        assert decoded is None
+    elif decoded is not None:
+        assert decoded == (record, record.event_time_us, record.label_time_us)
+        assert fields == (
+            record.transaction_id, record.customer_id, record.terminal_id,
+            record.event_time_us, record.label_time_us, record.is_fraud,
+        )  # fmt: skip
 
 
 _REASONS = st.lists(
@@ -807,6 +930,7 @@ _REASONS = st.lists(
             "features": st.dictionaries(st.text(max_size=66), _NUMBERS, max_size=3),
             "event_time": _timestamps(),
             "processed_at": _timestamps(),
+            "late": st.one_of(st.booleans(), st.integers(0, 1)),
         },
     )
 )
@@ -827,6 +951,7 @@ def test_codec_and_schema_agree_on_generated_alerts(raw: bytes) -> None:
             "is_alert": st.one_of(st.booleans(), st.integers(0, 1)),
             "model_version": _IDS,
             "event_time": _timestamps(),
+            "late": st.one_of(st.booleans(), st.integers(0, 1)),
         },
     )
 )
@@ -834,7 +959,7 @@ def test_codec_and_schema_agree_on_generated_scores(raw: bytes) -> None:
     assert codec_accepts("score.v1", raw) == schema_accepts("score.v1", raw)
 
 
-_VALID_IDS = st.text(min_size=1, max_size=64)
+_VALID_IDS = st.text(st.characters(exclude_categories=["Cc", "Cs"]), min_size=1, max_size=64)
 _UNIT = st.floats(0.0, 1.0)
 
 
@@ -853,6 +978,7 @@ _UNIT = st.floats(0.0, 1.0)
             max_value=datetime(9999, 12, 30),
             timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
         ),
+        late=st.booleans(),
     )
 )
 def test_generated_scores_encode_to_what_the_schema_accepts(record: TransactionScore) -> None:
