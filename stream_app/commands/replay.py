@@ -7,18 +7,25 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from stream_app.errors import ConfigError
 from stream_app.settings import Settings
 from stream_app.sources.load import load_history
 from stream_app.tools.replay import replay, replay_order
 from stream_app.tools.timeargs import parse_moment_us, parse_speed
-from stream_app.topics import ensure_topics_sync, stream_topics
+from stream_app.topics import (
+    DEFAULT_NAMESPACE,
+    ensure_topics_sync,
+    stream_topics,
+    validate_namespace,
+)
 
 DESCRIPTION = """\
 Publish a recorded history to Kafka: transactions (keyed by customer_id, record timestamp =
 event time) and their labels (at event time + label delay), merged in event-time order.
 --speed N replays N times faster than real time relative to the first event; 'max' sends
 as fast as the broker takes it. The namespace isolates the replay: its own topics
-(<namespace>.transactions ...), consumer group and Redis keys."""
+(<namespace>.transactions ...), consumer group and Redis keys. --namespace (or
+FRAUDSTREAM_NAMESPACE) is required: the live topics are written only with --namespace live."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -37,17 +44,18 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--speed", default="max", metavar="max|N",
                         help="'max' (default) or a multiple of real time, e.g. 3600")
     parser.add_argument("--namespace", default=None, metavar="NAME",
-                        help="topics/group/Redis prefix to use (default FRAUDSTREAM_NAMESPACE)")
+                        help="topics/group/Redis prefix to use (default FRAUDSTREAM_NAMESPACE; "
+                        "'live' only when named here)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     """Replay ``args.input``; print a summary line."""
     settings = Settings.from_env()
-    topics = stream_topics(args.namespace or settings.namespace)
     speed = parse_speed(args.speed)
     start = None if args.start is None else parse_moment_us(args.start, "--from")
     stop = None if args.stop is None else parse_moment_us(args.stop, "--to")
+    topics = stream_topics(replay_namespace(args.namespace, settings.namespace))
     history = load_history(args.input, format=args.format,
                            label_delay_days=settings.label_delay_days)
     order = replay_order(history, start, stop)
@@ -57,3 +65,17 @@ def run(args: argparse.Namespace) -> int:
                                  progress=not args.no_progress))
     print(summary.line(topics), flush=True)
     return 0
+
+
+def replay_namespace(flag: str | None, configured: str) -> str:
+    """The namespace to replay into: ``--namespace``, else FRAUDSTREAM_NAMESPACE unless that
+    is the live one (set for the worker, it must not send a replay into the live topics)."""
+    if flag is not None:
+        return validate_namespace(flag)
+    if configured == DEFAULT_NAMESPACE:
+        raise ConfigError(
+            f"no namespace given (FRAUDSTREAM_NAMESPACE is {configured!r} or unset): a replay "
+            "would write into the live topics; pass --namespace <name> to replay into topics of "
+            "its own, or --namespace live to really write into the live topics"
+        )
+    return configured

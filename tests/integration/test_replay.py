@@ -186,15 +186,29 @@ def test_replay_command_reads_jsonl_filters_and_prints_a_summary(
         in out
 
 
-def test_replay_command_rejects_a_bad_speed_and_namespace(tmp_path: Path) -> None:
+def test_replay_command_rejects_a_bad_speed_and_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FRAUDSTREAM_NAMESPACE", raising=False)
     parser = argparse.ArgumentParser()
     replay_command.add_parser(parser.add_subparsers())
+    no_namespace = "no namespace given .*pass --namespace <name> .* or --namespace live to"
     for flags, message in ((["--speed", "fast"], "--speed 'fast'"),
                            (["--speed", "-2"], "--speed '-2'"),
-                           (["--namespace", "Bad_NS"], "namespace 'Bad_NS'")):
+                           (["--namespace", "Bad_NS"], "namespace 'Bad_NS'"),
+                           ([], no_namespace),
+                           (["--from", "2018-04-05"], no_namespace)):
         args = parser.parse_args(["replay", "--input", str(tmp_path / "x.jsonl"), *flags])
         with pytest.raises(ConfigError, match=message):
             replay_command.run(args)
+
+
+def test_replay_writes_the_live_topics_only_when_named() -> None:
+    assert replay_command.replay_namespace("live", "live") == "live"
+    assert replay_command.replay_namespace("review-1", "live") == "review-1"
+    assert replay_command.replay_namespace(None, "review-2") == "review-2"  # from the env
+    with pytest.raises(ConfigError, match="FRAUDSTREAM_NAMESPACE is 'live' or unset"):
+        replay_command.replay_namespace(None, "live")
 
 
 def test_events_per_s_offers_a_fixed_transaction_rate(kafka_bootstrap: str) -> None:
