@@ -18,8 +18,9 @@ import asyncio
 import time
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
+from stream_app.connections import kafka_consumer, kafka_producer
 from stream_app.local_services import start_tansu
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics_sync
@@ -36,8 +37,8 @@ async def _send_one(producer: AIOKafkaProducer, value: bytes) -> None:
 async def probe(bootstrap: str, blocks: int, block: int, samples: int) -> None:
     """Fill the partition block by block; after each, print the latency percentiles."""
     fetch_wait_ms = Settings().fetch_max_wait_ms
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=fetch_wait_ms)
+    producer = kafka_producer(bootstrap, linger_ms=0)
+    consumer = kafka_consumer(bootstrap, fetch_max_wait_ms=fetch_wait_ms)
     await producer.start()
     await consumer.start()
     tp = TopicPartition(TOPIC, 0)

@@ -50,9 +50,10 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_app.connections import Kafka, kafka_consumer
 from stream_app.contracts import TransactionScore
 from stream_app.local_services import free_port, start_redis, start_tansu
 from stream_app.settings import Settings
@@ -120,7 +121,7 @@ Follow = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def follow_scores(
-    bootstrap: str, topic: str, watch: ScoreWatch, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
+    bootstrap: Kafka, topic: str, watch: ScoreWatch, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
 ) -> Follow:
     """Follow the score records on ``topic`` (a record is seen up to ``fetch_max_wait_ms``
     late: tansu answers an empty fetch only after that wait, even when records arrive)."""
@@ -130,16 +131,14 @@ def follow_scores(
 
 
 def follow_commits(
-    bootstrap: str, group: str, topic: str, partitions: int, watch: Progress
+    bootstrap: Kafka, group: str, topic: str, partitions: int, watch: Progress
 ) -> Follow:
     """Follow the offsets ``group`` committed on ``topic`` (polled every 20 ms): a worker
     commits a transaction only after its windows are in Redis and its alerts on the broker,
     so this sees transactions done when no score records are published."""
 
     async def follow(stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-        )
+        consumer = kafka_consumer(bootstrap, group_id=group, enable_auto_commit=False)
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(partitions)]

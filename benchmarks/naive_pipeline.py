@@ -21,9 +21,9 @@ import asyncio
 import dataclasses
 from typing import Any
 
-import redis.asyncio as redis_asyncio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
+from stream_app.connections import kafka_consumer, kafka_producer, redis_connection
 from stream_app.features.redis_store import RedisWindowStore
 from stream_app.features.spec import feature_set
 from stream_app.scoring.bundle import load_bundle
@@ -55,17 +55,16 @@ async def run_naive(
     settings = Settings.from_env(kafka_bootstrap=bootstrap, redis_url=redis_url)
     bundle = load_bundle(bundle_dir)
     metrics = WorkerMetrics()
-    redis = redis_asyncio.Redis.from_url(redis_url)
+    redis = redis_connection(redis_url).async_client()
     store = RedisWindowStore(
         redis,
         feature_set(bundle.manifest.feature_set, bundle.manifest.label_delay_days),
         key_prefix=topics.redis_key_prefix,
         ttl_days=settings.redis_key_ttl_days,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(
-        topics.transactions, topics.labels,
-        bootstrap_servers=bootstrap,
+    producer = kafka_producer(bootstrap)
+    consumer = kafka_consumer(
+        bootstrap, topics.transactions, topics.labels,
         group_id=topics.consumer_group,
         auto_offset_reset="earliest",
         session_timeout_ms=int(settings.broker_session_timeout_s * 1000),

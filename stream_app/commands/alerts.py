@@ -8,6 +8,7 @@ import contextlib
 import time
 from typing import Any
 
+from stream_app.connections import KafkaConnection
 from stream_app.pseudonyms import Pseudonymizer
 from stream_app.settings import Settings
 from stream_app.tools.alerts_consumer import (
@@ -47,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the alerts; 0 also when stopped with Ctrl-C."""
     settings = Settings.from_env()
+    kafka = KafkaConnection.from_settings(settings)
     topics = stream_topics(args.namespace or settings.namespace)
     since_ms = None
     if args.since is not None:
@@ -55,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
                    pseudonymizer=Pseudonymizer.from_key(settings.pseudonym_key))
     on_invalid = warn_invalid if args.show_ids else warn_invalid_masked
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(consume_alerts(settings.kafka_bootstrap, topics.alerts, show,
+        asyncio.run(consume_alerts(kafka, topics.alerts, show,
                                    since_ms=since_ms, follow=args.follow, on_invalid=on_invalid))
     return 0

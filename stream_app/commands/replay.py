@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from stream_app.connections import KafkaConnection
 from stream_app.errors import ConfigError
 from stream_app.settings import Settings
 from stream_app.sources.load import load_history
@@ -59,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     history = load_history(args.input, format=args.format,
                            label_delay_days=settings.label_delay_days)
     order = replay_order(history, start, stop)
-    ensure_topics_sync(settings.kafka_bootstrap, topics.all, settings.topic_partitions,
-                       settings.topic_replication)
-    summary = asyncio.run(replay(history, order, settings.kafka_bootstrap, topics, speed,
+    kafka = KafkaConnection.from_settings(settings)
+    ensure_topics_sync(kafka, topics.all, settings.topic_partitions, settings.topic_replication)
+    summary = asyncio.run(replay(history, order, kafka, topics, speed,
                                  progress=not args.no_progress))
     print(summary.line(topics), flush=True)
     return 0

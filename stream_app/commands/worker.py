@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import time
 from typing import Any
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**overrides)
     topics = stream_topics(settings.namespace)
     bundle = load_bundle(settings.model_dir)  # a bad bundle is an error line, not a crash
-    _wait_for_topics(settings, topics.all)  # so is a topic with the wrong partition count
+    _wait_for_dependencies(settings, topics.all)  # so are a refused login, a bad topic
     app = create_app(settings, bundle)
     worker = faust.Worker(app, loglevel=args.loglevel.upper(), redirect_stdouts=False)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
@@ -77,20 +78,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_for_topics(settings: Settings, names: tuple[str, ...]) -> None:
-    """Create and check the topics; while the broker is unreachable, retry with backoff."""
+def _wait_for_dependencies(settings: Settings, names: tuple[str, ...]) -> None:
+    """Check that Redis answers, create and check the topics; while Redis or the broker is
+    unreachable, retry with backoff. A refused login or an untrusted certificate is an
+    :class:`~stream_app.errors.AuthenticationFailed` (no retry)."""
+    from stream_app.connections import KafkaConnection, RedisConnection, check_redis
     from stream_app.errors import DependencyUnavailable
-    from stream_app.topics import ensure_topics_sync
+    from stream_app.topics import ensure_topics
+
+    kafka = KafkaConnection.from_settings(settings)
+    redis = RedisConnection.from_settings(settings)
+
+    async def check() -> None:
+        await check_redis(redis)
+        await ensure_topics(kafka, names, settings.topic_partitions, settings.topic_replication)
 
     delay_s = _FIRST_RETRY_S
     while True:
         try:
-            ensure_topics_sync(
-                settings.kafka_bootstrap,
-                names,
-                settings.topic_partitions,
-                settings.topic_replication,
-            )
+            asyncio.run(check())
             return
         except DependencyUnavailable as exc:
             if delay_s == _FIRST_RETRY_S:

@@ -46,9 +46,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import redis
-import redis.asyncio as redis_asyncio
 
+from stream_app.connections import RedisConnection, redis_connection
 from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.incremental import (
     CustomerWindow,
@@ -472,7 +471,7 @@ class RedisWindowStore:
 class RedisStoreConfig:
     """What a :class:`RedisWindowStore` needs, in the worker or in its window process."""
 
-    redis_url: str
+    connection: RedisConnection | str  # or a bare URL (no login, no TLS files)
     feature_set: FeatureSet
     key_prefix: str
     ttl_days: int
@@ -483,12 +482,9 @@ class RedisStoreConfig:
         """A store on its own clients (an asyncio one, and a synchronous one for the writes
         from a thread); :meth:`RedisWindowStore.close` closes them."""
         timeout = self.redis_timeout_s
-        client = redis_asyncio.Redis.from_url(
-            self.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
-        writer = redis.Redis.from_url(
-            self.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        connection = redis_connection(self.connection)
+        client = connection.async_client(socket_timeout=timeout, socket_connect_timeout=timeout)
+        writer = connection.client(socket_timeout=timeout, socket_connect_timeout=timeout)
         return RedisWindowStore(
             client,
             self.feature_set,

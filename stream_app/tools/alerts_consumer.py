@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import msgspec
 from aiokafka import TopicPartition
 
+from stream_app.connections import Kafka
 from stream_app.contracts.codec import decode_alert
 from stream_app.contracts.records import Alert
 from stream_app.errors import ContractError
@@ -89,7 +90,7 @@ def warn_invalid_masked(error: ContractError, where: str) -> None:
 
 
 async def consume_alerts(
-    bootstrap: str,
+    kafka: Kafka,
     topic: str,
     on_alert: Callable[[Alert], None],
     *,
@@ -116,5 +117,5 @@ async def consume_alerts(
             on_alert(alert)
             count += 1
 
-    await read_topic(bootstrap, topic, on_records, since_ms=since_ms, follow=follow, stop=stop)
+    await read_topic(kafka, topic, on_records, since_ms=since_ms, follow=follow, stop=stop)
     return count

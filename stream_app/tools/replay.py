@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from tqdm import tqdm
 
+from stream_app.connections import Kafka, kafka_connection, kafka_producer, start_client
 from stream_app.contracts.records import from_epoch_us
 from stream_app.errors import DependencyUnavailable, InputDataError
 from stream_app.sources.events import RecordEncoder, ReplayOrder, replay_order
@@ -80,7 +80,7 @@ class ReplaySummary:
 async def replay(
     history: TransactionHistory,
     order: ReplayOrder,
-    bootstrap: str,
+    kafka: Kafka,
     topics: StreamTopics,
     speed: float | None,
     *,
@@ -89,7 +89,7 @@ async def replay(
     on_sent: Callable[[npt.NDArray[np.int64], float], None] | None = None,
     linger_ms: int = LINGER_MS,
 ) -> ReplaySummary:
-    """Publish ``order`` to ``topics`` on ``bootstrap``; ``speed`` None means max speed.
+    """Publish ``order`` to ``topics`` on ``kafka``; ``speed`` None means max speed.
 
     With a speed N, the record at replay clock ``t`` is published N times faster than real
     time relative to the first record. ``events_per_s`` instead offers a fixed rate of
@@ -99,10 +99,10 @@ async def replay(
     hand-over, so time the producer blocks counts as theirs). ``linger_ms`` is the
     producer's linger (latency measurements pass 0).
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
+    producer = kafka_producer(kafka, linger_ms=linger_ms)
     publisher = BatchPublisher(producer)
     try:
-        await producer.start()
+        await start_client(producer, kafka)
         partitions = {
             await publisher.partition_count(topic) for topic in (topics.transactions, topics.labels)
         }
@@ -119,7 +119,8 @@ async def replay(
         duration = time.monotonic() - started
     except KafkaError as exc:
         raise DependencyUnavailable(
-            f"cannot publish to the Kafka broker at {bootstrap}: {exc!r}; check that it runs "
+            f"cannot publish to the Kafka broker at {kafka_connection(kafka).bootstrap}: "
+            f"{exc!r}; check that it runs "
             "and that FRAUDSTREAM_KAFKA_BOOTSTRAP is right"
         ) from exc
     finally:

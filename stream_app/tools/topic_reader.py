@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from stream_app.connections import Kafka, kafka_connection, kafka_consumer, start_client
 from stream_app.errors import ConfigError, DependencyUnavailable
 
 POLL_TIMEOUT_MS = 200
@@ -29,7 +30,7 @@ OnRecords = Callable[[TopicPartition, Sequence[Any]], None]
 
 
 async def read_topic(
-    bootstrap: str,
+    kafka: Kafka,
     topic: str,
     on_records: OnRecords,
     *,
@@ -44,15 +45,15 @@ async def read_topic(
     is cancelled). ``fetch_max_wait_ms`` is the consumer's; lower means fresher records
     and more fetch requests.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = kafka_consumer(
+        kafka,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=fetch_max_wait_ms,
     )
     try:
-        await consumer.start()
+        await start_client(consumer, kafka)
         assigned = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
         consumer.assign(assigned)
         await _seek(consumer, assigned, since_ms)
@@ -69,7 +70,8 @@ async def read_topic(
                 return
     except KafkaError as exc:
         raise DependencyUnavailable(
-            f"cannot read {topic!r} from the Kafka broker at {bootstrap}: {exc!r}; check "
+            f"cannot read {topic!r} from the Kafka broker at "
+            f"{kafka_connection(kafka).bootstrap}: {exc!r}; check "
             "that it runs and that FRAUDSTREAM_KAFKA_BOOTSTRAP is right"
         ) from exc
     finally:

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaProducer
 from faust.app.base import BootStrategy
 from mode import Service
 
+from stream_app.connections import KafkaConnection, RedisConnection, check_redis, kafka_producer
 from stream_app.features.redis_store import RedisStoreConfig
 from stream_app.features.spec import feature_set
 from stream_app.features.store import WindowStore
@@ -103,15 +103,16 @@ class StreamRuntime(Service):
         kafka, redis = Backoff("kafka", metrics), Backoff("redis", metrics)
         await kafka.call(
             lambda: ensure_topics(
-                settings.kafka_bootstrap,
+                KafkaConnection.from_settings(settings),
                 topics.all,
                 settings.topic_partitions,
                 settings.topic_replication,
             )
         )
+        await redis.call(lambda: check_redis(RedisConnection.from_settings(settings)))
         self._store = await self._open_store(redis)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+        self._producer = kafka_producer(
+            KafkaConnection.from_settings(settings),
             client_id=f"{topics.consumer_group}-producer",
             acks="all",
             linger_ms=_PRODUCER_LINGER_MS,
@@ -134,7 +135,7 @@ class StreamRuntime(Service):
         """The Redis window store, in a child process unless ``window_process`` is off."""
         manifest = self.bundle.manifest
         config = RedisStoreConfig(
-            redis_url=self.settings.redis_url,
+            connection=RedisConnection.from_settings(self.settings),
             feature_set=feature_set(manifest.feature_set, manifest.label_delay_days),
             key_prefix=self.topics.redis_key_prefix,
             ttl_days=self.settings.redis_key_ttl_days,
@@ -230,9 +231,11 @@ class StreamRuntime(Service):
 def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:
     """The worker's Faust app for ``settings.namespace``, scoring with ``bundle``."""
     topics = stream_topics(settings.namespace)
+    kafka = KafkaConnection.from_settings(settings)
     app = WorkerApp(
         f"{topics.consumer_group}-app",
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=kafka.faust_broker(),
+        broker_credentials=kafka.faust_credentials(),
         store="memory://",
         # Faust creates its data dir even without tables: keep it out of the working tree
         datadir=str(Path(tempfile.gettempdir()) / "{conf.name}-data"),

@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 
+from stream_app.connections import KafkaConnection, kafka_consumer
 from stream_app.settings import Settings
 from stream_app.topics import StreamTopics
 
@@ -27,8 +28,8 @@ Fetched = Mapping[TopicPartition, Sequence[Any]]
 
 def batch_consumer(settings: Settings, topics: StreamTopics) -> AIOKafkaConsumer:
     """The worker's consumer: manual commits, from the earliest offset of a new group."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    return kafka_consumer(
+        KafkaConnection.from_settings(settings),
         group_id=topics.consumer_group,
         client_id=f"{topics.consumer_group}-worker",
         enable_auto_commit=False,

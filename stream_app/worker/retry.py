@@ -2,7 +2,8 @@
 
 Whether an error is worth retrying is decided in one place, :func:`retriable`: a
 :class:`~stream_app.errors.FraudstreamError` says so itself (``retriable``), a broker,
-Redis or network error is a dependency being down, except a refused login. The worker
+Redis or network error is a dependency being down, except a refused login or an untrusted
+TLS certificate. The worker
 builds one :class:`Backoff` per dependency at start-up and hands it to every stage that
 calls that dependency.
 
@@ -20,18 +21,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
+from stream_app.connections import tls_failure
 from stream_app.errors import FraudstreamError
 from stream_app.worker.metrics import WorkerMetrics
 
 T = TypeVar("T")
+
+_REFUSED = (
+    AuthenticationError,
+    NoPermissionError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +50,8 @@ def retriable(exc: BaseException) -> bool:
     """Whether trying the same call again can help."""
     if isinstance(exc, FraudstreamError):
         return exc.retriable
-    if isinstance(exc, AuthenticationError | NoPermissionError):
-        return False  # wrong credentials stay wrong
+    if isinstance(exc, _REFUSED) or isinstance(tls_failure(exc), ssl.SSLCertVerificationError):
+        return False  # wrong credentials stay wrong, an untrusted certificate untrusted
     return isinstance(exc, KafkaError | RedisError | OSError)
 
 

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import pytest
 import redis
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthenticationFailed
 
-from stream_app.errors import ConfigError, DependencyUnavailable
+from stream_app.errors import AuthenticationFailed, ConfigError, DependencyUnavailable
 from stream_app.worker.metrics import WorkerMetrics
 from stream_app.worker.retry import Backoff, retriable
 
 
 class UnavailableError(Exception):
     """The dependency's failure in these tests."""
+
+
+def _caused_by(cause: BaseException) -> redis.ConnectionError:
+    """A Redis connection error raised from ``cause`` (as redis-py chains TLS failures)."""
+    try:
+        raise redis.ConnectionError("network") from cause
+    except redis.ConnectionError as error:
+        return error
 
 
 def _value(metrics: WorkerMetrics, name: str) -> float:
@@ -163,6 +172,10 @@ def test_failures_retried_in_another_process_count_as_one_failing_call() -> None
         (KafkaTimeoutError(), True),  # aiokafka's own flag says no; the broker may be back
         (redis.ConnectionError("refused"), True),
         (redis.AuthenticationError("invalid password"), False),
+        (SaslAuthenticationFailed("wrong password"), False),
+        (AuthenticationFailed("refused login"), False),
+        (_caused_by(ssl.SSLCertVerificationError(1, "certificate verify failed")), False),
+        (_caused_by(ConnectionResetError()), True),
         (ConnectionRefusedError(), True),
         (ValueError("a bug"), False),
     ],

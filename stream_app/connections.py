@@ -1,0 +1,435 @@
+"""Every Kafka and Redis client of fraudstream is built here, from :class:`Settings`.
+
+:class:`KafkaConnection` and :class:`RedisConnection` hold what a client needs: addresses,
+TLS files, SASL or ACL credentials. They are frozen and picklable (the window process gets
+one), build their TLS contexts and clients on demand, and never show a secret in ``repr``::
+
+    kafka = KafkaConnection.from_settings(settings)
+    consumer = kafka_consumer(kafka, group_id="g")   # AIOKafkaConsumer, TLS/SASL applied
+    await start_client(consumer, kafka)              # refused logins: AuthenticationFailed
+    store_client = RedisConnection.from_settings(settings).async_client()
+
+Functions taking a connection also take a bare bootstrap address or Redis URL (plaintext,
+no credentials), as tests and benchmarks on the local servers pass them.
+
+A refused login or an untrusted certificate is :class:`~stream_app.errors.AuthenticationFailed`
+(one message naming what failed and the setting to fix; retrying cannot help); a server
+that does not answer is :class:`~stream_app.errors.DependencyUnavailable`.
+:func:`check_kafka` tells them apart by connecting the way the clients do, because aiokafka's
+clients report every failed bootstrap as "Unable to bootstrap" (and its SCRAM client a
+refused login as a ``KeyError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis
+import redis.asyncio as redis_asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import collect_hosts, create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.metadata import MetadataRequest
+
+from stream_app.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    DependencyUnavailable,
+    FraudstreamError,
+)
+from stream_app.settings import ENV_PREFIX, Settings, mask_url
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
+
+CHECK_TIMEOUT_S = 10.0
+_KAFKA_TLS = ("SSL", "SASL_SSL")
+_KAFKA_SASL = ("SASL_PLAINTEXT", "SASL_SSL")
+_SASL_REFUSED = (SaslAuthenticationFailed, IllegalSaslStateError, KeyError, ValueError)
+"""A refused login: the broker's error, or aiokafka's SCRAM client failing to read a final
+message without a server signature (``e=unknown-user``, ``e=invalid-proof``)."""
+_LOGIN_VARS = "FRAUDSTREAM_KAFKA_SASL_USERNAME and FRAUDSTREAM_KAFKA_SASL_PASSWORD(_FILE)"
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """How to reach the Kafka brokers: bootstrap addresses, TLS files, SASL credentials."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_key_password: str = field(default="", repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KafkaConnection:
+        """The connection the ``FRAUDSTREAM_KAFKA_*`` settings describe."""
+        return cls(
+            bootstrap=settings.kafka_bootstrap,
+            security_protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_username=settings.kafka_sasl_username,
+            sasl_password=settings.kafka_sasl_password,
+            ssl_cafile=settings.kafka_ssl_cafile,
+            ssl_certfile=settings.kafka_ssl_certfile,
+            ssl_keyfile=settings.kafka_ssl_keyfile,
+            ssl_key_password=settings.kafka_ssl_key_password,
+        )
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether connections are TLS (``SSL`` or ``SASL_SSL``)."""
+        return self.security_protocol in _KAFKA_TLS
+
+    @property
+    def uses_sasl(self) -> bool:
+        """Whether connections log in with SASL."""
+        return self.security_protocol in _KAFKA_SASL
+
+    def describe(self) -> str:
+        """Where and how, for messages: ``127.0.0.1:9093 (SASL_SSL, SCRAM-SHA-256 as alice)``."""
+        how = self.security_protocol
+        if self.uses_sasl:
+            how += f", {self.sasl_mechanism} as {self.sasl_username!r}"
+        return f"{self.bootstrap} ({how})"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of ``SSL`` / ``SASL_SSL`` (None otherwise): the CA file (or the
+        system's CAs), the client certificate if set; host names are checked."""
+        if not self.uses_tls:
+            return None
+        try:
+            context: ssl.SSLContext = create_ssl_context(
+                cafile=self.ssl_cafile or None,
+                certfile=self.ssl_certfile or None,
+                keyfile=self.ssl_keyfile or None,
+                password=self.ssl_key_password or None,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"the Kafka TLS files cannot be loaded ({exc}); check {ENV_PREFIX}"
+                "KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE, KAFKA_SSL_KEYFILE (PEM files) and "
+                "KAFKA_SSL_KEY_PASSWORD"
+            ) from None
+        return context
+
+    def security_options(self) -> dict[str, Any]:
+        """The aiokafka keyword arguments of TLS and SASL."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.uses_tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.uses_sasl:
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        return options
+
+    def client_options(self) -> dict[str, Any]:
+        """The aiokafka keyword arguments of any client: bootstrap servers, TLS, SASL."""
+        return {"bootstrap_servers": self.bootstrap, **self.security_options()}
+
+    def faust_broker(self) -> str:
+        """Faust's ``broker`` URL."""
+        return f"kafka://{self.bootstrap}"
+
+    def faust_credentials(self) -> CredentialsT | None:
+        """Faust's ``broker_credentials`` (Faust passes them on to aiokafka as above)."""
+        import faust  # the worker's dependency; tools import this module without it
+
+        if self.uses_sasl:
+            return faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password,
+                ssl_context=self.ssl_context(),
+                mechanism=self.sasl_mechanism,
+            )
+        context = self.ssl_context()
+        return faust.SSLCredentials(context) if context is not None else None
+
+
+Kafka = KafkaConnection | str
+"""A connection, or a bare bootstrap address (plaintext)."""
+
+
+def kafka_connection(kafka: Kafka) -> KafkaConnection:
+    """``kafka`` as a :class:`KafkaConnection`."""
+    return KafkaConnection(kafka) if isinstance(kafka, str) else kafka
+
+
+def kafka_consumer(kafka: Kafka, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    """An (unstarted) aiokafka consumer on ``kafka`` of ``topics`` with ``options``."""
+    return AIOKafkaConsumer(*topics, **kafka_connection(kafka).client_options(), **options)
+
+
+def kafka_producer(kafka: Kafka, **options: Any) -> AIOKafkaProducer:
+    """An (unstarted) aiokafka producer on ``kafka`` with ``options``."""
+    return AIOKafkaProducer(**kafka_connection(kafka).client_options(), **options)
+
+
+def kafka_admin(kafka: Kafka, **options: Any) -> AIOKafkaAdminClient:
+    """An (unstarted) aiokafka admin client on ``kafka`` with ``options``."""
+    return AIOKafkaAdminClient(**kafka_connection(kafka).client_options(), **options)
+
+
+async def start_client(client: Any, kafka: Kafka) -> None:
+    """:func:`check_kafka`, then ``await client.start()``; a start that still fails is
+    :class:`DependencyUnavailable`."""
+    connection = kafka_connection(kafka)
+    await check_kafka(connection)
+    try:
+        await client.start()
+    except (KafkaError, OSError, TimeoutError, *_SASL_REFUSED) as exc:
+        raise _unreachable(connection, exc) from exc
+
+
+async def check_kafka(kafka: Kafka, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+    """Connect to the bootstrap brokers as the clients do (TLS, SASL) and ask for metadata.
+
+    Returns once one broker answered. A refused login, an untrusted certificate or a
+    broker closing the connection of a client that did not log in is
+    :class:`AuthenticationFailed`; no broker answering is :class:`DependencyUnavailable`.
+    """
+    connection = kafka_connection(kafka)
+    options = connection.security_options()
+    unreachable: DependencyUnavailable | None = None
+    for host, port, _ in collect_hosts(connection.bootstrap):
+        try:
+            await asyncio.wait_for(_probe(connection, host, port, options), timeout_s)
+            return
+        except DependencyUnavailable as exc:
+            unreachable = exc
+        except TimeoutError as exc:
+            unreachable = _unreachable(connection, exc)
+    if unreachable is None:
+        raise ConfigError(
+            f"{ENV_PREFIX}KAFKA_BOOTSTRAP={connection.bootstrap!r} names no broker; set it "
+            "to host:port[,host:port...]"
+        )
+    raise unreachable
+
+
+async def _probe(
+    connection: KafkaConnection, host: str, port: int, options: dict[str, Any]
+) -> None:
+    where = f"the Kafka broker at {host}:{port}"
+    try:
+        conn = await create_conn(host, port, **options)
+    except ssl.SSLCertVerificationError as exc:
+        raise AuthenticationFailed(
+            f"{where} presented a certificate that is not trusted ({exc.verify_message}); set "
+            f"{ENV_PREFIX}KAFKA_SSL_CAFILE to the CA file that signed the broker's certificate"
+        ) from None
+    except ssl.SSLError as exc:
+        raise AuthenticationFailed(
+            f"the TLS handshake with {where} failed ({exc.reason or exc}); check that the "
+            f"listener speaks TLS ({ENV_PREFIX}KAFKA_SECURITY_PROTOCOL="
+            f"{connection.security_protocol}) and, if it wants client certificates, "
+            f"{ENV_PREFIX}KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE"
+        ) from None
+    except UnsupportedSaslMechanismError as exc:
+        raise AuthenticationFailed(
+            f"{where} does not offer SASL {connection.sasl_mechanism} ({exc}); set "
+            f"{ENV_PREFIX}KAFKA_SASL_MECHANISM to one it offers"
+        ) from None
+    except _SASL_REFUSED:
+        raise _refused(connection, where) from None
+    except KafkaConnectionError as exc:
+        if connection.uses_sasl and await _answers_without_sasl(host, port, options):
+            raise AuthenticationFailed(
+                f"{where} closed the connection during the SASL {connection.sasl_mechanism} "
+                f"login of {connection.sasl_username!r}: it does not offer that mechanism or "
+                f"refused the login; check {ENV_PREFIX}KAFKA_SASL_MECHANISM and "
+                f"{_LOGIN_VARS}"
+            ) from None
+        raise _unreachable(connection, exc) from None
+    except (KafkaError, OSError) as exc:
+        raise _unreachable(connection, exc) from None
+    try:
+        await conn.send(MetadataRequest([]))
+    except KafkaConnectionError:
+        raise AuthenticationFailed(
+            f"{where} answered the handshake but closed the connection on a metadata "
+            f"request: it requires a login that {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL="
+            f"{connection.security_protocol} does not do; set it to SASL_SSL or "
+            "SASL_PLAINTEXT with the broker's mechanism and credentials"
+        ) from None
+    except KafkaError as exc:
+        raise _unreachable(connection, exc) from None
+    finally:
+        conn.close()
+
+
+async def _answers_without_sasl(host: str, port: int, options: dict[str, Any]) -> bool:
+    """Whether the broker takes a connection (TLS as configured) that does not log in."""
+    tls = options["security_protocol"] == "SASL_SSL"
+    try:
+        conn = await create_conn(
+            host,
+            port,
+            security_protocol="SSL" if tls else "PLAINTEXT",
+            ssl_context=options.get("ssl_context"),
+        )
+    except (KafkaError, OSError):
+        return False
+    conn.close()
+    return True
+
+
+def _refused(connection: KafkaConnection, where: str) -> AuthenticationFailed:
+    return AuthenticationFailed(
+        f"{where} refused the SASL {connection.sasl_mechanism} login of user "
+        f"{connection.sasl_username!r}; check {_LOGIN_VARS} (and that the user exists "
+        "for that mechanism)"
+    )
+
+
+def _unreachable(connection: KafkaConnection, exc: BaseException) -> DependencyUnavailable:
+    return DependencyUnavailable(
+        f"cannot reach the Kafka broker at {connection.describe()}: {exc!r}; check that it "
+        f"runs and that {ENV_PREFIX}KAFKA_BOOTSTRAP is right"
+    )
+
+
+@dataclass(frozen=True)
+class RedisConnection:
+    """How to reach Redis: the URL (``rediss://`` for TLS), ACL user and password, TLS files."""
+
+    url: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={value!r}"
+            for name, value in (
+                ("url", mask_url(self.url)),
+                ("username", self.username),
+                ("ssl_cafile", self.ssl_cafile),
+                ("ssl_certfile", self.ssl_certfile),
+                ("ssl_keyfile", self.ssl_keyfile),
+            )
+        )
+        return f"RedisConnection({shown})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisConnection:
+        """The connection the ``FRAUDSTREAM_REDIS_*`` settings describe."""
+        return cls(
+            url=settings.redis_url,
+            username=settings.redis_username,
+            password=settings.redis_password,
+            ssl_cafile=settings.redis_ssl_cafile,
+            ssl_certfile=settings.redis_ssl_certfile,
+            ssl_keyfile=settings.redis_ssl_keyfile,
+        )
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the URL asks for TLS (``rediss://``)."""
+        return self.url.startswith("rediss://")
+
+    def describe(self) -> str:
+        """The URL without its password, and the ACL user."""
+        user = f" as {self.username!r}" if self.username else ""
+        return f"{mask_url(self.url)}{user}"
+
+    def options(self) -> dict[str, Any]:
+        """redis-py keyword arguments besides the URL: ACL login, TLS files."""
+        options: dict[str, Any] = {}
+        if self.username:
+            options["username"] = self.username
+        if self.password:
+            options["password"] = self.password
+        if self.uses_tls:
+            options["ssl_ca_certs"] = self.ssl_cafile or None
+            options["ssl_certfile"] = self.ssl_certfile or None
+            options["ssl_keyfile"] = self.ssl_keyfile or None
+        return options
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A synchronous client with ``options`` (timeouts, retry)."""
+        return redis.Redis.from_url(self.url, **self.options(), **options)
+
+    def async_client(self, **options: Any) -> redis_asyncio.Redis:
+        """An asyncio client with ``options`` (timeouts, retry)."""
+        return redis_asyncio.Redis.from_url(self.url, **self.options(), **options)
+
+
+Redis = RedisConnection | str
+"""A connection, or a bare Redis URL."""
+
+
+def redis_connection(redis_: Redis) -> RedisConnection:
+    """``redis_`` as a :class:`RedisConnection`."""
+    return RedisConnection(redis_) if isinstance(redis_, str) else redis_
+
+
+async def check_redis(redis_: Redis, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+    """PING Redis as the worker's clients do: a refused login or TLS failure is
+    :class:`AuthenticationFailed`, no answer :class:`DependencyUnavailable`."""
+    connection = redis_connection(redis_)
+    client = connection.async_client(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        await client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise redis_failure(connection, exc) from None
+    finally:
+        await client.aclose()
+
+
+def redis_failure(connection: RedisConnection, exc: BaseException) -> FraudstreamError:
+    """The error to report for a failed Redis call: :class:`AuthenticationFailed` for a
+    refused login or TLS handshake, else :class:`DependencyUnavailable`."""
+    where = f"Redis at {connection.describe()}"
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError):
+        return AuthenticationFailed(
+            f"{where} refused the login ({type(exc).__name__}); check {ENV_PREFIX}"
+            "REDIS_USERNAME and REDIS_PASSWORD(_FILE) against the server's ACL user"
+        )
+    tls = tls_failure(exc)
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        return AuthenticationFailed(
+            f"{where} presented a certificate that is not trusted ({tls.verify_message}); set "
+            f"{ENV_PREFIX}REDIS_SSL_CAFILE to the CA file that signed the server's certificate"
+        )
+    if tls is not None:
+        return AuthenticationFailed(
+            f"the TLS handshake with {where} failed ({tls.reason or tls}); check that the "
+            f"server speaks TLS on that port and, if it wants client certificates, "
+            f"{ENV_PREFIX}REDIS_SSL_CERTFILE / REDIS_SSL_KEYFILE"
+        )
+    return DependencyUnavailable(
+        f"cannot reach {where}: {exc!r}; check that it runs and that {ENV_PREFIX}REDIS_URL is right"
+    )
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind ``exc`` (itself, its cause or context), if any."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
