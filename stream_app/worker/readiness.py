@@ -13,11 +13,11 @@ import asyncio
 import time
 
 import redis
-import redis.asyncio as redis_asyncio
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from stream_app.connections import Redis, redis_connection
 from stream_app.worker.fetch import POLL_STALE_S
 
 REDIS_TIMEOUT_S = 0.5
@@ -30,16 +30,16 @@ Failing = dict[str, str]
 
 
 class RedisPing:
-    """PINGs Redis on a client of its own, at most every ``every_s``."""
+    """PINGs Redis (``connection``: its URL, login, TLS files) on a client of its own, at
+    most every ``every_s``."""
 
     def __init__(
         self,
-        url: str,
+        connection: Redis,
         timeout_s: float = REDIS_TIMEOUT_S,
         every_s: float = REDIS_CHECK_EVERY_S,
     ) -> None:
-        self._client = redis_asyncio.Redis.from_url(
-            url,
+        self._client = redis_connection(connection).async_client(
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),  # one answer per check; the next check retries
