@@ -23,6 +23,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from stream_app.ahead import AheadLimit
 from stream_app.connections import kafka_consumer, kafka_producer, redis_connection
 from stream_app.features.redis_store import RedisWindowStore
 from stream_app.features.spec import feature_set
@@ -74,10 +75,13 @@ async def run_naive(
     decode = Decoder(
         topics, metrics, dlq_partitions=settings.topic_partitions,
         max_payload_bytes=settings.max_payload_bytes,
+        ahead=AheadLimit(settings.event_clock, settings.max_event_ahead_s),
     )  # fmt: skip
     windows = Windows(store, Backoff("redis", metrics), metrics)
-    emitter = Emitter(topics, metrics, scorer, publish_scores=True)
-    score = Score(scorer, emitter, metrics)
+    emitter = Emitter(
+        topics, metrics, scorer, publish_scores=True, dlq_partitions=settings.topic_partitions
+    )
+    score = Score(scorer, emitter, metrics, honor_warmup=False)
     publish = Publish(BatchPublisher(producer), Backoff("kafka", metrics), metrics)
     await producer.start()
     await consumer.start()

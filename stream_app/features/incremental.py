@@ -19,6 +19,16 @@ customer's or terminal's window (30 days for the default windows, resp. D + 30 d
 which is among the customer's last K, is not applied again (state unchanged), and its
 first row stays in the customer's ``recent_rows`` while it is among the customer's last K.
 Re-applying a label leaves state unchanged.
+
+Conflicts: an id the windows hold with other content (another event time or amount in the
+customer's window; in the terminal's window at another time, or at the same time but not
+in the customer's) is a :data:`CONFLICT`, not applied. An id reused by another customer
+at another terminal is not seen: no window holds it.
+
+Late transactions: one older than a window horizon relative to its customer's or
+terminal's newest event (:meth:`IncrementalFeatures.is_late`) cannot be added (its id could
+no longer be recognised on re-delivery). :meth:`IncrementalFeatures.score_late` gives its
+row against the windows as they are, changing nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +57,9 @@ FraudLabel = tuple[str, int, int]
 """``(transaction_id, event_time_us, label_time_us)`` of a transaction labelled fraud."""
 
 MAX_ID_LENGTH = 255
+APPLIED, DUPLICATE, CONFLICT = 0, 1, 2
+"""What :meth:`IncrementalFeatures.apply_transaction` did: added the transaction, found it
+already there (a re-delivery), or found its id there with other content."""
 ROW_ITEM = struct.Struct("<d")
 """One value of a packed feature row: little-endian float64."""
 
@@ -302,6 +315,32 @@ class IncrementalFeatures:
         _record_label(customer, self._customer_horizon_us, *label)
         _record_label(terminal, self._terminal_horizon_us, *label)
 
+    def is_late(self, customer: CustomerWindow, terminal: TerminalWindow, t: int) -> bool:
+        """Whether a transaction at ``t`` is older than a window horizon relative to its
+        customer's or terminal's newest event."""
+        times, terminal_times = customer.times, terminal.times
+        return bool(
+            (times and t <= times[-1] - self._customer_horizon_us)
+            or (terminal_times and t <= terminal_times[-1] - self._terminal_horizon_us)
+        )
+
+    def score_late(
+        self,
+        customer: CustomerWindow,
+        terminal: TerminalWindow,
+        transaction_id: str,
+        event_time_us: int,
+        amount: float,
+    ) -> tuple[int, CustomerWindow]:
+        """What :meth:`apply_transaction` would do, on copies of the windows: the status and
+        the customer copy whose ``recent_rows`` end with the transaction's row (when
+        :data:`APPLIED`). The windows themselves are not changed."""
+        copy = _copy_customer(customer)
+        status = self.apply_transaction(
+            copy, _copy_terminal(terminal), transaction_id, event_time_us, amount
+        )
+        return status, copy
+
     def apply_transaction(
         self,
         customer: CustomerWindow,
@@ -309,17 +348,18 @@ class IncrementalFeatures:
         transaction_id: str,
         event_time_us: int,
         amount: float,
-    ) -> bool:
+    ) -> int:
         """Add a transaction to both windows and its row (``feature_set.columns`` order) to
-        the customer's ``recent_rows``.
+        the customer's ``recent_rows``: :data:`APPLIED`.
 
-        Returns False, changing nothing, when the windows already hold this transaction id
-        at this event time (a re-delivery).
+        Changes nothing and returns :data:`DUPLICATE` when the windows already hold this
+        transaction (a re-delivery), :data:`CONFLICT` when they hold its id with other
+        content.
         """
         t = event_time_us
         recent_ids = customer.recent_ids
         if transaction_id in recent_ids:
-            return False
+            return _redelivered(customer, transaction_id, t, amount)
         if len(transaction_id) > MAX_ID_LENGTH:
             raise InputDataError(
                 f"transaction id {transaction_id[:20]!r}... has {len(transaction_id)} "
@@ -334,8 +374,11 @@ class IncrementalFeatures:
         terminal_here = len(terminal_times)
         if terminal_here and terminal_times[-1] >= t:
             terminal_here = _position(terminal, transaction_id, t)
-        if here < 0 or terminal_here < 0:
-            return False
+        if here < 0:
+            return _redelivered(customer, transaction_id, t, amount)
+        held = _holds(customer, transaction_id) or _holds(terminal, transaction_id)
+        if terminal_here < 0 or held:
+            return CONFLICT  # the terminal's at t, not the customer's; or held at another time
         horizon, terminal_horizon, delay = self._horizons_us
         amounts = customer.amounts
         # drop what no window can reach: every transaction left is inside the longest windows
@@ -446,7 +489,38 @@ class IncrementalFeatures:
         if len(recent_ids) > self.sequence_length:
             del recent_ids[0]
             del recent_rows[: self.row_bytes]
-        return True
+        return APPLIED
+
+
+def _redelivered(customer: CustomerWindow, transaction_id: str, t: int, amount: float) -> int:
+    """:data:`DUPLICATE` if the customer's window holds the id at ``t`` with ``amount`` (or
+    no longer holds it: only its row is left), else :data:`CONFLICT`."""
+    ids = customer.transaction_ids
+    if transaction_id not in ids:
+        return DUPLICATE
+    at = ids.index(transaction_id)
+    same = customer.times[at] == t and customer.amounts[at] == amount
+    return DUPLICATE if same else CONFLICT
+
+
+def _holds(window: CustomerWindow | TerminalWindow, transaction_id: str) -> bool:
+    """Whether ``window`` holds the id (a substring search first: cheap when it does not)."""
+    return transaction_id in window.id_text and transaction_id in window.transaction_ids
+
+
+def _copy_customer(window: CustomerWindow) -> CustomerWindow:
+    return CustomerWindow(
+        int64s(window.times), window.id_text, id_lengths(window.id_lengths),
+        float64s(window.amounts), list(window.fraud_labels), list(window.recent_ids),
+        bytearray(window.recent_rows),
+    )  # fmt: skip
+
+
+def _copy_terminal(window: TerminalWindow) -> TerminalWindow:
+    return TerminalWindow(
+        int64s(window.times), window.id_text, id_lengths(window.id_lengths),
+        list(window.fraud_labels),
+    )  # fmt: skip
 
 
 def _position(window: CustomerWindow | TerminalWindow, transaction_id: str, t: int) -> int:

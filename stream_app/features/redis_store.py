@@ -29,8 +29,9 @@ decides where the states live and when they are written:
 - Events are idempotent: a re-delivered transaction or label leaves every state
   byte-identical, so nothing is written and no version changes.
 - A transaction older than a window horizon relative to its customer's or terminal's newest
-  event (30 / 37 days by default) is *late*: it is not applied (its id could no longer be
-  recognised on re-delivery) and is marked in :attr:`ComputedBatch.late`.
+  event (30 / 37 days by default) is *late*: it is scored against the windows as they are,
+  not applied (its id could no longer be recognised on re-delivery), and marked in
+  :attr:`FeatureBatch.late <stream_app.features.store.FeatureBatch>`.
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ from operator import attrgetter
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 
 from stream_app.connections import RedisConnection, redis_connection
 from stream_app.contracts.events import LabelEvent, TransactionEvent
@@ -60,13 +59,12 @@ from stream_app.features.incremental import (
 from stream_app.features.spec import FeatureSet
 from stream_app.features.store import FeatureBatch, apply_batch
 from stream_app.pseudonyms import CUSTOMER, TERMINAL, Pseudonymizer
-from stream_app.time import MICROS_PER_DAY, SECONDS_PER_DAY
+from stream_app.time import SECONDS_PER_DAY
 
 KEY_LAYOUT = "v2"
 WRITE_SCRIPT = files("stream_app.features").joinpath("redis_windows.lua").read_text()
 READ_SCRIPT = files("stream_app.features").joinpath("redis_windows_read.lua").read_text()
 DEFAULT_MAX_CACHED_WINDOWS = 2_000_000
-_NO_TIME_US = -(1 << 62)
 
 W = TypeVar("W", CustomerWindow, TerminalWindow)
 # Keys, versions and sizes go to and from the scripts as msgpack (Redis's Lua has cmsgpack
@@ -114,15 +112,9 @@ class _PseudonymKeys(dict[str, str]):
 
 @dataclass(frozen=True, eq=False)
 class ComputedBatch:
-    """Rows of a batch computed on cached windows, and the writes that make them durable.
-
-    ``features`` holds a row per applied transaction (``applied`` indexes the input);
-    ``late[i]`` marks input transactions that were too old to apply.
-    """
+    """Rows of a batch computed on cached windows, and the writes that make them durable."""
 
     features: FeatureBatch
-    applied: npt.NDArray[np.intp]
-    late: npt.NDArray[np.bool_]
     transactions: tuple[TransactionEvent, ...]
     labels: tuple[LabelEvent, ...]
     writes: tuple[_Write, ...]
@@ -186,11 +178,6 @@ class RedisWindowStore:
         self._write_script = client.register_script(WRITE_SCRIPT)
         self._threaded_write = None if writer is None else writer.register_script(WRITE_SCRIPT)
         self._read_script = client.register_script(READ_SCRIPT)
-        self._customer_horizon_us = fs.customer_windows_days[-1] * MICROS_PER_DAY
-        self._newest_us = _NO_TIME_US  # at least the newest event time of any cached window
-        self._terminal_horizon_us = (
-            fs.label_delay_days + fs.terminal_windows_days[-1]
-        ) * MICROS_PER_DAY
 
     @property
     def feature_set(self) -> FeatureSet:
@@ -340,17 +327,11 @@ class RedisWindowStore:
         replies: Sequence[tuple[int, bytes | None]],
     ) -> None:
         """Cache the windows read (a held terminal that did not move, state None, stays)."""
-        newest = self._newest_us
         for customer_id, (version, state) in zip(customers, replies, strict=False):
-            customer = self._customers[customer_id] = _customer(version, state, self._width)
-            if customer.window.times:
-                newest = max(newest, customer.window.times[-1])
+            self._customers[customer_id] = _customer(version, state, self._width)
         for terminal_id, (version, state) in zip(terminals, replies[len(customers) :], strict=True):
             if state is not None:
-                terminal = self._terminals[terminal_id] = _terminal(version, state)
-                if terminal.window.times:
-                    newest = max(newest, terminal.window.times[-1])
-        self._newest_us = newest
+                self._terminals[terminal_id] = _terminal(version, state)
 
     def _confirm(self, writes: Sequence[_Write]) -> None:
         """Record that ``writes`` are stored: the versions Redis now holds."""
@@ -387,45 +368,16 @@ class RedisWindowStore:
             customers[customer_id] = cached_customers[customer_id]
         for terminal_id in dict.fromkeys(map(_TERMINAL_ID, transactions)):
             terminals[terminal_id] = cached_terminals[terminal_id]
-        late = self._late(transactions, customers, terminals)
         customer_windows = {key: entry.window for key, entry in customers.items()}
         terminal_windows = {key: entry.window for key, entry in terminals.items()}
-        applied = np.flatnonzero(~late)
-        on_time = [transactions[i] for i in applied.tolist()] if late.any() else transactions
         features = apply_batch(
-            self._features, customer_windows, terminal_windows, on_time, changing
+            self._features, customer_windows, terminal_windows, transactions, changing
         )
-        if on_time:
-            self._newest_us = max(self._newest_us, max(map(_EVENT_TIME, on_time)))
         writes = [
             *_changes(customers, self.customer_key),
             *_changes(terminals, self.terminal_key),
         ]
-        return ComputedBatch(features, applied, late, transactions, tuple(changing), tuple(writes))
-
-    def _late(
-        self,
-        transactions: tuple[TransactionEvent, ...],
-        customers: dict[str, _Cached[CustomerWindow]],
-        terminals: dict[str, _Cached[TerminalWindow]],
-    ) -> npt.NDArray[np.bool_]:
-        """Which transactions are older than a window horizon relative to their customer's
-        or terminal's newest event (none when all are within the shorter horizon of the
-        newest event any cached window holds)."""
-        late = np.zeros(len(transactions), dtype=np.bool_)
-        customer_horizon, terminal_horizon = self._customer_horizon_us, self._terminal_horizon_us
-        if not transactions or min(map(_EVENT_TIME, transactions)) > self._newest_us - min(
-            customer_horizon, terminal_horizon
-        ):
-            return late
-        for i, (_, customer_id, terminal_id, t, _) in enumerate(transactions):
-            times = customers[customer_id].window.times
-            terminal_times = terminals[terminal_id].window.times
-            if (times and t <= times[-1] - customer_horizon) or (
-                terminal_times and t <= terminal_times[-1] - terminal_horizon
-            ):
-                late[i] = True
-        return late
+        return ComputedBatch(features, transactions, tuple(changing), tuple(writes))
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -455,10 +407,12 @@ class RedisWindowStore:
             else:
                 terminals[entity_id] = _terminal(version, state)
                 self._terminals.pop(entity_id, None)
-        on_time = [computed.transactions[i] for i in computed.applied.tolist()]
         customer_windows = {key: entry.window for key, entry in customers.items()}
         terminal_windows = {key: entry.window for key, entry in terminals.items()}
-        apply_batch(self._features, customer_windows, terminal_windows, on_time, computed.labels)
+        apply_batch(
+            self._features, customer_windows, terminal_windows, computed.transactions,
+            computed.labels,
+        )  # fmt: skip
         kept = [write for index, write in enumerate(writes) if index not in stale]
         return (
             *kept,
@@ -498,7 +452,6 @@ class RedisStoreConfig:
 
 _CUSTOMER_ID = attrgetter("customer_id")
 _TERMINAL_ID = attrgetter("terminal_id")
-_EVENT_TIME = attrgetter("event_time_us")
 
 
 def _until_stale(script: Any, arg_lists: Sequence[list[Any]]) -> tuple[int, Any]:

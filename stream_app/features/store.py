@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Protocol, TypeVar
 
@@ -24,6 +24,8 @@ import pyarrow as pa
 from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.batch import FeatureTable
 from stream_app.features.incremental import (
+    APPLIED,
+    DUPLICATE,
     CustomerWindow,
     IncrementalFeatures,
     TerminalWindow,
@@ -42,7 +44,10 @@ class FeatureBatch:
     oldest first, current last, zero rows as left padding; ``mask`` float32 [n, K] (1 real,
     0 padding). ``duplicate[i]`` marks a re-delivered transaction: state was not changed,
     its row is the first one when still cached (its customer's last K), else NaN, and it
-    must not be scored or alerted again.
+    must not be scored or alerted again. ``conflict[i]`` marks an id the windows hold with
+    other content: not applied, its row NaN, for the dead-letter queue. ``late[i]`` marks a
+    transaction older than a window horizon: not applied, its row computed against the
+    windows as they are (:meth:`~stream_app.features.incremental.IncrementalFeatures.score_late`).
     """
 
     transaction_id: tuple[str, ...]
@@ -51,6 +56,13 @@ class FeatureBatch:
     sequences: npt.NDArray[np.float32]
     mask: npt.NDArray[np.float32]
     duplicate: npt.NDArray[np.bool_]
+    conflict: npt.NDArray[np.bool_]
+    late: npt.NDArray[np.bool_]
+
+    @property
+    def to_score(self) -> npt.NDArray[np.intp]:
+        """The positions of the transactions to score: neither re-delivered nor in conflict."""
+        return np.flatnonzero(~(self.duplicate | self.conflict))
 
 
 class ComputedWindows(Protocol):
@@ -59,17 +71,7 @@ class ComputedWindows(Protocol):
 
     @property
     def features(self) -> FeatureBatch:
-        """A row per applied transaction."""
-        ...
-
-    @property
-    def applied(self) -> npt.NDArray[np.intp]:
-        """Which input transactions have a row in ``features``."""
-        ...
-
-    @property
-    def late(self) -> npt.NDArray[np.bool_]:
-        """Which input transactions were too old to apply."""
+        """A row per input transaction."""
         ...
 
     @property
@@ -133,24 +135,43 @@ def apply_batch(
     """Apply a batch to the windows in the mappings (missing keys get new, empty windows)."""
     k = features.sequence_length
     columns = features.feature_set.columns
-    steps, real, duplicates, missing = _apply_steps(
-        features, customers, terminals, transactions, labels, k
-    )
+    steps = _apply_steps(features, customers, terminals, transactions, labels, k)
     n = len(transactions)
-    flat = np.frombuffer(steps, dtype="<f8").reshape(n, k, len(columns))
+    flat = np.frombuffer(steps.packed, dtype="<f8").reshape(n, k, len(columns))
     values = flat[:, -1].astype(np.float64)
-    values[missing] = np.nan
-    duplicate = np.zeros(n, dtype=np.bool_)
-    duplicate[duplicates] = True
-    padded = k - np.array(real, dtype=np.int64).reshape(n, 1)
+    values[steps.missing] = np.nan
+    padded = k - np.array(steps.real, dtype=np.int64).reshape(n, 1)
     return FeatureBatch(
         transaction_id=tuple(map(itemgetter(0), transactions)),
         columns=columns,
         values=values,
         sequences=flat.astype(np.float32),
         mask=(np.arange(k) >= padded).astype(np.float32),
-        duplicate=duplicate,
+        duplicate=_mask(n, steps.duplicates),
+        conflict=_mask(n, steps.conflicts),
+        late=_mask(n, steps.late),
     )
+
+
+def _mask(n: int, positions: list[int]) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(n, dtype=np.bool_)
+    mask[positions] = True
+    return mask
+
+
+@dataclass
+class _Steps:
+    """What :func:`_apply_steps` returns: the rows packed (``steps`` rows a transaction,
+    oldest first, current last, zero rows as left padding), the number of real rows of
+    each transaction, and the positions of the re-delivered, conflicting, late
+    transactions and of those without a row (all padding, NaN values)."""
+
+    packed: bytearray = field(default_factory=bytearray)
+    real: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    conflicts: list[int] = field(default_factory=list)
+    late: list[int] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
 
 
 def _apply_steps(
@@ -160,14 +181,8 @@ def _apply_steps(
     transactions: Sequence[TransactionEvent],
     labels: Sequence[LabelEvent],
     steps: int,
-) -> tuple[bytearray, list[int], list[int], list[int]]:
-    """Apply a batch; per transaction, its customer's last ``steps`` rows up to it.
-
-    Returns the rows packed (``steps`` rows a transaction, oldest first, current last,
-    zero rows as left padding), the number of real rows of each transaction, the positions
-    of the re-delivered transactions and of those among them whose row is no longer cached
-    (all padding).
-    """
+) -> _Steps:
+    """Apply a batch; per transaction, its customer's last ``steps`` rows up to it."""
     for label in labels:
         customer = customers.get(label.customer_id)
         if customer is None:
@@ -182,11 +197,9 @@ def _apply_steps(
     row_bytes = features.row_bytes
     size = steps * row_bytes
     padding = bytes(size)
-    packed = bytearray()
-    real: list[int] = []
-    duplicates: list[int] = []
-    missing: list[int] = []
-    apply = features.apply_transaction
+    out = _Steps()
+    packed, real, duplicates, missing = out.packed, out.real, out.duplicates, out.missing
+    apply, is_late = features.apply_transaction, features.is_late
     get_customer, get_terminal, add_real = customers.get, terminals.get, real.append
     for i, (tx_id, customer_id, terminal_id, event_time_us, amount) in enumerate(transactions):
         customer = get_customer(customer_id)
@@ -195,17 +208,25 @@ def _apply_steps(
         terminal = get_terminal(terminal_id)
         if terminal is None:
             terminal = terminals[terminal_id] = TerminalWindow()
-        if apply(customer, terminal, tx_id, event_time_us, amount):
-            rows = customer.recent_rows
+        if is_late(customer, terminal, event_time_us):
+            out.late.append(i)
+            status, scored = features.score_late(
+                customer, terminal, tx_id, event_time_us, amount
+            )
         else:
+            status, scored = apply(customer, terminal, tx_id, event_time_us, amount), customer
+        if status == APPLIED:
+            rows = scored.recent_rows
+        elif status == DUPLICATE and tx_id in customer.recent_ids:
             duplicates.append(i)
             recent_ids = customer.recent_ids
-            if tx_id not in recent_ids:
-                missing.append(i)
-                packed += padding
-                add_real(0)
-                continue
             rows = customer.recent_rows[: (recent_ids.index(tx_id) + 1) * row_bytes]
+        else:
+            (duplicates if status == DUPLICATE else out.conflicts).append(i)
+            missing.append(i)
+            packed += padding
+            add_real(0)
+            continue
         held = len(rows)
         if held < size:
             packed += padding[held:]
@@ -216,17 +237,15 @@ def _apply_steps(
             packed += rows[held - size :]
             held = size
         add_real(held // row_bytes)
-    return packed, real, duplicates, missing
+    return out
 
 
 @dataclass(frozen=True, eq=False)
 class InMemoryBatch:
-    """A batch :class:`InMemoryWindowStore` applied: every transaction has its row (none is
-    late), and nothing is left to write (``changed`` is False)."""
+    """A batch :class:`InMemoryWindowStore` applied: nothing is left to write (``changed``
+    is False)."""
 
     features: FeatureBatch
-    applied: npt.NDArray[np.intp]
-    late: npt.NDArray[np.bool_]
 
     @property
     def changed(self) -> bool:
@@ -267,10 +286,8 @@ class InMemoryWindowStore:
     async def compute(
         self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
     ) -> InMemoryBatch:
-        """:meth:`apply`, every transaction applied."""
-        n = len(transactions)
-        features = self.apply(transactions, labels)
-        return InMemoryBatch(features, np.arange(n, dtype=np.intp), np.zeros(n, dtype=np.bool_))
+        """:meth:`apply`."""
+        return InMemoryBatch(self.apply(transactions, labels))
 
     async def write_all(self, batches: Sequence[InMemoryBatch]) -> None:
         """Nothing to do: :meth:`compute` changed the windows already."""
@@ -364,11 +381,11 @@ def _values_without_sequences(fs: FeatureSet) -> _RowsOf:
     def rows_of(
         transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
     ) -> npt.NDArray[np.float64]:
-        rows, _, _, missing = _apply_steps(features, customers, terminals, transactions, labels, 1)
-        values = np.frombuffer(rows, dtype="<f8").reshape(len(transactions), width)
-        if missing:
+        steps = _apply_steps(features, customers, terminals, transactions, labels, 1)
+        values = np.frombuffer(steps.packed, dtype="<f8").reshape(len(transactions), width)
+        if steps.missing:
             values = values.copy()
-            values[missing] = np.nan
+            values[steps.missing] = np.nan
         return values
 
     return rows_of

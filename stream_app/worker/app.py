@@ -1,7 +1,8 @@
 """The Faust app of ``fraudstream worker``: lifecycle, web server, the batch runtime.
 
-Faust owns the process (CLI worker, signals, start/stop order) and the web server with
-``/metrics`` (Prometheus text) and ``/health``. The topics are *not* Faust agents:
+Faust owns the process (CLI worker, signals, start/stop order) and runs the web server of
+:mod:`stream_app.worker.web` (``/metrics``, ``/health``, ``/ready``; Faust's own pages are not
+served). The topics are *not* Faust agents:
 :class:`StreamRuntime`, a service started with the app, runs the batched consumer of
 :mod:`stream_app.worker.batch_worker` for transactions *and* labels (Faust's per-message dispatch
 caps near 5k events/s, labels arrive as fast as transactions, and both update the same
@@ -26,6 +27,7 @@ import faust
 from faust.app.base import BootStrategy
 from mode import Service
 
+from stream_app.ahead import AheadLimit
 from stream_app.connections import KafkaConnection, RedisConnection, check_redis, kafka_producer
 from stream_app.features.redis_store import RedisStoreConfig
 from stream_app.features.spec import feature_set
@@ -33,7 +35,7 @@ from stream_app.features.store import WindowStore
 from stream_app.scoring.bundle import ModelBundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
-from stream_app.topics import StreamTopics, ensure_topics, stream_topics
+from stream_app.topics import DEFAULT_NAMESPACE, StreamTopics, ensure_topics, stream_topics
 from stream_app.worker.align import Alignment
 from stream_app.worker.barrier import LabelBarrier
 from stream_app.worker.batch_worker import BatchWorker
@@ -45,9 +47,11 @@ from stream_app.worker.fetch import Fetcher, FetchPacing, batch_consumer
 from stream_app.worker.grace import ArrivalSkew
 from stream_app.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from stream_app.worker.publisher import BatchPublisher
+from stream_app.worker.readiness import Failing, Readiness, RedisPing
 from stream_app.worker.retry import Backoff
 from stream_app.worker.runner import Lane, Runner
 from stream_app.worker.score import Score
+from stream_app.worker.web import WorkerWeb
 from stream_app.worker.window_process import WindowProcess
 from stream_app.worker.windows import Windows
 
@@ -90,7 +94,10 @@ class StreamRuntime(Service):
         self.bundle = bundle
         self.topics: StreamTopics = stream_topics(settings.namespace)
         self.metrics = WorkerMetrics()
-        self.ready = False
+        self.ready = False  # started, not stopping: the readiness checks apply
+        self.readiness = Readiness(
+            RedisPing(RedisConnection.from_settings(settings)), self.topics.transactions
+        )
         self._worker: BatchWorker | None = None
         self._producer: Any = None
         self._store: WindowStore[Any] | None = None
@@ -153,13 +160,14 @@ class StreamRuntime(Service):
         then windows -> score, publish -> acknowledge -> store, then commit."""
         settings, topics, metrics = self.settings, self.topics, self.metrics
         pacing = FetchPacing(settings.fetch_max_wait_ms, settings.fetch_max_wait_busy_ms)
-        consumer = batch_consumer(settings, topics)
+        consumer = self.readiness.consumer = batch_consumer(settings, topics)
         fetcher = Fetcher(consumer, topics, settings.batch_max_events, pacing)
         decoder = Decoder(
             topics,
             metrics,
             dlq_partitions=settings.topic_partitions,
             max_payload_bytes=settings.max_payload_bytes,
+            ahead=AheadLimit(settings.event_clock, settings.max_event_ahead_s),
         )
         grace_cap_s = settings.align_idle_ms / 1000
         grace_floor_s = settings.fetch_max_wait_ms / 1000
@@ -182,8 +190,15 @@ class StreamRuntime(Service):
             grace=ArrivalSkew(floor_s=grace_floor_s, cap_s=grace_cap_s),
         )
         windows = Windows(store, redis, metrics)
-        emitter = Emitter(topics, metrics, scorer, publish_scores=settings.publish_scores)
-        score = Score(scorer, emitter, metrics)
+        emitter = Emitter(
+            topics,
+            metrics,
+            scorer,
+            publish_scores=settings.publish_scores,
+            dlq_partitions=settings.topic_partitions,
+        )
+        warmups_silent = settings.namespace != DEFAULT_NAMESPACE
+        score = Score(scorer, emitter, metrics, honor_warmup=warmups_silent)
         publish = Publish(BatchPublisher(self._producer), kafka, metrics)
 
         async def score_and_publish(windowed: Windowed) -> Sent:
@@ -217,6 +232,14 @@ class StreamRuntime(Service):
         if self._worker is not None:
             await self._worker.drained()
 
+    async def not_ready(self) -> Failing:
+        """The readiness checks that fail (empty: ready); ``worker`` while not running."""
+        if self.crashed:
+            return {"worker": f"crashed: {self.crash_reason!r}"}
+        if not self.ready:
+            return {"worker": "starting" if self._worker is None else "stopping"}
+        return await self.readiness.failing()
+
     async def on_stop(self) -> None:
         """Finish in-flight batches, then close the consumer, producer and window store."""
         self.ready = False
@@ -226,6 +249,7 @@ class StreamRuntime(Service):
             await self._producer.stop()
         if self._store is not None:
             await self._store.close()
+        await self.readiness.close()
 
 
 def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:
@@ -243,9 +267,7 @@ def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:
         topic_disable_leader=True,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
-        web_host=settings.web_host,
-        web_bind=settings.web_host,
-        web_port=settings.web_port,
+        web_port=settings.web_port,  # shown in the process title; WorkerWeb binds it
         web_enabled=True,
     )
     runtime = app.runtime = StreamRuntime(settings, bundle)
@@ -255,20 +277,15 @@ def create_app(settings: Settings, bundle: ModelBundle) -> WorkerApp:
 
     app.task(start_runtime)
 
-    @app.page("/metrics")
-    async def metrics(view: Any, request: Any) -> Any:
-        # aiohttp refuses a charset in content_type=: pass the header as such
-        return view.bytes(runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
-
-    @app.page("/health")
-    async def health(view: Any, request: Any) -> Any:
-        healthy = runtime.ready and not runtime.crashed
-        return view.json(
-            {
-                "status": "ok" if healthy else "starting" if not runtime.crashed else "failed",
-                "namespace": topics.namespace,
-            },
-            status=200 if healthy else 503,
+    app.web_server(
+        WorkerWeb(
+            settings.web_host,
+            settings.web_port,
+            topics.namespace,
+            metrics=runtime.metrics.render,
+            metrics_type=CONTENT_TYPE,
+            alive=lambda: not runtime.crashed,
+            failing=runtime.not_ready,
         )
-
+    )
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import TopicPartition
 
@@ -19,8 +19,14 @@ from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.store import ComputedWindows
 from stream_app.worker.publisher import OutRecord
 
-Source = tuple[TopicPartition, int]
-"""Where a record came from: its partition and offset."""
+
+class Source(NamedTuple):
+    """Where a transaction came from: its partition, offset and consumed record (the raw
+    bytes a dead letter carries, the headers)."""
+
+    tp: TopicPartition
+    offset: int
+    record: Any
 
 
 @dataclass(frozen=True, eq=False, slots=True)

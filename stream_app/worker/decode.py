@@ -7,6 +7,7 @@ import time
 
 from aiokafka import TopicPartition
 
+from stream_app.ahead import AheadLimit
 from stream_app.contracts import Transaction
 from stream_app.contracts.decode import decode_label_event, decode_transaction_event
 from stream_app.contracts.events import LabelEvent, TransactionEvent
@@ -29,11 +30,14 @@ class Decoder:
         *,
         dlq_partitions: int,
         max_payload_bytes: int,
+        ahead: AheadLimit,
     ) -> None:
+        """``ahead``: refuses event and label times too far ahead."""
         self._topics = topics
         self._metrics = metrics
         self._dlq_partitions = dlq_partitions
         self._max_bytes = max_payload_bytes
+        self._ahead = ahead
 
     def __call__(self, fetched: Fetched, generation: int) -> Batch:
         """Validate every record of a fetch.
@@ -51,7 +55,7 @@ class Decoder:
         offsets: dict[TopicPartition, int] = {}
         last_label_time_us: dict[TopicPartition, int] = {}
         oldest_label_time_us: dict[TopicPartition, int] = {}
-        labels_topic, max_bytes = self._topics.labels, self._max_bytes
+        labels_topic, max_bytes, ahead = self._topics.labels, self._max_bytes, self._ahead.check
         for tp, records in fetched.items():
             if not records:
                 continue
@@ -65,12 +69,14 @@ class Decoder:
                 try:
                     if is_label:
                         label = decode_label_event(record.value, max_bytes)
+                        ahead("label_time", label.label_time_us)
                         labels.append(label)
                     else:
                         tx, event = decode_transaction_event(record.value, max_bytes)
+                        ahead("event_time", event.event_time_us)
                         transactions.append(tx)
                         events.append(event)
-                        sources.append((tp, record.offset))
+                        sources.append(Source(tp, record.offset, record))
                 except ContractError as error:
                     self._metrics.dlq.labels(kind).inc()
                     dead_letters.append(

@@ -8,6 +8,11 @@ say what was wrong
 (``fraudstream.source.topic`` / ``.partition`` / ``.offset``), so it can be fixed and
 replayed. A dead letter goes to the DLQ partition with the number of its source partition
 (modulo the DLQ's count), keeping each source partition's dead letters in order.
+
+A transaction whose id the windows hold with other content is a dead letter too (a
+conflict). A late transaction's alert and score say ``late``. :func:`is_warmup` tells a
+replay's warm-up transaction (header ``fraudstream.warmup``), which the score stage does
+not score outside the ``live`` namespace.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from stream_app.errors import ContractError
 from stream_app.scoring.scorer import ScoreBatch, Scorer
 from stream_app.time import MICROS_PER_MS
 from stream_app.topics import StreamTopics
+from stream_app.worker.batches import Source
 from stream_app.worker.metrics import WorkerMetrics
 from stream_app.worker.publisher import OutRecord
 
@@ -32,6 +38,12 @@ FIELD = "fraudstream.field"
 SOURCE_TOPIC = "fraudstream.source.topic"
 SOURCE_PARTITION = "fraudstream.source.partition"
 SOURCE_OFFSET = "fraudstream.source.offset"
+WARMUP = "fraudstream.warmup"
+"""The header of a replay's warm-up transactions (value ``1``)."""
+CONFLICT = (
+    "transaction id {!r} was seen before with other content (event time, amount, customer "
+    "or terminal); re-using an id is refused: give every transaction its own id"
+)
 
 
 def dead_letter(
@@ -74,11 +86,13 @@ class Emitter:
         scorer: Scorer,
         *,
         publish_scores: bool,
+        dlq_partitions: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         """``scorer``: the model version, threshold and feature columns the records name;
         ``clock``: the alerts' ``processed_at``."""
         self._topics = topics
+        self._dlq_partitions = dlq_partitions
         self._metrics = metrics
         self._model_version = scorer.bundle.model_version
         self._threshold = scorer.threshold
@@ -86,23 +100,42 @@ class Emitter:
         self._publish_scores = publish_scores
         self._clock = clock
 
+    def conflict(self, source: Source, transaction_id: str) -> OutRecord:
+        """The dead letter of a transaction whose id was seen with other content."""
+        record = source.record
+        self._metrics.dlq.labels("transaction").inc()
+        return dead_letter(
+            self._topics.dlq,
+            self._dlq_partitions,
+            source_topic=source.tp.topic,
+            source_partition=source.tp.partition,
+            source_offset=source.offset,
+            key=record.key,
+            value=record.value,
+            timestamp_ms=record.timestamp,
+            error=ContractError("$.transaction_id", CONFLICT.format(transaction_id)),
+        )
+
     def records(
         self,
         transactions: Sequence[Transaction],
         times_us: Sequence[int],
+        late: Sequence[bool],
         scores: ScoreBatch,
         values: npt.NDArray[np.float64],
     ) -> list[OutRecord]:
-        """The records of scored ``transactions`` (``values``: their feature rows)."""
-        records = self._alerts(transactions, times_us, scores, values)
+        """The records of scored ``transactions`` (``values``: their feature rows; ``late``:
+        which were scored against windows they could not join)."""
+        records = self._alerts(transactions, times_us, late, scores, values)
         if self._publish_scores:
-            records.extend(self._scores(transactions, times_us, scores))
+            records.extend(self._scores(transactions, times_us, late, scores))
         return records
 
     def _alerts(
         self,
         transactions: Sequence[Transaction],
         times_us: Sequence[int],
+        late: Sequence[bool],
         scores: ScoreBatch,
         values: npt.NDArray[np.float64],
     ) -> list[OutRecord]:
@@ -121,6 +154,7 @@ class Emitter:
                 reasons=tuple(Reason(f, c, v) for f, c, v in row_reasons),
                 features=dict(zip(self._columns, values[row].tolist(), strict=True)),
                 processed_at=processed_at,
+                late=late[row],
             )
             records.append(
                 OutRecord(
@@ -134,7 +168,11 @@ class Emitter:
         return records
 
     def _scores(
-        self, transactions: Sequence[Transaction], times_us: Sequence[int], scores: ScoreBatch
+        self,
+        transactions: Sequence[Transaction],
+        times_us: Sequence[int],
+        late: Sequence[bool],
+        scores: ScoreBatch,
     ) -> list[OutRecord]:
         encode = msgspec.json.encode  # TransactionScore holds only validated values
         topic, threshold, model_version = self._topics.scores, self._threshold, self._model_version
@@ -151,13 +189,26 @@ class Emitter:
                         alert,
                         model_version,
                         tx.event_time,
+                        is_late,
                     )
                 ),
                 t // MICROS_PER_MS,
             )
-            for tx, t, score, alert in zip(
-                transactions, times_us, scores.score.tolist(), scores.is_alert.tolist(), strict=True
+            for tx, t, is_late, score, alert in zip(
+                transactions,
+                times_us,
+                late,
+                scores.score.tolist(),
+                scores.is_alert.tolist(),
+                strict=True,
             )
         ]
         self._metrics.scores_out.inc(len(out))
         return out
+
+
+def is_warmup(source: Source) -> bool:
+    """Whether ``source`` is a replay's warm-up transaction (its ``fraudstream.warmup``)."""
+    headers = source.record.headers
+    return bool(headers) and (WARMUP, b"1") in headers
+

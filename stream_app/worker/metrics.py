@@ -62,9 +62,15 @@ class WorkerMetrics:
             "Re-delivered transactions recognised by id: not applied, scored or alerted again.",
             registry=r,
         )
+        self.warmup = Counter(
+            "fraudstream_warmup_transactions",
+            "A replay's warm-up transactions: applied to the windows, not scored or alerted.",
+            registry=r,
+        )
         self.late_events = Counter(
             "fraudstream_late_events",
-            "Events older than the window horizon of their key, counted and dropped.",
+            "Transactions older than a window horizon of their customer or terminal: scored "
+            "against the windows as they are (flagged late), not added to them.",
             ["kind"],
             registry=r,
         )

@@ -42,8 +42,6 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import redis
 
 from stream_app.contracts.events import LabelEvent, TransactionEvent
@@ -81,8 +79,6 @@ class RemoteBatch:
 
     batch_id: int
     features: FeatureBatch
-    applied: npt.NDArray[np.intp]
-    late: npt.NDArray[np.bool_]
     changed: bool
 
 
@@ -317,9 +313,7 @@ class _Server:
                 continue
             if computed.changed:
                 self._computed[request_id] = computed
-            remote = RemoteBatch(
-                request_id, computed.features, computed.applied, computed.late, computed.changed
-            )
+            remote = RemoteBatch(request_id, computed.features, computed.changed)
             self._reply(request_id, True, remote)
 
     async def _compute(

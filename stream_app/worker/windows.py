@@ -58,7 +58,7 @@ class Windows:
             lambda: self._store.compute(batch.events, batch.labels)
         )
         self._metrics.stage_seconds.labels("window_compute").observe(time.perf_counter() - start)
-        late = int(computed.late.sum())
+        late = int(computed.features.late.sum())
         if late:
             self._metrics.late_events.labels("transaction").inc(late)
         return computed

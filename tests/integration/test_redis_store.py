@@ -257,7 +257,7 @@ async def _terminal_k_count_for_a_new_transaction(redis_url: str) -> float:
     return float(row.values[0, FS.columns.index("terminal_nb_tx_1d_undelayed")])
 
 
-async def test_late_transactions_are_flagged_and_not_applied(
+async def test_late_transactions_are_scored_as_the_windows_are_flagged_and_not_applied(
     redis_client: redis.Redis, redis_url: str
 ) -> None:
     async with closing(redis_store(redis_url)) as store:
@@ -269,9 +269,11 @@ async def test_late_transactions_are_flagged_and_not_applied(
             ],
             [],
         )
-    assert computed.late.tolist() == [True, False]
-    assert computed.applied.tolist() == [1]
-    assert computed.features.transaction_id == ("ok",)
+    assert computed.features.late.tolist() == [True, False]
+    assert computed.features.transaction_id == ("old", "ok")
+    old = computed.features.values[0]
+    assert not np.isnan(old).any(), "a late transaction still gets its row"
+    assert old[FS.columns.index("CUSTOMER_ID_NB_TX_1DAY_WINDOW")] == 1.0, "counted alone"
 
 
 async def test_a_restarted_store_flags_transactions_late_for_windows_it_read(
@@ -290,8 +292,7 @@ async def test_a_restarted_store_flags_transactions_late_for_windows_it_read(
             ],
             [],
         )
-    assert computed.late.tolist() == [True, True, False]
-    assert computed.features.transaction_id == ("ok",)
+    assert computed.features.late.tolist() == [True, True, False]
 
 
 async def test_the_store_a_config_opens_owns_its_clients(

@@ -96,7 +96,7 @@ async def test_compute_applies_at_once_and_leaves_nothing_to_write() -> None:
     events = [TransactionEvent(f"t{i}", "c", "k", T0 + i * DAY, 1.0) for i in range(3)]
     computed = await store.compute(events, [])
     assert store.customers["c"].transaction_ids == ["t0", "t1", "t2"]
-    assert computed.applied.tolist() == [0, 1, 2] and not computed.late.any()
+    assert not computed.features.late.any() and not computed.features.conflict.any()
     assert not computed.changed and store.computes_in_order
     before = _state(store)
     await store.write_all([computed])

@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from stream_app.ahead import AheadLimit
 from stream_app.contracts import Label, Transaction, encode_label, encode_transaction
 from stream_app.topics import stream_topics
 from stream_app.worker.barrier import LabelBarrier
@@ -79,7 +80,10 @@ def _barrier(
 
     async def run() -> tuple[Any, float]:
         metrics = WorkerMetrics()
-        decoder = Decoder(TOPICS, metrics, dlq_partitions=1, max_payload_bytes=16384)
+        decoder = Decoder(
+            TOPICS, metrics, dlq_partitions=1, max_payload_bytes=16384,
+            ahead=AheadLimit("watermark", max_ahead_s=1e9),
+        )  # fmt: skip
         barrier = LabelBarrier(
             Fetcher(consumer, TOPICS, max_records=100),  # scripted, not a broker client
             decoder,

@@ -17,9 +17,11 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from stream_app.ahead import AheadLimit
 from stream_app.contracts import (
     Label,
     Transaction,
+    TransactionScore,
     decode_alert,
     decode_score,
     encode_label,
@@ -66,6 +68,7 @@ class Stages:
     windows: Windows
     score: Score
     publish: Publish
+    store: InMemoryWindowStore
 
     async def process(self, batch: Batch) -> None:
         """A batch through windows -> score -> publish -> acknowledge -> store."""
@@ -75,28 +78,140 @@ class Stages:
         await self.windows.store([sent])
 
 
-def _stages(publish_scores: bool = True) -> tuple[Stages, RecordingPublisher, WorkerMetrics]:
+def _stages(
+    publish_scores: bool = True, honor_warmup: bool = True
+) -> tuple[Stages, RecordingPublisher, WorkerMetrics]:
     publisher = RecordingPublisher()
     metrics = WorkerMetrics()
     scorer = Scorer(load_bundle(tiny_bundle().path))
-    emitter = Emitter(TOPICS, metrics, scorer, publish_scores=publish_scores, clock=lambda: T0)
+    emitter = Emitter(
+        TOPICS, metrics, scorer, publish_scores=publish_scores, dlq_partitions=2, clock=lambda: T0
+    )
+    store = InMemoryWindowStore(tiny_bundle().feature_set)
     stages = Stages(
-        Decoder(TOPICS, metrics, dlq_partitions=2, max_payload_bytes=16384),
-        Windows(InMemoryWindowStore(tiny_bundle().feature_set), Backoff("redis", metrics), metrics),
-        Score(scorer, emitter, metrics),
+        Decoder(
+            TOPICS,
+            metrics,
+            dlq_partitions=2,
+            max_payload_bytes=16384,
+            ahead=AheadLimit("watermark", max_ahead_s=86_400),
+        ),
+        Windows(store, Backoff("redis", metrics), metrics),
+        Score(scorer, emitter, metrics, honor_warmup=honor_warmup),
         Publish(publisher, Backoff("kafka", metrics), metrics),  # type: ignore[arg-type]
+        store,
     )
     return stages, publisher, metrics
 
 
-def _record(topic: str, partition: int, offset: int, value: bytes | None) -> Any:
+def _record(topic: str, partition: int, offset: int, value: bytes | None, headers: Any = ()) -> Any:
     return ConsumerRecord(
-        topic, partition, offset, 0, 0, b"c1", value, None, 0, len(value or b""), []
+        topic, partition, offset, 0, 0, b"c1", value, None, 0, len(value or b""), headers
     )
 
 
-def _tx(tx_id: str, at: dt.datetime, amount: str = "10.00") -> bytes:
-    return encode_transaction(Transaction(tx_id, "c1", "k1", amount, "EUR", at))
+def _tx(
+    tx_id: str, at: dt.datetime, amount: str = "10.00", customer: str = "c1", terminal: str = "k1"
+) -> bytes:
+    return encode_transaction(Transaction(tx_id, customer, terminal, amount, "EUR", at))
+
+
+def _run(stages: Stages, *fetches: dict[TopicPartition, list[Any]]) -> None:
+    async def run() -> None:
+        for fetched in fetches:
+            await stages.process(stages.decode(fetched, generation=0))
+
+    asyncio.run(run())
+
+
+def _txs(*values: bytes, headers: Any = ()) -> dict[TopicPartition, list[Any]]:
+    return {
+        TopicPartition(TOPICS.transactions, 0): [
+            _record(TOPICS.transactions, 0, i, value, headers) for i, value in enumerate(values)
+        ]
+    }
+
+
+def _dead(publisher: RecordingPublisher) -> list[tuple[bytes, str]]:
+    return [
+        (r.value, dict(r.headers)[dlq.REASON].decode())
+        for r in publisher.records
+        if r.topic == TOPICS.dlq
+    ]
+
+
+def _scored(publisher: RecordingPublisher) -> dict[str, TransactionScore]:
+    scores = (decode_score(r.value) for r in publisher.records if r.topic == TOPICS.scores)
+    return {score.transaction_id: score for score in scores}
+
+
+def test_events_too_far_ahead_of_the_watermark_are_dead_letters() -> None:
+    stages, publisher, _ = _stages()
+    future = _tx("far", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC))
+    label = encode_label(Label("x", "c1", "k1", T0, T0 + dt.timedelta(days=3), True))
+    fetched = _txs(_tx("a", T0), future, _tx("b", T0 + dt.timedelta(hours=23)))
+    fetched[TopicPartition(TOPICS.labels, 0)] = [_record(TOPICS.labels, 0, 0, label)]
+    _run(stages, fetched)
+    (far, far_reason), (late_label, label_reason) = _dead(publisher)
+    assert far == future and late_label == label
+    assert "event_time 9999-12-31T23:59:59Z is" in far_reason
+    assert "FRAUDSTREAM_MAX_EVENT_AHEAD_S=86400" in far_reason
+    assert "label_time 2018-04-05T10:00:00Z" in label_reason
+    assert set(_scored(publisher)) == {"a", "b"}
+
+
+def test_a_late_transaction_is_scored_flagged_and_not_added() -> None:
+    stages, publisher, metrics = _stages()
+    new, old = T0 + dt.timedelta(days=60), T0
+    _run(
+        stages,
+        _txs(_tx("new", new)),
+        _txs(_tx("old", old, terminal="k2")),
+        _txs(_tx("next", new + dt.timedelta(hours=1))),
+    )
+    scored = _scored(publisher)
+    assert set(scored) == {"new", "old", "next"}
+    assert scored["old"].late and not scored["new"].late and not scored["next"].late
+    windows = stages.store  # the in-memory store: its windows are the state
+    assert windows.customers["c1"].transaction_ids == ["new", "next"]
+    late = metrics.registry.get_sample_value(
+        "fraudstream_late_events_total", {"kind": "transaction"}
+    )
+    assert late == 1
+
+
+def test_a_reused_transaction_id_with_other_content_is_a_conflict() -> None:
+    stages, publisher, _ = _stages()
+    first = _tx("t1", T0)
+    other_amount = _tx("t1", T0, amount="99.00")
+    other_time = _tx("t1", T0 + dt.timedelta(hours=1))
+    other_customer_same_terminal = _tx("t1", T0 + dt.timedelta(hours=2), customer="c9")
+    _run(
+        stages,
+        _txs(first),
+        _txs(first),  # a re-delivery: a duplicate, not a conflict
+        _txs(other_amount),
+        _txs(other_time),
+        _txs(other_customer_same_terminal),
+    )
+    dead = _dead(publisher)
+    assert [value for value, _ in dead] == [other_amount, other_time, other_customer_same_terminal]
+    assert all("transaction id 't1' was seen before with other content" in r for _, r in dead)
+    assert sum(r.topic == TOPICS.scores for r in publisher.records) == 1
+
+
+@pytest.mark.parametrize("honor_warmup", [True, False])
+def test_warmup_transactions_stay_silent_only_where_honored(honor_warmup: bool) -> None:
+    stages, publisher, _ = _stages(honor_warmup=honor_warmup)
+    warm = [(dlq.WARMUP, b"1")]
+    _run(
+        stages,
+        _txs(*(_tx(f"w{i}", T0 + dt.timedelta(hours=i)) for i in range(3)), headers=warm),
+        _txs(_tx("live", T0 + dt.timedelta(hours=5))),
+    )
+    expected = {"live"} if honor_warmup else {"w0", "w1", "w2", "live"}
+    assert set(_scored(publisher)) == expected
+    assert stages.store.customers["c1"].transaction_ids == ["w0", "w1", "w2", "live"]
 
 
 def test_decode_keeps_fetch_order_and_dead_letters_the_rest() -> None:
@@ -114,10 +229,11 @@ def test_decode_keeps_fetch_order_and_dead_letters_the_rest() -> None:
     batch = stages.decode(fetched, generation=4)
     # fetch order, partition by partition: the aligner orders them by event time
     assert [tx.transaction_id for tx in batch.transactions] == ["b", "a"]
-    assert batch.sources == (
+    assert [(source.tp, source.offset) for source in batch.sources] == [
         (TopicPartition(TOPICS.transactions, 0), 7),
         (TopicPartition(TOPICS.transactions, 1), 3),
-    )
+    ]
+    assert batch.sources[0].record.value == later
     assert [lab.transaction_id for lab in batch.labels] == ["a"]
     assert batch.max_event_time_us == batch.transactions[0].event_time_us  # the later one
     assert batch.offsets == {

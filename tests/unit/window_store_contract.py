@@ -153,6 +153,41 @@ async def a_genuine_label_withdraws_a_fraud_label(store: WindowStore[Any]) -> No
     assert withdrawn.values[0, fraud_column] == 0.0
 
 
+async def a_late_transaction_gets_a_row_without_joining_the_windows(
+    store: WindowStore[Any],
+) -> None:
+    count_1d = FS.columns.index("CUSTOMER_ID_NB_TX_1DAY_WINDOW")
+    await stored(store, [TransactionEvent("new", "c", "k", T0 + 40 * DAY, 5.0)])
+    late = await stored(store, [TransactionEvent("old", "c2", "k", T0, 7.0)])  # k's horizon
+    again = await stored(store, [TransactionEvent("old", "c2", "k", T0, 7.0)])
+    after = await stored(store, [TransactionEvent("next", "c2", "k2", T0 + DAY // 2, 5.0)])
+    assert late.late.tolist() == [True] and not late.duplicate.any()
+    assert late.values[0, FS.columns.index("TX_AMOUNT")] == 7.0
+    assert late.values[0, count_1d] == 1.0
+    assert again.late.tolist() == [True] and not again.duplicate.any(), "not held: not known"
+    assert not after.late.any() and after.values[0, count_1d] == 1.0, "old was not added"
+
+
+async def a_reused_id_with_other_content_is_a_conflict(store: WindowStore[Any]) -> None:
+    first = TransactionEvent("t", "c", "k", T0, 5.0)
+    await stored(store, [first])
+    batch = await stored(
+        store,
+        [
+            first,  # a re-delivery
+            TransactionEvent("t", "c", "k", T0, 6.0),  # another amount
+            TransactionEvent("t", "c", "k", T0 + DAY, 5.0),  # another time
+            TransactionEvent("t", "c2", "k", T0, 5.0),  # another customer, same terminal
+            TransactionEvent("t", "c", "k2", T0 + 2 * DAY, 5.0),  # another time and terminal
+        ],
+    )
+    assert batch.duplicate.tolist() == [True, False, False, False, False]
+    assert batch.conflict.tolist() == [False, True, True, True, True]
+    assert np.isnan(batch.values[1:]).all()
+    count = await stored(store, [TransactionEvent("u", "c", "k", T0 + 3 * DAY, 5.0)])
+    assert count.values[0, FS.columns.index("CUSTOMER_ID_NB_TX_7DAY_WINDOW")] == 2.0
+
+
 async def the_store_has_the_feature_set_it_was_opened_with(store: WindowStore[Any]) -> None:
     assert store.feature_set == FS
 
@@ -162,5 +197,7 @@ CONTRACT: list[Callable[[WindowStore[Any]], Awaitable[None]]] = [
     redelivered_events_are_flagged_and_keep_their_first_rows,
     the_latest_transaction_redelivered_gets_its_first_row_and_sequence,
     a_genuine_label_withdraws_a_fraud_label,
+    a_late_transaction_gets_a_row_without_joining_the_windows,
+    a_reused_id_with_other_content_is_a_conflict,
     the_store_has_the_feature_set_it_was_opened_with,
 ]
