@@ -25,6 +25,9 @@ from stream_app.connections import Kafka, kafka_admin, kafka_connection, start_c
 from stream_app.errors import ConfigError, DependencyUnavailable
 
 DEFAULT_NAMESPACE = "live"
+WARMUP = "fraudstream.warmup"
+"""The header (value ``1``) of a replay's warm-up transactions: applied to the windows, not
+scored, outside the ``live`` namespace (stream_app.worker.score)."""
 NAMESPACE_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 """1..40 characters of ``[a-z0-9-]``, not starting or ending with ``-``."""
 

@@ -28,7 +28,7 @@ from stream_app.contracts import Alert, Reason, Transaction, TransactionScore, e
 from stream_app.errors import ContractError
 from stream_app.scoring.scorer import ScoreBatch, Scorer
 from stream_app.time import MICROS_PER_MS
-from stream_app.topics import StreamTopics
+from stream_app.topics import WARMUP, StreamTopics
 from stream_app.worker.batches import Source
 from stream_app.worker.metrics import WorkerMetrics
 from stream_app.worker.publisher import OutRecord
@@ -38,8 +38,6 @@ FIELD = "fraudstream.field"
 SOURCE_TOPIC = "fraudstream.source.topic"
 SOURCE_PARTITION = "fraudstream.source.partition"
 SOURCE_OFFSET = "fraudstream.source.offset"
-WARMUP = "fraudstream.warmup"
-"""The header of a replay's warm-up transactions (value ``1``)."""
 CONFLICT = (
     "transaction id {!r} was seen before with other content (event time, amount, customer "
     "or terminal); re-using an id is refused: give every transaction its own id"

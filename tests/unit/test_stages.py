@@ -30,7 +30,7 @@ from stream_app.contracts import (
 from stream_app.features.store import InMemoryWindowStore
 from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.scorer import Scorer
-from stream_app.topics import stream_topics
+from stream_app.topics import WARMUP, stream_topics
 from stream_app.worker import emit as dlq
 from stream_app.worker.batches import Batch
 from stream_app.worker.commit import Publish
@@ -203,7 +203,7 @@ def test_a_reused_transaction_id_with_other_content_is_a_conflict() -> None:
 @pytest.mark.parametrize("honor_warmup", [True, False])
 def test_warmup_transactions_stay_silent_only_where_honored(honor_warmup: bool) -> None:
     stages, publisher, _ = _stages(honor_warmup=honor_warmup)
-    warm = [(dlq.WARMUP, b"1")]
+    warm = [(WARMUP, b"1")]
     _run(
         stages,
         _txs(*(_tx(f"w{i}", T0 + dt.timedelta(hours=i)) for i in range(3)), headers=warm),
