@@ -2,11 +2,13 @@
 
 Transactions are applied in event-time order to in-memory windows by the same incremental
 code the worker runs (fraud labels become known at their label time) and scored in
-batches by the bundle's ONNX models. Events before --from only warm the windows; events
-from --to on are not read. The output has one row per scored transaction:
-transaction_id, event_time, score (0..1, higher = more suspicious), is_alert
-(score >= the bundle's threshold), autoencoder_error, sequence_probability and reasons
-(the three features with the largest autoencoder errors: feature, contribution, value).
+batches by the bundle's ONNX models. The events of the window horizon before --from (37
+days with a 7-day label delay) only warm the windows and older ones are not read, as in
+`fraudstream replay --from` (its warm-up); events from --to on are not read. The output
+has one row per scored transaction: transaction_id, event_time, score (0..1, higher =
+more suspicious), is_alert (score >= the bundle's threshold), autoencoder_error,
+sequence_probability and reasons (the three features with the largest autoencoder
+errors: feature, contribution, value).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="Parquet file to write (replaced only when complete)")
     parser.add_argument("--from", dest="start", metavar="DATE",
                         help="first event time to score (ISO date/time, UTC by default); "
-                        "earlier events only warm the windows")
+                        "the window horizon before it only warms the windows")
     parser.add_argument("--to", dest="stop", metavar="DATE",
                         help="score events before this time (exclusive)")
     parser.add_argument("--format", choices=FORMATS,

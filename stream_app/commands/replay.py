@@ -9,6 +9,7 @@ from typing import Any
 
 from stream_app.connections import KafkaConnection
 from stream_app.errors import ConfigError
+from stream_app.features.horizon import warmup_us
 from stream_app.settings import Settings
 from stream_app.sources.load import load_history
 from stream_app.tools.replay import replay, replay_order
@@ -26,7 +27,11 @@ event time) and their labels (at event time + label delay), merged in event-time
 --speed N replays N times faster than real time relative to the first event; 'max' sends
 as fast as the broker takes it. The namespace isolates the replay: its own topics
 (<namespace>.transactions ...), consumer group and Redis keys. --namespace (or
-FRAUDSTREAM_NAMESPACE) is required: the live topics are written only with --namespace live."""
+FRAUDSTREAM_NAMESPACE) is required: the live topics are written only with --namespace live.
+With --from D, the events of the window horizon before D (37 days with a 7-day label
+delay) go first, marked as warm-up: the worker applies them to the windows without
+alerting, so the scores from D on are those of warm windows. The live worker ignores the
+mark, so --namespace live --from D needs --no-warmup (cold windows)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -47,6 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--namespace", default=None, metavar="NAME",
                         help="topics/group/Redis prefix to use (default FRAUDSTREAM_NAMESPACE; "
                         "'live' only when named here)")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="with --from: publish from --from on only (cold windows)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -57,13 +64,23 @@ def run(args: argparse.Namespace) -> int:
     start = None if args.start is None else parse_moment_us(args.start, "--from")
     stop = None if args.stop is None else parse_moment_us(args.stop, "--to")
     topics = stream_topics(replay_namespace(args.namespace, settings.namespace))
+    warmup_until = None if start is None or args.no_warmup else start
+    if warmup_until is not None and topics.namespace == DEFAULT_NAMESPACE:
+        raise ConfigError(
+            f"--namespace live --from {args.start}: the live worker alerts on warm-up events "
+            "(it ignores the mark), so the window horizon before --from would raise alerts "
+            "again; replay into a namespace of its own, or add --no-warmup to publish from "
+            "--from on with cold windows"
+        )
     history = load_history(args.input, format=args.format,
                            label_delay_days=settings.label_delay_days)
-    order = replay_order(history, start, stop)
+    first = start if warmup_until is None else warmup_until - warmup_us(settings.label_delay_days)
+    order = replay_order(history, first, stop)
     kafka = KafkaConnection.from_settings(settings)
     ensure_topics_sync(kafka, topics.all, settings.topic_partitions, settings.topic_replication)
     summary = asyncio.run(replay(history, order, kafka, topics, speed,
-                                 progress=not args.no_progress))
+                                 progress=not args.no_progress,
+                                 warmup_until_us=warmup_until))
     print(summary.line(topics), flush=True)
     return 0
 

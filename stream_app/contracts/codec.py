@@ -1,20 +1,22 @@
 """Decode and encode contract events (the hot path: every consumed event passes here).
 
-The strict decoding is two msgspec passes over the same bytes, both with decoders built once:
+The strict decoding is two msgspec passes over the same bytes, both with decoders built
+once, and a count:
 
 1. the record decoder checks types, lengths, patterns, ranges, unknown fields, the
-   ``schema`` tag and real calendar dates with a tz offset (``Meta(tz=True)``);
+   ``schema`` tag and real calendar dates with a tz offset (``Meta(tz=True)``); ids
+   (``Id``) may hold no control character (U+0000-U+001F, U+007F-U+009F);
 2. a small "spelling" decoder checks that ``schema`` is present and that every time field
    is spelled as the JSON Schema demands (RFC 3339, upper-case ``T``/``Z``, ``+hh:mm``
    offsets, at most 6 fractional digits). msgspec's own datetime parser is more lenient
-   (``t``, a space, ``+0100``, nanoseconds) and would otherwise accept what the schema rejects.
+   (``t``, a space, ``+0100``, nanoseconds) and would otherwise accept what the schema rejects;
+3. no object repeats a key, at any depth (msgspec keeps the last value): the payload has
+   two quote characters per key and string value of the record. More means a repeated key
+   or an escaped quote, and only then is it parsed again with :func:`json.loads`, which
+   sees every key.
 
-3. no object repeats a key, at any depth (msgspec would keep the last value): the payload
-   has exactly as many quote characters as the record has keys and string values, twice
-   (more means a repeated key or an escaped quote, and only then is it parsed again with
-   :func:`json.loads`, which sees every key).
-
-Ids (``Id``) hold no control character (U+0000-U+001F, U+007F-U+009F).
+An alert's feature names (``FeatureName``) are checked for control characters after
+decoding, and only when the payload has a byte a control character needs.
 
 Transactions and labels first take a fast path: one msgspec pass into a "wire" struct
 whose amount, currency and times are plain strings, then cheaper checks of those strings
@@ -24,7 +26,8 @@ strict decoding, so both give the same verdicts and messages.
 
 Every failure raises :class:`~stream_app.errors.ContractError` with the JSON path of the
 bad field and a sentence naming the bad value and what is expected instead. Encoders
-validate what they produce the same way, so nothing invalid is ever published.
+validate what they produce the same way (but for repeated keys: they write each key once),
+so nothing invalid is ever published.
 """
 
 from __future__ import annotations
@@ -183,12 +186,16 @@ def decode_event(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Tran
 
 def decode_alert(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Alert:
     """Decode and validate one ``alert.v1`` payload."""
-    return _decode_output(raw, max_bytes, _ALERT, _ALERT_SPELLING, "alert.v1")
+    record = _decode_output(raw, max_bytes, _ALERT, _ALERT_SPELLING, "alert.v1")
+    _check_keys_once(raw, record)
+    return record
 
 
 def decode_score(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> TransactionScore:
     """Decode and validate one ``score.v1`` payload."""
-    return _decode_output(raw, max_bytes, _SCORE, _SCORE_SPELLING, "score.v1")
+    record = _decode_output(raw, max_bytes, _SCORE, _SCORE_SPELLING, "score.v1")
+    _check_keys_once(raw, record)
+    return record
 
 
 def _decode_output(
@@ -198,14 +205,16 @@ def _decode_output(
     spelling: msgspec.json.Decoder[Any],
     contract: str,
 ) -> _Record:
-    """A record the worker publishes, decoded and validated (its type and spelling)."""
+    """A record the worker publishes, decoded and validated (its type and spelling; not
+    whether a key repeats: the encoders write each key once)."""
     _check_size(raw, max_bytes)
     try:
         record = decoder.decode(raw)
         spelling.decode(raw)
     except _FAILURES as exc:
         raise _contract_error(exc, raw, (contract,)) from None
-    _check_keys_once(raw, record)
+    if isinstance(record, Alert):
+        _check_feature_names(record, raw)
     return record
 
 
@@ -226,14 +235,14 @@ def encode_label(record: Label, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> b
 def encode_alert(record: Alert, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
     """``record`` as ``alert.v1`` JSON; ContractError if it breaks the contract."""
     raw = _ENCODER.encode(record)
-    decode_alert(raw, max_bytes)
+    _decode_output(raw, max_bytes, _ALERT, _ALERT_SPELLING, "alert.v1")
     return raw
 
 
 def encode_score(record: TransactionScore, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
     """``record`` as ``score.v1`` JSON; ContractError if it breaks the contract."""
     raw = _ENCODER.encode(record)
-    decode_score(raw, max_bytes)
+    _decode_output(raw, max_bytes, _SCORE, _SCORE_SPELLING, "score.v1")
     return raw
 
 
@@ -253,6 +262,25 @@ def _check_keys_once(raw: bytes, record: Transaction | Label | Alert | Transacti
         repeated = _repeated_key(raw)
         if repeated is not None:
             raise repeated
+
+
+def _check_feature_names(alert: Alert, raw: bytes) -> None:
+    """ContractError for a feature name (``FeatureName``) with a control character. None
+    can be in a payload without a backslash (JSON escapes C0 controls), a DEL byte or a
+    0xC2 byte (the first of a C1 control in UTF-8)."""
+    if 0x5C not in raw and 0x7F not in raw and 0xC2 not in raw:
+        return
+    for at, reason in enumerate(alert.reasons):
+        found = _CONTROL.search(reason.feature)
+        if found:
+            raise ContractError(
+                f"$.reasons[{at}].feature",
+                f"got {_show(reason.feature)}; {_control(found)}; {_ID_RULE}",
+            )
+    for name in alert.features:
+        found = _CONTROL.search(name)
+        if found:
+            raise ContractError("$.features", f"key {_show(name)}: {_control(found)}; {_ID_RULE}")
 
 
 def _fewest_quotes(record: Transaction | Label | Alert | TransactionScore) -> int:
@@ -368,6 +396,22 @@ def _repeated_key(raw: bytes) -> ContractError | None:
     )
 
 
+def _strings(document: Any) -> int:
+    """How many keys and string values ``document`` holds (without recursion)."""
+    count = 0
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            count += len(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            count += 1
+    return count
+
+
 def _first_repeated(document: Any) -> tuple[str, _Repeated] | None:
     """The path and object of the first :class:`_Repeated` in ``document``, depth first in
     document order (without recursion: documents may nest deeply)."""
@@ -388,9 +432,10 @@ def _contract_error(exc: Exception, raw: bytes, contracts: tuple[str, ...]) -> C
         document = msgspec.json.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as unreadable:
         return _unreadable(raw, unreadable)
-    repeated = _repeated_key(raw)  # first: msgspec saw one of its values
-    if repeated is not None:
-        return repeated
+    if raw.count(b'"') != 2 * _strings(document):  # a key repeated, or a quote escaped
+        repeated = _repeated_key(raw)  # first: msgspec saw only one of its values
+        if repeated is not None:
+            return repeated
     message, _, at = str(exc).partition(" - at `")
     path = at.removesuffix("`") or "$"
     if path.startswith("key` in `"):  # a dict key: "- at `key` in `$.features`"
@@ -433,11 +478,8 @@ def _contract_error(exc: Exception, raw: bytes, contracts: tuple[str, ...]) -> C
 
 
 def _bad_key(path: str, mapping: Any, message: str) -> ContractError:
-    """The error of the first key of ``mapping`` (at ``path``) that is not an id."""
+    """The error of the first key of ``mapping`` (at ``path``) of the wrong length."""
     for key in mapping if isinstance(mapping, dict) else ():
-        control = _CONTROL.search(key)
-        if control:
-            return ContractError(path, f"key {_show(key)}: {_control(control)}; {_ID_RULE}")
         if not 1 <= len(key) <= 64:
             return ContractError(path, f"key {_show(key)} has {len(key)} characters; {_ID_RULE}")
     detail = message[0].lower() + message[1:]

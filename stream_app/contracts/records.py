@@ -36,6 +36,9 @@ ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*(?![\s\S])"
 ALERT_NAMESPACE = uuid.UUID("0bad7baf-845c-53a9-9254-773f32b412d8")
 
 Id = Annotated[str, Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
+#: An id whose control characters the codec checks after decoding, at once for all feature
+#: names of an alert (ID_PATTERN costs about 0.25 µs a name; an alert has 15 to 25).
+FeatureName = Annotated[str, Meta(min_length=1, max_length=64)]
 Amount = Annotated[str, Meta(pattern=AMOUNT_PATTERN)]
 Currency = Annotated[str, Meta(pattern=CURRENCY_PATTERN)]
 Timestamp = Annotated[datetime, Meta(tz=True)]
@@ -120,7 +123,7 @@ class Label(
 class Reason(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One explanation of an alert: a feature, its contribution and its value."""
 
-    feature: Id
+    feature: FeatureName
     contribution: float
     value: float
 
@@ -149,7 +152,7 @@ class Alert(
     threshold: Probability
     model_version: Id
     reasons: tuple[Reason, ...]
-    features: dict[Id, float]
+    features: dict[FeatureName, float]
     event_time: Timestamp
     processed_at: Timestamp
     late: bool = False

@@ -3,8 +3,10 @@
 :func:`backtest` replays a history in process through the *incremental* feature code (an
 :class:`~stream_app.features.store.InMemoryWindowStore` fed in event-time order, fraud
 labels released at their ``label_time``) and scores the rows with the bundle's
-:class:`~stream_app.scoring.scorer.Scorer`, in batches. Events before ``start_us`` only
-warm the windows; events at or after ``stop_us`` are not read.
+:class:`~stream_app.scoring.scorer.Scorer`, in batches. The events of the window horizon
+before ``start_us`` (:func:`~stream_app.features.horizon.warmup_us`, 37 days with a 7-day
+label delay) only warm the windows, older ones are not read: what ``fraudstream replay
+--from`` publishes as warm-up. Events at or after ``stop_us`` are not read.
 
 :func:`score_history_batch` computes the same rows with the vectorised batch features
 (``compute_features``, sequences gathered through ``sequence_index``) and the same
@@ -26,6 +28,7 @@ from tqdm import tqdm
 
 from stream_app.contracts.events import LabelEvent
 from stream_app.features.batch import compute_features
+from stream_app.features.horizon import warmup_us
 from stream_app.features.spec import FeatureSet, feature_set
 from stream_app.features.store import FeatureBatch, InMemoryWindowStore, transaction_events
 from stream_app.scoring.scorer import ScoreBatch, Scorer
@@ -45,7 +48,7 @@ class ScoredHistory:
     is_fraud: npt.NDArray[np.int8]
     scores: ScoreBatch
     warmed: int
-    """Rows applied to the windows before the first scored one (``--from``)."""
+    """Rows applied to the windows before the first scored one (the warm-up of ``--from``)."""
     seconds: float
 
     def __len__(self) -> int:
@@ -122,14 +125,18 @@ def backtest(
     times = history.event_time_us
     end = len(history) if stop_us is None else int(np.searchsorted(times, stop_us, "left"))
     first = 0 if start_us is None else int(np.searchsorted(times[:end], start_us, "left"))
+    begin = 0
+    if start_us is not None:
+        horizon_us = warmup_us(scorer.bundle.manifest.label_delay_days)
+        begin = int(np.searchsorted(times[:first], start_us - horizon_us, "left"))
     store = InMemoryWindowStore(bundle_feature_set(scorer))
     rows: list[Rows] = []
     parts: list[FeatureBatch] = []
     pending = 0
     scored: list[ScoreBatch] = []
-    with tqdm(total=end, unit="tx", desc="backtest", file=sys.stderr,
+    with tqdm(total=end - begin, unit="tx", desc="backtest", file=sys.stderr,
               disable=None if progress else True) as bar:
-        for start, stop, labels in _segments(history, end, batch_size):
+        for start, stop, labels in _segments(history, begin, end, batch_size):
             batch = store.apply(transaction_events(history.slice(start, stop)), labels)
             bar.update(stop - start)
             offset = max(first - start, 0)
@@ -146,7 +153,8 @@ def backtest(
         scored.append(_score(scorer, parts))
     scored_rows = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     return _scored_history(
-        history, scored_rows, _concat(scored, scorer), first, time.perf_counter() - started
+        history, scored_rows, _concat(scored, scorer), first - begin,
+        time.perf_counter() - started,
     )
 
 
@@ -172,19 +180,22 @@ def score_history_batch(
 
 
 def _segments(
-    history: TransactionHistory, end: int, batch_size: int
+    history: TransactionHistory, begin: int, end: int, batch_size: int
 ) -> Iterator[tuple[int, int, list[LabelEvent]]]:
-    """Row ranges of at most ``batch_size`` within which no fraud label becomes known,
-    each with the labels to apply first (``label_time <= `` its first event time)."""
+    """Row ranges of ``[begin, end)``, at most ``batch_size`` each, within which no fraud
+    label becomes known, each with the labels (of rows from ``begin`` on) to apply first
+    (``label_time <= `` its first event time)."""
     label_times = history.label_time_us
-    frauds = np.flatnonzero((history.is_fraud == 1) & (label_times != NO_LABEL_US))
+    frauds = begin + np.flatnonzero(
+        (history.is_fraud[begin:] == 1) & (label_times[begin:] != NO_LABEL_US)
+    )
     frauds = frauds[np.argsort(label_times[frauds], kind="stable")]
-    released = np.searchsorted(label_times[frauds], history.event_time_us[:end], "right")
+    released = np.searchsorted(label_times[frauds], history.event_time_us[begin:end], "right")
     cuts = np.flatnonzero(np.diff(released)) + 1
-    bounds = np.unique(np.r_[0, cuts, np.arange(0, end, batch_size), end])
+    bounds = begin + np.unique(np.r_[0, cuts, np.arange(0, end - begin, batch_size), end - begin])
     applied = 0
     for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        due = int(released[start])
+        due = int(released[start - begin])
         yield start, stop, [_label(history, int(row)) for row in frauds[applied:due]]
         applied = due
 

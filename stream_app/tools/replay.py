@@ -12,6 +12,12 @@ encoder :func:`~stream_app.sources.jsonl.write_jsonl` uses too.
 Records go out in per-partition batches (:class:`~stream_app.worker.publisher.BatchPublisher`,
 the default murmur2 key partitioning) without waiting for each delivery; order within a
 partition is kept.
+
+A replay from a date D can first publish a warm-up (``warmup_until_us=D``): the events
+before D (the commands start the order one window horizon earlier) carry the header
+:data:`WARMUP_HEADER`. Outside the live namespace the worker applies such transactions to
+the windows without alerting or publishing a score, so the scores from D on are those of
+a run with warm windows.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from stream_app.contracts.records import from_epoch_us
 from stream_app.errors import DependencyUnavailable, InputDataError
 from stream_app.sources.events import RecordEncoder, ReplayOrder, replay_order
 from stream_app.sources.history import TransactionHistory
-from stream_app.topics import StreamTopics
+from stream_app.topics import WARMUP, StreamTopics
 from stream_app.worker.publisher import BatchPublisher, OutRecord
 
 CHUNK_EVENTS = 2_000
@@ -40,11 +46,13 @@ CHUNK_EVENTS = 2_000
 CHUNKS_IN_FLIGHT = 4
 """Chunks handed to the producer whose delivery may still be unconfirmed."""
 MAX_IDLE_SLEEP_S = 0.25
+WARMUP_HEADER = (WARMUP, b"1")
+"""The Kafka header of a warm-up event (name, value)."""
 LINGER_MS = 5
 """Default producer linger: every batch waits this long before it goes out (aiokafka lingers
 also batches handed over whole with ``send_batch``)."""
 
-__all__ = ["ReplayOrder", "ReplaySummary", "replay", "replay_order"]
+__all__ = ["WARMUP_HEADER", "ReplayOrder", "ReplaySummary", "replay", "replay_order"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class ReplaySummary:
     duration_s: float
     first_event_us: int | None
     last_event_us: int | None
+    warmup: int = 0
+    """Events (transactions and labels) published as warm-up."""
 
     @property
     def events_per_s(self) -> float:
@@ -70,10 +80,11 @@ class ReplaySummary:
             first = from_epoch_us(self.first_event_us).isoformat().replace("+00:00", "Z")
             last = from_epoch_us(self.last_event_us).isoformat().replace("+00:00", "Z")
             span = f", event time {first} .. {last}"
+        warmup = f", the first {self.warmup:,} events as warm-up" if self.warmup else ""
         return (
             f"replayed {self.transactions:,} transactions and {self.labels:,} labels to "
             f"{topics.transactions} / {topics.labels} in {self.duration_s:.1f} s "
-            f"({self.events_per_s:,.0f} events/s{span})"
+            f"({self.events_per_s:,.0f} events/s{span}{warmup})"
         )
 
 
@@ -88,6 +99,7 @@ async def replay(
     progress: bool = True,
     on_sent: Callable[[npt.NDArray[np.int64], float], None] | None = None,
     linger_ms: int = LINGER_MS,
+    warmup_until_us: int | None = None,
 ) -> ReplaySummary:
     """Publish ``order`` to ``topics`` on ``kafka``; ``speed`` None means max speed.
 
@@ -97,7 +109,8 @@ async def replay(
     ``on_sent(rows, wall_time_s)`` is told the history rows of the transactions handed to
     the producer and the wall time (``time.time()``) when they were (just before the
     hand-over, so time the producer blocks counts as theirs). ``linger_ms`` is the
-    producer's linger (latency measurements pass 0).
+    producer's linger (latency measurements pass 0). Events whose replay clock is before
+    ``warmup_until_us`` carry :data:`WARMUP_HEADER`.
     """
     producer = kafka_producer(kafka, linger_ms=linger_ms)
     publisher = BatchPublisher(producer)
@@ -115,7 +128,8 @@ async def replay(
         started = time.monotonic()
         with tqdm(total=len(order), unit="ev", disable=not progress, smoothing=0.1) as bar:
             schedule = _schedule(order, speed, events_per_s)
-            await _publish(history, order, topics, schedule, publisher, bar, on_sent)
+            warm = _warmup(order, warmup_until_us)
+            await _publish(history, order, warm, topics, schedule, publisher, bar, on_sent)
         duration = time.monotonic() - started
     except KafkaError as exc:
         raise DependencyUnavailable(
@@ -131,7 +145,13 @@ async def replay(
         duration_s=duration,
         first_event_us=int(order.clock_us[0]) if len(order) else None,
         last_event_us=int(order.clock_us[-1]) if len(order) else None,
+        warmup=warm,
     )
+
+
+def _warmup(order: ReplayOrder, until_us: int | None) -> int:
+    """How many events of ``order`` (a prefix: the clock never decreases) are warm-up."""
+    return 0 if until_us is None else int(np.searchsorted(order.clock_us, until_us, "left"))
 
 
 def _schedule(
@@ -155,6 +175,7 @@ def _schedule(
 async def _publish(
     history: TransactionHistory,
     order: ReplayOrder,
+    warm: int,
     topics: StreamTopics,
     schedule: npt.NDArray[np.float64] | None,
     publisher: BatchPublisher,
@@ -166,6 +187,7 @@ async def _publish(
     n = len(order)
     wall_start = time.monotonic()
     in_flight: list[list[asyncio.Future[Any]]] = []
+    warmup_headers = (WARMUP_HEADER,)
     i = 0
     while i < n:
         stop = min(n, i + CHUNK_EVENTS)
@@ -186,6 +208,7 @@ async def _publish(
                     key=str(keys[row]).encode(),
                     value=encoder.payload(row, is_label),
                     timestamp_ms=int(order.clock_us[j]) // 1000,
+                    headers=warmup_headers if j < warm else (),
                 )
             )
         handed_at = time.time()

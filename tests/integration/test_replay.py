@@ -22,7 +22,7 @@ from stream_app.errors import ConfigError
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
-from stream_app.tools.replay import ReplayOrder, replay, replay_order
+from stream_app.tools.replay import WARMUP_HEADER, ReplayOrder, replay, replay_order
 from stream_app.tools.topic_reader import read_topic
 from stream_app.topics import StreamTopics, ensure_topics_sync, stream_topics
 from tests.unit.feature_histories import clock_history
@@ -172,7 +172,7 @@ def test_replay_command_reads_jsonl_filters_and_prints_a_summary(
     replay_command.add_parser(parser.add_subparsers())
     args = parser.parse_args(["replay", "--input", str(path), "--namespace", namespace,
                               "--from", "2018-04-05", "--to", "2018-04-09T00:00:00+00:00",
-                              "--speed", "max", "--no-progress"])
+                              "--speed", "max", "--no-warmup", "--no-progress"])
     assert replay_command.run(args) == 0
 
     start = to_epoch_us(dt.datetime(2018, 4, 5, tzinfo=dt.UTC))
@@ -193,11 +193,13 @@ def test_replay_command_rejects_a_bad_speed_and_namespace(
     parser = argparse.ArgumentParser()
     replay_command.add_parser(parser.add_subparsers())
     no_namespace = "no namespace given .*pass --namespace <name> .* or --namespace live to"
+    live_warmup = "--namespace live --from 2018-04-05: .* add --no-warmup"
     for flags, message in ((["--speed", "fast"], "--speed 'fast'"),
                            (["--speed", "-2"], "--speed '-2'"),
                            (["--namespace", "Bad_NS"], "namespace 'Bad_NS'"),
                            ([], no_namespace),
-                           (["--from", "2018-04-05"], no_namespace)):
+                           (["--from", "2018-04-05"], no_namespace),
+                           (["--namespace", "live", "--from", "2018-04-05"], live_warmup)):
         args = parser.parse_args(["replay", "--input", str(tmp_path / "x.jsonl"), *flags])
         with pytest.raises(ConfigError, match=message):
             replay_command.run(args)
@@ -209,6 +211,47 @@ def test_replay_writes_the_live_topics_only_when_named() -> None:
     assert replay_command.replay_namespace(None, "review-2") == "review-2"  # from the env
     with pytest.raises(ConfigError, match="FRAUDSTREAM_NAMESPACE is 'live' or unset"):
         replay_command.replay_namespace(None, "live")
+
+
+def test_replay_from_a_date_publishes_the_horizon_before_it_as_warmup(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--from D: the transactions (and labels) of the 37 days before D (1/7/30-day windows,
+    7-day label delay) go first with the warm-up header, then D on without it; nothing
+    older is published. The namespace comes from FRAUDSTREAM_NAMESPACE."""
+    history = simulate(30, 30, 45, dt.date(2018, 4, 1), seed=4, label_delay_days=7)
+    path = tmp_path / "history.jsonl"
+    write_jsonl(history, path)
+    namespace = f"warm-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("FRAUDSTREAM_TOPIC_PARTITIONS", str(PARTITIONS))
+    monkeypatch.setenv("FRAUDSTREAM_NAMESPACE", namespace)
+    parser = argparse.ArgumentParser()
+    replay_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["replay", "--input", str(path), "--from", "2018-05-10",
+                              "--no-progress"])
+    assert replay_command.run(args) == 0
+
+    start = to_epoch_us(dt.datetime(2018, 5, 10, tzinfo=dt.UTC))
+    warm_from = start - 37 * 86_400 * US
+    topics = stream_topics(namespace)
+    times = dict(zip(history.transaction_id.tolist(), history.event_time_us.tolist(),
+                     strict=True))
+    transactions = _read_topic(kafka_bootstrap, topics.transactions)
+    labels = _read_topic(kafka_bootstrap, topics.labels)
+    published = sorted(decode_transaction(r.value).transaction_id for r in transactions)
+    assert published == sorted(t for t, at in times.items() if at >= warm_from)
+    for record in transactions:
+        warmup = times[decode_transaction(record.value).transaction_id] < start
+        assert (WARMUP_HEADER in record.headers) is warmup
+    for record in labels:
+        assert (WARMUP_HEADER in record.headers) is (decode_label(record.value).label_time_us
+                                                     < start)
+    warmed = sum(WARMUP_HEADER in r.headers for r in [*transactions, *labels])
+    assert 0 < warmed < len(transactions) + len(labels)
+    assert min(times.values()) < warm_from  # the history reaches further back than that
+    assert f"the first {warmed:,} events as warm-up" in capsys.readouterr().out
 
 
 def test_events_per_s_offers_a_fixed_transaction_rate(kafka_bootstrap: str) -> None:

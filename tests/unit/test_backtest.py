@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stream_app.cli import main
+from stream_app.features.horizon import warmup_us
 from stream_app.scoring import Scorer, load_bundle
 from stream_app.scoring.backtest import ScoredHistory, backtest, score_history_batch
 from stream_app.sources.history import TransactionHistory
@@ -92,6 +93,25 @@ def test_events_before_from_only_warm_the_windows() -> None:
     np.testing.assert_array_equal(replayed.rows, np.arange(before, len(_history())))
     assert replayed.event_time_us.min() >= start_us
     _assert_same_scores(replayed, _batch_path())
+
+
+def test_from_reads_only_the_warmup_horizon_before_it() -> None:
+    """--from D warms the windows on [D - 37 days, D) (1/7/30-day windows, 7-day label
+    delay), as a replay from D publishes them; older events are not read."""
+    history = simulate(n_customers=40, n_terminals=30, n_days=50, start_date=START, seed=4)
+    start_us = START_US + 45 * MICROS_PER_DAY
+    warm_from = start_us - warmup_us(_scorer().bundle.manifest.label_delay_days)
+    assert warm_from == start_us - 37 * MICROS_PER_DAY
+    lo = int(np.searchsorted(history.event_time_us, warm_from))
+    replayed = backtest(history, _scorer(), start_us=start_us, batch_size=256)
+    from_horizon = backtest(history.slice(lo, len(history)), _scorer(), start_us=start_us)
+    times = history.event_time_us
+    assert lo > 0 and replayed.warmed == np.count_nonzero((times >= warm_from)
+                                                          & (times < start_us))
+    np.testing.assert_array_equal(replayed.rows, np.flatnonzero(times >= start_us))
+    np.testing.assert_array_equal(replayed.transaction_id, from_horizon.transaction_id)
+    np.testing.assert_allclose(replayed.scores.score, from_horizon.scores.score, rtol=0,
+                               atol=1e-6)
 
 
 def test_events_from_to_on_are_not_read() -> None:

@@ -99,6 +99,11 @@ def refusal(decode: Decode, raw: bytes) -> ContractError:
         ),
         (
             "transaction.v1",
+            encode_pairs([("amount", "-5"), *BASE["transaction.v1"].items()]),
+            '$.amount: duplicate key "amount" (values "-5", "57.16"); send each field once',
+        ),
+        (
+            "transaction.v1",
             with_pairs("transaction.v1", ("channel", {"a": [{"b": 1}]})).replace(
                 b'"b": 1', b'"b": 1, "b": 2'
             ),
