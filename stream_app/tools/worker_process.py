@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream_app.errors import LocalServiceError
-from stream_app.settings import ENV_PREFIX, Settings
+from stream_app.settings import ENV_PREFIX, FILE_SUFFIX, Settings
 
 READY_TIMEOUT_S = 90.0
 STOP_GRACE_S = 15.0
@@ -66,10 +66,16 @@ def worker_process(
     extra_env: Mapping[str, str] | None = None,
     ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> Iterator[WorkerProcess]:
-    """Start a worker with ``settings``; stop its process group when the block ends."""
+    """Start a worker with ``settings``; stop its process group when the block ends.
+
+    ``extra_env`` adds variables; a ``FRAUDSTREAM_X_FILE`` among them replaces
+    ``FRAUDSTREAM_X`` (how a secret reaches the worker as a file)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env.update(settings_environment(settings))
     env.update(extra_env or {})
+    for name in extra_env or {}:
+        if name.endswith(FILE_SUFFIX):
+            env.pop(name.removesuffix(FILE_SUFFIX), None)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(

@@ -18,6 +18,7 @@ from stream_app.features.incremental import (
     decode_terminal,
 )
 from stream_app.features.redis_store import KEY_LAYOUT
+from stream_app.pseudonyms import CUSTOMER, TERMINAL, Pseudonymizer
 from stream_app.scoring.bundle import ModelBundle
 from stream_app.sources.history import TransactionHistory
 from stream_app.topics import stream_topics
@@ -45,10 +46,11 @@ def _expected_windows(
 
 
 def windows_match(
-    client: redis.Redis, namespace: str, history: TransactionHistory, width: int
-) -> str:
+    client: redis.Redis, namespace: str, history: TransactionHistory, width: int,
+    pseudonymizer: Pseudonymizer | None = None,
+) -> str:  # fmt: skip
     """'' when Redis holds exactly the history's windows (customer rows of ``width``
-    features), else what differs first."""
+    features; keyed by the ids' pseudonyms with ``pseudonymizer``), else what differs first."""
     customers, terminals, customer_frauds, terminal_frauds = _expected_windows(history)
     prefix = f"fraudstream:{namespace}:{KEY_LAYOUT}:"
     for kind, expected, frauds in (
@@ -56,7 +58,8 @@ def windows_match(
         ("term", terminals, terminal_frauds),
     ):
         for key, ids in expected.items():
-            state = client.hget(f"{prefix}{kind}:{key}", "s")
+            name = key if pseudonymizer is None else pseudonymizer.pseudonym(kind, key)
+            state = client.hget(f"{prefix}{kind}:{name}", "s")
             if state is None:
                 return f"{kind}:{key} missing"
             assert isinstance(state, bytes), "use a client without decode_responses"
@@ -74,14 +77,15 @@ def windows_match(
 def settled_alerts(
     client: redis.Redis, bootstrap: str, namespace: str, history: TransactionHistory,
     bundle: ModelBundle, check_alive: Callable[[], None], timeout_s: float,
+    pseudonymizer: Pseudonymizer | None = None,
 ) -> list[Alert]:  # fmt: skip
     """Wait (calling ``check_alive`` meanwhile) until Redis holds exactly the history's
-    windows and the alerts topic an alert id for each of its transactions (``bundle``
-    has threshold 0: all alert) and no other, then return the alerts on the topic; fail
-    on what still differs after ``timeout_s``."""
+    windows (see :func:`windows_match`) and the alerts topic an alert id for each of its
+    transactions (``bundle`` has threshold 0: all alert) and no other, then return the
+    alerts on the topic; fail on what still differs after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     width = len(bundle.feature_columns)
-    while (problem := windows_match(client, namespace, history, width)) and (
+    while (problem := windows_match(client, namespace, history, width, pseudonymizer)) and (
         time.monotonic() < deadline
     ):
         check_alive()
@@ -100,3 +104,15 @@ def settled_alerts(
     assert not missing, f"{len(missing)} of {len(expected)} alerts not on {alerts_topic}"
     assert not unexpected, f"{len(unexpected)} alert ids on {alerts_topic} of no transaction"
     return alerts
+
+
+def pseudonymous_keys(
+    namespace: str, history: TransactionHistory, pseudonymizer: Pseudonymizer
+) -> set[bytes]:
+    """The Redis keys of every customer and terminal of ``history``, by their pseudonyms."""
+    pseudonym = pseudonymizer.pseudonym
+    prefix = f"fraudstream:{namespace}:{KEY_LAYOUT}:"
+    return {
+        *(f"{prefix}{CUSTOMER}:{pseudonym(CUSTOMER, c)}".encode() for c in history.customer_id),
+        *(f"{prefix}{TERMINAL}:{pseudonym(TERMINAL, t)}".encode() for t in history.terminal_id),
+    }

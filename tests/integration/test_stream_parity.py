@@ -3,7 +3,8 @@
 A small simulated history is replayed (transactions and labels on the event-time clock)
 through a worker on the real tansu broker and redis-server, which publishes every score;
 ``fraudstream backtest`` scores the same history with the same bundle. Every
-transaction's score must agree to 1e-6 and the alert sets must be identical.
+transaction's score must agree to 1e-6 and the alert sets must be identical, also with
+pseudonymous ids (then Redis holds only the ids' pseudonyms; alerts keep the ids).
 """
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ import msgspec
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import redis
 from aiokafka import TopicPartition
 
 from stream_app.cli import main as fraudstream
-from stream_app.contracts import TransactionScore, decode_alert
+from stream_app.contracts import Alert, TransactionScore, decode_alert
+from stream_app.pseudonyms import Pseudonymizer
 from stream_app.scoring.bundle import load_bundle
+from stream_app.settings import Settings
 from stream_app.sources.history import TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.tools.topic_reader import read_topic
 from stream_app.topics import StreamTopics
+from tests.integration.stream_checks import pseudonymous_keys
 from tests.integration.worker_support import (
     create_topics,
     replay_history,
@@ -39,6 +44,7 @@ from tests.unit.model_bundles import tiny_bundle
 pytestmark = [pytest.mark.integration, pytest.mark.train]
 
 TOLERANCE = 1e-6
+KEY = "parity-pseudonym-key-0123456789abcdef"
 _SCORE = msgspec.json.Decoder(TransactionScore)
 
 
@@ -48,14 +54,13 @@ def _history() -> TransactionHistory:
 
 
 async def _stream_scores(
-    history: TransactionHistory, bootstrap: str, redis_url: str, bundle: Path, partitions: int
-) -> tuple[dict[str, TransactionScore], set[str]]:
-    """Replay ``history`` through a worker; its score records and alerted transaction ids."""
-    settings = worker_settings(bootstrap, redis_url, publish_scores=True, model_dir=str(bundle),
-                               batch_max_events=128, topic_partitions=partitions)
+    history: TransactionHistory, settings: Settings
+) -> tuple[dict[str, TransactionScore], dict[str, Alert]]:
+    """Replay ``history`` through a worker; its score records and alerts by transaction id."""
+    bootstrap = settings.kafka_bootstrap
     topics: StreamTopics = await create_topics(settings)
     scores: dict[str, TransactionScore] = {}
-    alerts: set[str] = set()
+    alerts: dict[str, Alert] = {}
     done, stop = asyncio.Event(), asyncio.Event()
 
     def check_done() -> None:
@@ -68,10 +73,10 @@ async def _stream_scores(
         check_done()
 
     def on_alerts(_tp: TopicPartition, records: Sequence[Any]) -> None:
-        alerts.update(decode_alert(r.value).transaction_id for r in records)
+        alerts.update((a.transaction_id, a) for a in (decode_alert(r.value) for r in records))
         check_done()
 
-    async with running_worker(settings, load_bundle(bundle)):
+    async with running_worker(settings, load_bundle(settings.model_dir)):
         readers = [
             asyncio.create_task(read_topic(bootstrap, topic, on_records, follow=True, stop=stop))
             for topic, on_records in ((topics.scores, on_scores), (topics.alerts, on_alerts))
@@ -85,16 +90,23 @@ async def _stream_scores(
     return scores, alerts
 
 
-@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize(("partitions", "pseudonyms"), [(1, False), (3, False), (3, True)],
+                         ids=["1", "3", "3-pseudonyms"])
 def test_stream_scores_and_alerts_equal_the_backtest(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path, partitions: int
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path,
+    partitions: int, pseudonyms: bool
 ) -> None:
     # With 3 partitions the worker must still apply transactions in event-time order
     # across them: terminal windows are shared by customers of every partition.
     history = _history()
     bundle = tiny_bundle().path
-    scores, alerts = asyncio.run(
-        _stream_scores(history, kafka_bootstrap, redis_url, bundle, partitions))
+    key_file = tmp_path / "pseudonym.key"
+    key_file.write_text(f"{KEY}\n")
+    key = Settings.from_env({"FRAUDSTREAM_PSEUDONYM_KEY_FILE": str(key_file)}).pseudonym_key
+    settings = worker_settings(kafka_bootstrap, redis_url, publish_scores=True,
+                               model_dir=str(bundle), batch_max_events=128,
+                               topic_partitions=partitions, pseudonym_key=key if pseudonyms else "")
+    scores, alerts = asyncio.run(_stream_scores(history, settings))
 
     path = tmp_path / "history.jsonl"
     write_jsonl(history, path)
@@ -114,5 +126,12 @@ def test_stream_scores_and_alerts_equal_the_backtest(
         f"{int((difference > TOLERANCE).sum())} of {len(ids)} scores differ by more than "
         f"{TOLERANCE}; worst {float(difference.max()):.3g}")
     assert 0 < len(expected_alerts) < len(ids)
-    assert alerts == expected_alerts
+    assert set(alerts) == expected_alerts
     assert {t for t, s in scores.items() if s.is_alert} == expected_alerts
+    customers = dict(zip(history.transaction_id, history.customer_id, strict=True))
+    assert all(a.customer_id == customers[t] for t, a in alerts.items()), "ids as received"
+    keys = set(redis_client.scan_iter(f"fraudstream:{settings.namespace}:*"))
+    if pseudonyms:
+        assert keys == pseudonymous_keys(settings.namespace, history, Pseudonymizer(KEY.encode()))
+    else:
+        assert f"fraudstream:{settings.namespace}:v2:cust:{history.customer_id[0]}".encode() in keys
