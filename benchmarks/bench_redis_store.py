@@ -6,8 +6,12 @@ store in worker-like batches: ``--batch`` transactions plus the labels known by 
 batch's last event time. Only this process's CPU (``time.process_time``) is counted, so
 Redis's own work (it runs in another process) is not; garbage collection is set up as in
 the worker (inputs frozen, its thresholds); each figure is the min of ``--runs`` runs,
-each on a fresh key prefix. Prints:
+each on a fresh key prefix. ``--pseudonyms`` names the windows by HMAC pseudonyms of the
+ids (a fixed key), as the worker does with ``FRAUDSTREAM_PSEUDONYM_KEY``. Prints:
 
+- compute: CPU µs per transaction of ``store.compute`` over the batches after
+  ``--warm-days`` (the window maths on cached windows, the Redis keys of the changed ones
+  and the read of the windows not cached yet);
 - write: CPU µs per window written by ``store.write_all`` of one batch (the Lua
   compare-and-set call, argument building, packing and reply parsing) over the batches
   after ``--warm-days``;
@@ -17,6 +21,7 @@ each on a fresh key prefix. Prints:
   writes, the read's commands for the read), and hiredis availability.
 
     .venv/bin/python benchmarks/bench_redis_store.py [--days 12] [--batch 2000] [--runs 3]
+        [--pseudonyms]
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from stream_app.time import MICROS_PER_DAY
 from stream_app.worker.app import _GC_THRESHOLDS
 
 FS = feature_set("default")
+PSEUDONYM_KEY = b"bench-pseudonym-key-0123456789abcdef"
 Batch = tuple[list[TransactionEvent], list[LabelEvent]]
 
 
@@ -69,16 +75,21 @@ def batches(history: TransactionHistory, size: int) -> list[Batch]:
     return out
 
 
-async def run_once(url: str, work: list[Batch], measured_from: int) -> dict[str, float]:
-    """Feed every batch to a fresh store; CPU of the measured writes and of a cold read."""
+async def run_once(url: str, work: list[Batch], measured_from: int, key: bytes) -> dict[str, float]:
+    """Feed every batch to a fresh store; CPU of the measured computes and writes and of a
+    cold read."""
     client = redis_asyncio.Redis.from_url(url)
     sync = redis.Redis.from_url(url)
     prefix = f"fraudstream:bench-{uuid.uuid4().hex[:8]}:"
-    store = RedisWindowStore(client, FS, key_prefix=prefix, ttl_days=45)
-    write_cpu = write_calls = write_usec = 0.0
-    windows = 0
+    store = RedisWindowStore(client, FS, key_prefix=prefix, ttl_days=45, pseudonym_key=key)
+    compute_cpu = write_cpu = write_calls = write_usec = 0.0
+    windows = computed_transactions = 0
     for index, (transactions, labels) in enumerate(work):
+        started = time.process_time()
         computed = await store.compute(transactions, labels)
+        if index >= measured_from:
+            compute_cpu += time.process_time() - started
+            computed_transactions += len(transactions)
         if index < measured_from:
             await store.write_all([computed])
             continue
@@ -92,7 +103,7 @@ async def run_once(url: str, work: list[Batch], measured_from: int) -> dict[str,
         windows += len(computed.writes)
     customers = sorted({t.customer_id for batch in work for t in batch[0]})
     terminals = sorted({t.terminal_id for batch in work for t in batch[0]})
-    cold = RedisWindowStore(client, FS, key_prefix=prefix, ttl_days=45)
+    cold = RedisWindowStore(client, FS, key_prefix=prefix, ttl_days=45, pseudonym_key=key)
     sync.config_resetstat()
     started = time.process_time()
     await cold._read(customers, terminals)
@@ -102,6 +113,7 @@ async def run_once(url: str, work: list[Batch], measured_from: int) -> dict[str,
     sync.close()
     read_windows = len(customers) + len(terminals)
     return {
+        "compute_us": compute_cpu / computed_transactions * 1e6,
         "write_us": write_cpu / windows * 1e6,
         "write_windows": windows,
         "write_calls": write_calls,
@@ -134,7 +146,9 @@ def main() -> None:
     parser.add_argument("--warm-days", type=int, default=8, help="days before measuring writes")
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--pseudonyms", action="store_true", help="HMAC pseudonyms as keys")
     args = parser.parse_args()
+    key = PSEUDONYM_KEY if args.pseudonyms else b""
     history = simulate(args.customers, args.terminals, args.days, dt.date(2018, 4, 1), seed=1)
     work = batches(history, args.batch)
     warm_until = int(history.event_time_us[0]) + args.warm_days * MICROS_PER_DAY
@@ -143,14 +157,18 @@ def main() -> None:
     print(
         f"{len(history):,} transactions, {len(work)} batches of {args.batch} "
         f"(+{labels:,.0f} labels each), writes measured from batch {measured_from}; "
-        f"hiredis {'yes' if HIREDIS_AVAILABLE else 'no'}"
+        f"hiredis {'yes' if HIREDIS_AVAILABLE else 'no'}; "
+        f"{'pseudonymous' if key else 'clear'} ids in keys"
     )
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
     with start_redis() as server:
-        results = [asyncio.run(run_once(server.url, work, measured_from)) for _ in range(args.runs)]
-    best = {key: min(r[key] for r in results) for key in results[0]}
+        results = [
+            asyncio.run(run_once(server.url, work, measured_from, key)) for _ in range(args.runs)
+        ]
+    best = {name: min(r[name] for r in results) for name in results[0]}
     per_batch = best["write_windows"] / best["write_calls"]
+    print(f"compute: {best['compute_us']:.2f} µs CPU per transaction")
     print(
         f"write: {best['write_us']:.2f} µs CPU per window written "
         f"({per_batch:,.0f} windows per call, {best['write_us'] * per_batch / 1000:.2f} ms "

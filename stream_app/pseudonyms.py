@@ -21,6 +21,7 @@ from stream_app.errors import ConfigError
 
 CUSTOMER = "cust"
 TERMINAL = "term"
+KINDS = (CUSTOMER, TERMINAL)
 MIN_KEY_BYTES = 32
 PSEUDONYM_BYTES = 16
 MASK_SHOWN_CHARS = 2
@@ -42,11 +43,12 @@ def check_key(key: bytes) -> None:
 class Pseudonymizer:
     """HMAC-SHA256 pseudonyms of ids under a secret key (never shown by ``repr``)."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_macs",)
 
     def __init__(self, key: bytes) -> None:
         check_key(key)
-        self._key = key
+        # one HMAC per kind that has taken in "<kind>:"; each pseudonym continues a copy
+        self._macs = {kind: hmac.new(key, f"{kind}:".encode(), "sha256") for kind in KINDS}
 
     def __repr__(self) -> str:
         return "Pseudonymizer(key=***)"
@@ -60,8 +62,9 @@ class Pseudonymizer:
     def pseudonym(self, kind: str, entity_id: str) -> str:
         """The pseudonym of the ``kind`` (:data:`CUSTOMER` / :data:`TERMINAL`) id, 32 hex
         characters."""
-        mac = hmac.digest(self._key, f"{kind}:{entity_id}".encode(), "sha256")
-        return mac[:PSEUDONYM_BYTES].hex()
+        mac = self._macs[kind].copy()
+        mac.update(entity_id.encode())
+        return mac.digest()[:PSEUDONYM_BYTES].hex()
 
 
 def mask_id(kind: str, entity_id: str, pseudonymizer: Pseudonymizer | None) -> str:
