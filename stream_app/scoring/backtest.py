@@ -118,8 +118,10 @@ def backtest(
 ) -> ScoredHistory:
     """Replay ``history`` through the incremental features and score ``[start_us, stop_us)``.
 
-    Re-delivered transaction ids (``FeatureBatch.duplicate``) change no window and are not
-    scored again. ``progress`` shows a bar on stderr when it is a terminal.
+    Re-delivered transaction ids (``FeatureBatch.duplicate``) and ids seen with other
+    content (``conflict``) change no window and are not scored; late transactions are
+    scored against the windows as they are, as the stream does. ``progress`` shows a bar on
+    stderr when it is a terminal.
     """
     started = time.perf_counter()
     times = history.event_time_us
@@ -140,7 +142,7 @@ def backtest(
             batch = store.apply(transaction_events(history.slice(start, stop)), labels)
             bar.update(stop - start)
             offset = max(first - start, 0)
-            keep = np.flatnonzero(~batch.duplicate[offset:]) + offset
+            keep = batch.to_score[batch.to_score >= offset]
             if len(keep) == 0:
                 continue
             rows.append(keep + start)
@@ -218,6 +220,8 @@ def _take(batch: FeatureBatch, keep: npt.NDArray[np.intp]) -> FeatureBatch:
         sequences=batch.sequences[keep],
         mask=batch.mask[keep],
         duplicate=batch.duplicate[keep],
+        conflict=batch.conflict[keep],
+        late=batch.late[keep],
     )
 
 
