@@ -41,6 +41,8 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from stream_app.errors import (
     AuthenticationFailed,
@@ -301,9 +303,15 @@ def _refused(connection: KafkaConnection, where: str) -> AuthenticationFailed:
 
 
 def _unreachable(connection: KafkaConnection, exc: BaseException) -> DependencyUnavailable:
+    certificate = (
+        f" and, if its TLS listener wants client certificates, {ENV_PREFIX}KAFKA_SSL_CERTFILE"
+        " / KAFKA_SSL_KEYFILE (a missing one shows only as a closed connection)"
+        if connection.uses_tls
+        else ""
+    )
     return DependencyUnavailable(
         f"cannot reach the Kafka broker at {connection.describe()}: {exc!r}; check that it "
-        f"runs and that {ENV_PREFIX}KAFKA_BOOTSTRAP is right"
+        f"runs, that {ENV_PREFIX}KAFKA_BOOTSTRAP is right{certificate}"
     )
 
 
@@ -385,16 +393,23 @@ def redis_connection(redis_: Redis) -> RedisConnection:
 
 
 async def check_redis(redis_: Redis, timeout_s: float = CHECK_TIMEOUT_S) -> None:
-    """PING Redis as the worker's clients do: a refused login or TLS failure is
+    """PING Redis once as the worker's clients do: a refused login or TLS failure is
     :class:`AuthenticationFailed`, no answer :class:`DependencyUnavailable`."""
-    connection = redis_connection(redis_)
-    client = connection.async_client(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    await asyncio.to_thread(_ping, redis_connection(redis_), timeout_s)
+
+
+def _ping(connection: RedisConnection, timeout_s: float) -> None:
+    # the synchronous client: it closes a TLS socket at once, where an asyncio one that
+    # failed its login may still be closing when the caller's event loop ends
+    client = connection.client(
+        socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
     try:
-        await client.ping()
+        client.ping()
     except (redis.RedisError, OSError) as exc:
         raise redis_failure(connection, exc) from None
     finally:
-        await client.aclose()
+        client.close()
 
 
 def redis_failure(connection: RedisConnection, exc: BaseException) -> FraudstreamError:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
 
+from stream_app.connections import Kafka, KafkaConnection
 from stream_app.local_services import free_port
 from stream_app.scoring.bundle import ModelBundle, load_bundle
 from stream_app.settings import Settings
@@ -60,7 +61,9 @@ def worker_settings(kafka_bootstrap: str, redis_url: str, **changes: object) -> 
 
 async def create_topics(settings: Settings) -> StreamTopics:
     topics = stream_topics(settings.namespace)
-    await ensure_topics(settings.kafka_bootstrap, topics.all, settings.topic_partitions)
+    await ensure_topics(
+        KafkaConnection.from_settings(settings), topics.all, settings.topic_partitions
+    )
     return topics
 
 
@@ -81,14 +84,14 @@ async def replay_history(history: TransactionHistory, settings: Settings) -> Non
     await replay(
         history,
         replay_order(history, None, None),
-        settings.kafka_bootstrap,
+        KafkaConnection.from_settings(settings),
         stream_topics(settings.namespace),
         None,
         progress=False,
     )
 
 
-async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_all(bootstrap: Kafka, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` up to its high watermark."""
     records: list[ConsumerRecord[bytes, bytes]] = []
     await read_topic(bootstrap, topic, lambda _tp, batch: records.extend(batch))
