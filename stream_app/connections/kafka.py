@@ -1,23 +1,8 @@
-"""Every Kafka and Redis client of fraudstream is built here, from :class:`Settings`.
+"""Kafka clients (aiokafka, Faust) from :class:`KafkaConnection`, and :func:`check_kafka`.
 
-:class:`KafkaConnection` and :class:`RedisConnection` hold what a client needs: addresses,
-TLS files, SASL or ACL credentials. They are frozen and picklable (the window process gets
-one), build their TLS contexts and clients on demand, and never show a secret in ``repr``::
-
-    kafka = KafkaConnection.from_settings(settings)
-    consumer = kafka_consumer(kafka, group_id="g")   # AIOKafkaConsumer, TLS/SASL applied
-    await start_client(consumer, kafka)              # refused logins: AuthenticationFailed
-    store_client = RedisConnection.from_settings(settings).async_client()
-
-Functions taking a connection also take a bare bootstrap address or Redis URL (plaintext,
-no credentials), as tests and benchmarks on the local servers pass them.
-
-A refused login or an untrusted certificate is :class:`~stream_app.errors.AuthenticationFailed`
-(one message naming what failed and the setting to fix; retrying cannot help); a server
-that does not answer is :class:`~stream_app.errors.DependencyUnavailable`.
-:func:`check_kafka` tells them apart by connecting the way the clients do, because aiokafka's
-clients report every failed bootstrap as "Unable to bootstrap" (and its SCRAM client a
-refused login as a ``KeyError``).
+:func:`check_kafka` connects the way the clients do, because aiokafka's clients report
+every failed bootstrap as "Unable to bootstrap" (and its SCRAM client a refused login as
+a ``KeyError``): it tells a refused login or untrusted certificate from no answer.
 """
 
 from __future__ import annotations
@@ -27,8 +12,6 @@ import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import redis
-import redis.asyncio as redis_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import collect_hosts, create_conn
@@ -41,21 +24,14 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from stream_app.errors import (
-    AuthenticationFailed,
-    ConfigError,
-    DependencyUnavailable,
-    FraudstreamError,
-)
-from stream_app.settings import ENV_PREFIX, Settings, mask_url
+from stream_app.connections.checks import CHECK_TIMEOUT_S
+from stream_app.errors import AuthenticationFailed, ConfigError, DependencyUnavailable
+from stream_app.settings import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
 
-CHECK_TIMEOUT_S = 10.0
 _KAFKA_TLS = ("SSL", "SASL_SSL")
 _KAFKA_SASL = ("SASL_PLAINTEXT", "SASL_SSL")
 _SASL_REFUSED = (SaslAuthenticationFailed, IllegalSaslStateError, KeyError, ValueError)
@@ -313,138 +289,3 @@ def _unreachable(connection: KafkaConnection, exc: BaseException) -> DependencyU
         f"cannot reach the Kafka broker at {connection.describe()}: {exc!r}; check that it "
         f"runs, that {ENV_PREFIX}KAFKA_BOOTSTRAP is right{certificate}"
     )
-
-
-@dataclass(frozen=True)
-class RedisConnection:
-    """How to reach Redis: the URL (``rediss://`` for TLS), ACL user and password, TLS files."""
-
-    url: str
-    username: str = ""
-    password: str = field(default="", repr=False)
-    ssl_cafile: str = ""
-    ssl_certfile: str = ""
-    ssl_keyfile: str = ""
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{name}={value!r}"
-            for name, value in (
-                ("url", mask_url(self.url)),
-                ("username", self.username),
-                ("ssl_cafile", self.ssl_cafile),
-                ("ssl_certfile", self.ssl_certfile),
-                ("ssl_keyfile", self.ssl_keyfile),
-            )
-        )
-        return f"RedisConnection({shown})"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RedisConnection:
-        """The connection the ``FRAUDSTREAM_REDIS_*`` settings describe."""
-        return cls(
-            url=settings.redis_url,
-            username=settings.redis_username,
-            password=settings.redis_password,
-            ssl_cafile=settings.redis_ssl_cafile,
-            ssl_certfile=settings.redis_ssl_certfile,
-            ssl_keyfile=settings.redis_ssl_keyfile,
-        )
-
-    @property
-    def uses_tls(self) -> bool:
-        """Whether the URL asks for TLS (``rediss://``)."""
-        return self.url.startswith("rediss://")
-
-    def describe(self) -> str:
-        """The URL without its password, and the ACL user."""
-        user = f" as {self.username!r}" if self.username else ""
-        return f"{mask_url(self.url)}{user}"
-
-    def options(self) -> dict[str, Any]:
-        """redis-py keyword arguments besides the URL: ACL login, TLS files."""
-        options: dict[str, Any] = {}
-        if self.username:
-            options["username"] = self.username
-        if self.password:
-            options["password"] = self.password
-        if self.uses_tls:
-            options["ssl_ca_certs"] = self.ssl_cafile or None
-            options["ssl_certfile"] = self.ssl_certfile or None
-            options["ssl_keyfile"] = self.ssl_keyfile or None
-        return options
-
-    def client(self, **options: Any) -> redis.Redis:
-        """A synchronous client with ``options`` (timeouts, retry)."""
-        return redis.Redis.from_url(self.url, **self.options(), **options)
-
-    def async_client(self, **options: Any) -> redis_asyncio.Redis:
-        """An asyncio client with ``options`` (timeouts, retry)."""
-        return redis_asyncio.Redis.from_url(self.url, **self.options(), **options)
-
-
-Redis = RedisConnection | str
-"""A connection, or a bare Redis URL."""
-
-
-def redis_connection(redis_: Redis) -> RedisConnection:
-    """``redis_`` as a :class:`RedisConnection`."""
-    return RedisConnection(redis_) if isinstance(redis_, str) else redis_
-
-
-async def check_redis(redis_: Redis, timeout_s: float = CHECK_TIMEOUT_S) -> None:
-    """PING Redis once as the worker's clients do: a refused login or TLS failure is
-    :class:`AuthenticationFailed`, no answer :class:`DependencyUnavailable`."""
-    await asyncio.to_thread(_ping, redis_connection(redis_), timeout_s)
-
-
-def _ping(connection: RedisConnection, timeout_s: float) -> None:
-    # the synchronous client: it closes a TLS socket at once, where an asyncio one that
-    # failed its login may still be closing when the caller's event loop ends
-    client = connection.client(
-        socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        raise redis_failure(connection, exc) from None
-    finally:
-        client.close()
-
-
-def redis_failure(connection: RedisConnection, exc: BaseException) -> FraudstreamError:
-    """The error to report for a failed Redis call: :class:`AuthenticationFailed` for a
-    refused login or TLS handshake, else :class:`DependencyUnavailable`."""
-    where = f"Redis at {connection.describe()}"
-    if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError):
-        return AuthenticationFailed(
-            f"{where} refused the login ({type(exc).__name__}); check {ENV_PREFIX}"
-            "REDIS_USERNAME and REDIS_PASSWORD(_FILE) against the server's ACL user"
-        )
-    tls = tls_failure(exc)
-    if isinstance(tls, ssl.SSLCertVerificationError):
-        return AuthenticationFailed(
-            f"{where} presented a certificate that is not trusted ({tls.verify_message}); set "
-            f"{ENV_PREFIX}REDIS_SSL_CAFILE to the CA file that signed the server's certificate"
-        )
-    if tls is not None:
-        return AuthenticationFailed(
-            f"the TLS handshake with {where} failed ({tls.reason or tls}); check that the "
-            f"server speaks TLS on that port and, if it wants client certificates, "
-            f"{ENV_PREFIX}REDIS_SSL_CERTFILE / REDIS_SSL_KEYFILE"
-        )
-    return DependencyUnavailable(
-        f"cannot reach {where}: {exc!r}; check that it runs and that {ENV_PREFIX}REDIS_URL is right"
-    )
-
-
-def tls_failure(exc: BaseException) -> ssl.SSLError | None:
-    """The TLS error behind ``exc`` (itself, its cause or context), if any."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, ssl.SSLError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
