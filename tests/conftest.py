@@ -3,7 +3,9 @@
 Integration tests get their own redis-server and tansu broker on free 127.0.0.1 ports
 (started once per session, stopped at the end, also when tests fail); nothing here touches
 a server somebody else runs. Any test that uses them must be marked ``integration``.
-An ``async def`` test runs on an event loop of its own (``asyncio.run``).
+An ``async def`` test runs on an event loop of its own (``asyncio.run``). Every test's
+captured output and logs are searched for the secrets of :mod:`tests.secrets`; one found
+fails the run, naming the test and where it was printed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import redis
 
 from stream_app.local_services import RunningService, start_redis, start_tansu
 from stream_app.topics import ensure_topics_sync
+from tests.secrets import SECRETS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK_DIR = REPO_ROOT.parent / "shared" / "data" / "handbook"
@@ -29,6 +32,7 @@ SERVICE_FIXTURES = frozenset(
 )
 
 NewTopicFactory = Callable[[int], str]
+_leaks: dict[str, None] = {}  # ordered, without repeats (teardown reports repeat sections)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,6 +60,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if item.get_closest_marker("handbook") is not None:
                 item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Note every captured output or log section that holds a secret."""
+    for title, text in report.sections:
+        if any(secret in text for secret in SECRETS):
+            _leaks[f"{report.nodeid}: {title}"] = None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a secret was printed or logged."""
+    if _leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", "a secret of tests/secrets.py was printed or logged", red=True)
+            for where in _leaks:
+                reporter.write_line(where, red=True)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -25,6 +25,7 @@ from stream_app.pseudonyms import Pseudonymizer
 from stream_app.tools.alerts_consumer import consume_alerts, format_alert, masked
 from stream_app.topics import StreamTopics, ensure_topics_sync, stream_topics
 from stream_app.worker.publisher import BatchPublisher, OutRecord
+from tests.secrets import ALERTS_PSEUDONYM_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -182,7 +183,7 @@ def _run_alerts_command(namespace: str, *flags: str) -> int:
     return alerts_command.run(parser.parse_args(["alerts", "--namespace", namespace, *flags]))
 
 
-@pytest.mark.parametrize("key", ["", "alerts-test-pseudonym-key-0123456789"], ids=["no key", "key"])
+@pytest.mark.parametrize("key", ["", ALERTS_PSEUDONYM_KEY], ids=["no key", "key"])
 @pytest.mark.parametrize("as_json", [False, True], ids=["readable", "json"])
 def test_alerts_command_masks_customer_and_terminal_ids_by_default(
     kafka_bootstrap: str, topics: StreamTopics, monkeypatch: pytest.MonkeyPatch,

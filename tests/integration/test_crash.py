@@ -36,13 +36,14 @@ from tests.integration.worker_support import (
     small_history,
     worker_settings,
 )
+from tests.secrets import CRASH_PSEUDONYM_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.train]
 
 KILLS = 3
 TRANSACTIONS_PER_S = 150.0
 FINISH_TIMEOUT_S = 120.0
-KEY = "crash-test-pseudonym-key-0123456789abcdef"
+KEY = CRASH_PSEUDONYM_KEY
 
 
 def _replay_in_background(history: TransactionHistory, bootstrap: str, namespace: str) -> None:

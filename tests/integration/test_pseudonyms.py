@@ -21,12 +21,13 @@ from stream_app.features.redis_store import RedisStoreConfig, RedisWindowStore
 from stream_app.features.store import WindowStore
 from stream_app.pseudonyms import CUSTOMER, TERMINAL, Pseudonymizer
 from tests.integration.window_stores import PREFIX, TTL_DAYS
+from tests.secrets import STORE_PSEUDONYM_KEY
 from tests.unit.feature_histories import T0, random_history
 from tests.unit.window_store_contract import CONTRACT, FS, closing, drive, stored, window_process
 
 pytestmark = pytest.mark.integration
 
-KEY = b"test-pseudonym-key-0123456789abcdef"
+KEY = STORE_PSEUDONYM_KEY.encode()
 PSEUDONYMOUS = re.compile(rb"fraudstream:test:v2:(cust|term):[0-9a-f]{32}")
 
 

@@ -56,12 +56,17 @@ from tests.integration.worker_support import (
     small_history,
     worker_settings,
 )
+from tests.secrets import (
+    KEY_PASSWORD,
+    PLAIN_SASL_PASSWORD,
+    REDIS_PASSWORD,
+    SASL_PASSWORD,
+    WRONG_REDIS_PASSWORD,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.train]
 
 REDIS_USER = "fraudstream"
-REDIS_PASSWORD = "redis-pw-5f0e93c1d2"
-KEY_PASSWORD = "key-pw-a81b7c2e44"
 CLI_TIMEOUT_S = 60.0
 TIMEOUT_S = 60.0
 
@@ -203,7 +208,7 @@ async def test_a_worker_scores_over_tls_to_kafka_and_redis_with_an_acl_login(
     ("changes", "message"),
     [
         (
-            {"redis_password": "wrong-password"},
+            {"redis_password": WRONG_REDIS_PASSWORD},
             r"Redis at rediss://127\.0\.0\.1:\d+/0 as 'fraudstream' refused the login "
             r"\(AuthenticationError\); check FRAUDSTREAM_REDIS_USERNAME and "
             r"REDIS_PASSWORD\(_FILE\)",
@@ -232,7 +237,7 @@ def test_a_refused_redis_login_or_tls_handshake_is_one_clear_error(
     settings = Settings(redis_url=secure_redis.url, **redis_tls(certs, **changes))
     with pytest.raises(AuthenticationFailed, match=message) as refused:
         asyncio.run(check_redis(RedisConnection.from_settings(settings), timeout_s=5))
-    assert "wrong-password" not in str(refused.value)
+    assert WRONG_REDIS_PASSWORD not in str(refused.value)
 
 
 def test_the_worker_ends_on_a_wrong_redis_password_with_one_error_line(
@@ -242,12 +247,12 @@ def test_the_worker_ends_on_a_wrong_redis_password_with_one_error_line(
         kafka_bootstrap,
         secure_redis.url,
         model_dir=str(bundle_with_threshold(0.0)),
-        **redis_tls(certs, redis_password="wrong-password"),
+        **redis_tls(certs, redis_password=WRONG_REDIS_PASSWORD),
     )
     done, took_s = run_cli(["worker"], settings, tmp_path, secrets=("redis_password",))
     line = one_error_line(done)
     assert "refused the login" in line and "FRAUDSTREAM_REDIS_USERNAME" in line
-    assert "wrong-password" not in line
+    assert WRONG_REDIS_PASSWORD not in line
     assert took_s < 30
 
 
@@ -387,7 +392,7 @@ def test_a_refused_sasl_login_ends_the_worker_with_one_error_line(
         **{"kafka_security_protocol": "SASL_PLAINTEXT", **security},
         kafka_sasl_mechanism=mechanism,
         kafka_sasl_username="alice",
-        kafka_sasl_password="sasl-pw-0c9d",
+        kafka_sasl_password=SASL_PASSWORD,
     )
     done, took_s = run_cli(["worker"], settings, tmp_path, secrets=("kafka_sasl_password",))
     line = one_error_line(done)
@@ -395,7 +400,7 @@ def test_a_refused_sasl_login_ends_the_worker_with_one_error_line(
         f"the Kafka broker at {broker.address} refused the SASL {mechanism} login of user "
         "'alice'; check FRAUDSTREAM_KAFKA_SASL_USERNAME and FRAUDSTREAM_KAFKA_SASL_PASSWORD"
     ) in line
-    assert "sasl-pw-0c9d" not in done.stderr
+    assert SASL_PASSWORD not in done.stderr
     assert took_s < 30
 
 
@@ -404,7 +409,7 @@ def test_a_mechanism_the_broker_does_not_offer_is_a_refused_login(
 ) -> None:
     """tansu closes the connection when asked for PLAIN (it offers SCRAM only)."""
     kafka = KafkaConnection(
-        sasl_kafka.address, "SASL_PLAINTEXT", "PLAIN", "alice", sasl_password="pw"
+        sasl_kafka.address, "SASL_PLAINTEXT", "PLAIN", "alice", sasl_password=PLAIN_SASL_PASSWORD
     )
     with pytest.raises(AuthenticationFailed, match=(
         rf"the Kafka broker at {sasl_kafka.address} closed the connection during the SASL "

@@ -39,12 +39,13 @@ from tests.integration.worker_support import (
     running_worker,
     worker_settings,
 )
+from tests.secrets import PARITY_PSEUDONYM_KEY
 from tests.unit.model_bundles import tiny_bundle
 
 pytestmark = [pytest.mark.integration, pytest.mark.train]
 
 TOLERANCE = 1e-6
-KEY = "parity-pseudonym-key-0123456789abcdef"
+KEY = PARITY_PSEUDONYM_KEY
 _SCORE = msgspec.json.Decoder(TransactionScore)
 
 
