@@ -16,7 +16,7 @@ from stream_app.contracts.records import from_epoch_us
 from stream_app.errors import ContractError
 from stream_app.time import MICROS_PER_SECOND
 
-_NO_WATERMARK = -(1 << 62)
+_NO_LIMIT = 1 << 62
 
 
 class AheadLimit:
@@ -28,28 +28,36 @@ class AheadLimit:
         """``clock``: ``wall`` or ``watermark`` (``Settings.event_clock``)."""
         self._wall = wall if clock == "wall" else None
         self._max_ahead_us = int(max_ahead_s * MICROS_PER_SECOND)
-        self._watermark_us = _NO_WATERMARK
+        self._watermark_us = -_NO_LIMIT
+        self._limit_us = _NO_LIMIT
+        self.read_clock()
+
+    def read_clock(self) -> None:
+        """Take the worker clock's time now as the reference (once a fetch: the records of a
+        fetch arrived together)."""
+        if self._wall is not None:
+            self._limit_us = int(self._wall() * MICROS_PER_SECOND) + self._max_ahead_us
 
     def check(self, field: str, moment_us: int) -> None:
         """Raise :class:`ContractError` if ``moment_us`` is too far ahead; else accept it
         (it moves the watermark)."""
-        reference = self._reference_us()
-        if reference is not None and moment_us > reference + self._max_ahead_us:
-            ahead_s = (moment_us - reference) / MICROS_PER_SECOND
-            raise ContractError(
-                f"$.{field}",
-                f"{field} {_iso(moment_us)} is {ahead_s:,.0f} s ahead of the "
-                f"{'worker clock' if self._wall else 'stream watermark'} {_iso(reference)}, "
-                f"more than FRAUDSTREAM_MAX_EVENT_AHEAD_S={self._max_ahead_us / 1e6:g}; fix "
-                "the producer's clock, or raise the limit if the skew is expected",
-            )
+        if moment_us > self._limit_us:
+            raise self._refusal(field, moment_us)
         if moment_us > self._watermark_us:
             self._watermark_us = moment_us
+            if self._wall is None:
+                self._limit_us = moment_us + self._max_ahead_us
 
-    def _reference_us(self) -> int | None:
-        if self._wall is not None:
-            return int(self._wall() * MICROS_PER_SECOND)
-        return None if self._watermark_us == _NO_WATERMARK else self._watermark_us
+    def _refusal(self, field: str, moment_us: int) -> ContractError:
+        reference = self._limit_us - self._max_ahead_us
+        return ContractError(
+            f"$.{field}",
+            f"{field} {_iso(moment_us)} is {(moment_us - reference) / MICROS_PER_SECOND:,.0f} s "
+            f"ahead of the {'worker clock' if self._wall else 'stream watermark'} "
+            f"{_iso(reference)}, more than FRAUDSTREAM_MAX_EVENT_AHEAD_S="
+            f"{self._max_ahead_us / MICROS_PER_SECOND:g}; fix the producer's clock, or raise "
+            "the limit if the skew is expected",
+        )
 
 
 def _iso(moment_us: int) -> str:

@@ -21,9 +21,10 @@ first row stays in the customer's ``recent_rows`` while it is among the customer
 Re-applying a label leaves state unchanged.
 
 Conflicts: an id the windows hold with other content (another event time or amount in the
-customer's window; in the terminal's window at another time, or at the same time but not
-in the customer's) is a :data:`CONFLICT`, not applied. An id reused by another customer
-at another terminal is not seen: no window holds it.
+customer's window, or the terminal's at the same time but not the customer's) is a
+:data:`CONFLICT`, not applied. An id reused by another customer at another time is not
+seen: the terminal's window is not searched by id (a busy terminal holds thousands), only
+its transactions at the same time.
 
 Late transactions: one older than a window horizon relative to its customer's or
 terminal's newest event (:meth:`IncrementalFeatures.is_late`) cannot be added (its id could
@@ -376,8 +377,7 @@ class IncrementalFeatures:
             terminal_here = _position(terminal, transaction_id, t)
         if here < 0:
             return _redelivered(customer, transaction_id, t, amount)
-        held = _holds(customer, transaction_id) or _holds(terminal, transaction_id)
-        if terminal_here < 0 or held:
+        if terminal_here < 0 or _holds(customer, transaction_id):
             return CONFLICT  # the terminal's at t, not the customer's; or held at another time
         horizon, terminal_horizon, delay = self._horizons_us
         amounts = customer.amounts
@@ -503,7 +503,7 @@ def _redelivered(customer: CustomerWindow, transaction_id: str, t: int, amount: 
     return DUPLICATE if same else CONFLICT
 
 
-def _holds(window: CustomerWindow | TerminalWindow, transaction_id: str) -> bool:
+def _holds(window: CustomerWindow, transaction_id: str) -> bool:
     """Whether ``window`` holds the id (a substring search first: cheap when it does not)."""
     return transaction_id in window.id_text and transaction_id in window.transaction_ids
 

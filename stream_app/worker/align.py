@@ -306,7 +306,7 @@ class Alignment:
         held = zip(batch.transactions, batch.events, batch.sources, strict=True)
         aligner.add(
             (
-                (event.event_time_us, src[0].partition, src[1], (tx, event, src, fetched_at))
+                (event.event_time_us, src.partition, src.offset, (tx, event, src, fetched_at))
                 for tx, event, src in held
             ),
             now,

@@ -10,23 +10,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias
 
 from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from stream_app.contracts import Transaction
 from stream_app.contracts.events import LabelEvent, TransactionEvent
 from stream_app.features.store import ComputedWindows
 from stream_app.worker.publisher import OutRecord
 
-
-class Source(NamedTuple):
-    """Where a transaction came from: its partition, offset and consumed record (the raw
-    bytes a dead letter carries, the headers)."""
-
-    tp: TopicPartition
-    offset: int
-    record: Any
+Source: TypeAlias = ConsumerRecord[bytes, bytes]
+"""A transaction's consumed record: its topic, partition and offset, its raw key and value
+(what a dead letter carries) and its headers."""
 
 
 @dataclass(frozen=True, eq=False, slots=True)

@@ -44,7 +44,7 @@ class Decoder:
 
         Transactions stay in fetch order (by partition, then offset): ordering them for
         the windows is the aligner's job, which needs each partition's records in offset
-        order to know what it may commit. ``sources`` holds each one's partition and offset.
+        order to know what it may commit. ``sources`` holds each one's consumed record.
         """
         start = time.perf_counter()
         transactions: list[Transaction] = []
@@ -56,6 +56,7 @@ class Decoder:
         last_label_time_us: dict[TopicPartition, int] = {}
         oldest_label_time_us: dict[TopicPartition, int] = {}
         labels_topic, max_bytes, ahead = self._topics.labels, self._max_bytes, self._ahead.check
+        self._ahead.read_clock()
         for tp, records in fetched.items():
             if not records:
                 continue
@@ -76,7 +77,7 @@ class Decoder:
                         ahead("event_time", event.event_time_us)
                         transactions.append(tx)
                         events.append(event)
-                        sources.append(Source(tp, record.offset, record))
+                        sources.append(record)
                 except ContractError as error:
                     self._metrics.dlq.labels(kind).inc()
                     dead_letters.append(

@@ -98,16 +98,16 @@ class Emitter:
         self._publish_scores = publish_scores
         self._clock = clock
 
-    def conflict(self, source: Source, transaction_id: str) -> OutRecord:
-        """The dead letter of a transaction whose id was seen with other content."""
-        record = source.record
+    def conflict(self, record: Source, transaction_id: str) -> OutRecord:
+        """The dead letter of a transaction (its consumed ``record``) whose id was seen with
+        other content."""
         self._metrics.dlq.labels("transaction").inc()
         return dead_letter(
             self._topics.dlq,
             self._dlq_partitions,
-            source_topic=source.tp.topic,
-            source_partition=source.tp.partition,
-            source_offset=source.offset,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
             key=record.key,
             value=record.value,
             timestamp_ms=record.timestamp,
@@ -205,8 +205,8 @@ class Emitter:
         return out
 
 
-def is_warmup(source: Source) -> bool:
-    """Whether ``source`` is a replay's warm-up transaction (its ``fraudstream.warmup``)."""
-    headers = source.record.headers
+def is_warmup(record: Source) -> bool:
+    """Whether ``record`` is a replay's warm-up transaction (its ``fraudstream.warmup``)."""
+    headers = record.headers
     return bool(headers) and (WARMUP, b"1") in headers
 

@@ -177,13 +177,14 @@ async def a_reused_id_with_other_content_is_a_conflict(store: WindowStore[Any]) 
             first,  # a re-delivery
             TransactionEvent("t", "c", "k", T0, 6.0),  # another amount
             TransactionEvent("t", "c", "k", T0 + DAY, 5.0),  # another time
-            TransactionEvent("t", "c2", "k", T0, 5.0),  # another customer, same terminal
+            TransactionEvent("t", "c2", "k", T0, 5.0),  # another customer, same terminal and time
             TransactionEvent("t", "c", "k2", T0 + 2 * DAY, 5.0),  # another time and terminal
+            TransactionEvent("t", "c3", "k", T0 + DAY, 5.0),  # another customer and time: unseen
         ],
     )
-    assert batch.duplicate.tolist() == [True, False, False, False, False]
-    assert batch.conflict.tolist() == [False, True, True, True, True]
-    assert np.isnan(batch.values[1:]).all()
+    assert batch.duplicate.tolist() == [True, False, False, False, False, False]
+    assert batch.conflict.tolist() == [False, True, True, True, True, False]
+    assert np.isnan(batch.values[1:5]).all()
     count = await stored(store, [TransactionEvent("u", "c", "k", T0 + 3 * DAY, 5.0)])
     assert count.values[0, FS.columns.index("CUSTOMER_ID_NB_TX_7DAY_WINDOW")] == 2.0
 
