@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -47,14 +48,21 @@ class WorkerProcess:
             )
 
 
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """Every field of ``settings`` as the ``FRAUDSTREAM_*`` variable that sets it."""
+def settings_environment(settings: Settings, secrets_dir: Path | None = None) -> dict[str, str]:
+    """Every field of ``settings`` as the ``FRAUDSTREAM_*`` variable that sets it; with
+    ``secrets_dir``, each secret that has a value is written to a file there (mode 0600)
+    and passed as ``FRAUDSTREAM_X_FILE`` instead, so it is not in the child's environment."""
     env: dict[str, str] = {}
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
-        env[ENV_PREFIX + field.name.upper()] = (
-            ("1" if value else "0") if isinstance(value, bool) else str(value)
-        )
+        var = ENV_PREFIX + field.name.upper()
+        if secrets_dir is not None and field.metadata.get("secret") and value:
+            path = secrets_dir / field.name
+            path.touch(mode=0o600)
+            path.write_text(value + "\n")
+            env[var + FILE_SUFFIX] = str(path)
+            continue
+        env[var] = ("1" if value else "0") if isinstance(value, bool) else str(value)
     return env
 
 
@@ -68,30 +76,32 @@ def worker_process(
 ) -> Iterator[WorkerProcess]:
     """Start a worker with ``settings``; stop its process group when the block ends.
 
+    Secrets reach the worker as files in a private temporary folder, removed at the end.
     ``extra_env`` adds variables; a ``FRAUDSTREAM_X_FILE`` among them replaces
-    ``FRAUDSTREAM_X`` (how a secret reaches the worker as a file)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    env.update(settings_environment(settings))
-    env.update(extra_env or {})
-    for name in extra_env or {}:
-        if name.endswith(FILE_SUFFIX):
-            env.pop(name.removesuffix(FILE_SUFFIX), None)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker", "--loglevel", "warning"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    worker = WorkerProcess(process, log_path, settings)
-    try:
-        _wait_ready(worker, ready_timeout_s)
-        yield worker
-    finally:
-        stop_process_group(process)
+    ``FRAUDSTREAM_X``."""
+    with tempfile.TemporaryDirectory(prefix="fraudstream-secrets-") as secrets:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        env.update(settings_environment(settings, Path(secrets)))
+        env.update(extra_env or {})
+        for name in extra_env or {}:
+            if name.endswith(FILE_SUFFIX):
+                env.pop(name.removesuffix(FILE_SUFFIX), None)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "stream_app", "worker", "--loglevel", "warning"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(process, log_path, settings)
+        try:
+            _wait_ready(worker, ready_timeout_s)
+            yield worker
+        finally:
+            stop_process_group(process)
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stream_app.settings import Settings
 from stream_app.tools.worker_process import settings_environment
 
@@ -19,3 +21,14 @@ def test_every_setting_is_passed() -> None:
     env = settings_environment(Settings())
     assert len(env) == len(Settings.__dataclass_fields__)
     assert all(name.startswith("FRAUDSTREAM_") for name in env)
+
+
+def test_secrets_go_to_private_files_not_to_the_environment(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, redis_password="pw-in-a-file", namespace="demo")
+    env = settings_environment(settings, tmp_path)
+    assert "FRAUDSTREAM_REDIS_PASSWORD" not in env
+    assert not any("pw-in-a-file" in value for value in env.values())
+    secret = Path(env["FRAUDSTREAM_REDIS_PASSWORD_FILE"])
+    assert secret.parent == tmp_path and secret.stat().st_mode & 0o777 == 0o600
+    assert "FRAUDSTREAM_KAFKA_SASL_PASSWORD_FILE" not in env, "an empty secret stays a variable"
+    assert Settings.from_env(env) == settings
