@@ -25,7 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,11 +107,13 @@ def start_redis(
     *,
     tls: Certificates | None = None,
     users: Mapping[str, str] | None = None,
+    options: Sequence[str] = (),
 ) -> Iterator[RunningService]:
     """Run a throw-away ``redis-server`` (no persistence) on ``port`` or a free port.
 
     With ``tls`` it speaks only TLS (``rediss://``) and wants a client certificate signed by
     the CA; with ``users`` (name: password) only they may log in (the default user is off).
+    ``options`` are more ``redis-server`` arguments (e.g. ``--cluster-enabled yes``).
     """
     binary = redis_server_bin()
     scheme = "rediss" if tls is not None else "redis"
@@ -137,7 +139,7 @@ def start_redis(
             ]  # fmt: skip
         if users:
             argv += ["--aclfile", str(_acl_file(workdir, users))]
-        return argv
+        return [*argv, *options]
 
     def ready(bound: int) -> bool:
         connection = RedisConnection(
