@@ -81,17 +81,7 @@ class Decoder:
                 except ContractError as error:
                     self._metrics.dlq.labels(kind).inc()
                     dead_letters.append(
-                        dead_letter(
-                            self._topics.dlq,
-                            self._dlq_partitions,
-                            source_topic=tp.topic,
-                            source_partition=tp.partition,
-                            source_offset=record.offset,
-                            key=record.key,
-                            value=record.value,
-                            timestamp_ms=record.timestamp,
-                            error=error,
-                        )
+                        dead_letter(self._topics.dlq, self._dlq_partitions, record, error)
                     )
             if len(labels) > first_label:  # this partition's label times, for the barrier
                 last_label_time_us[tp] = labels[-1].label_time_us

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from aiokafka.structs import ConsumerRecord
 
 from stream_app.contracts import Alert, Reason, Transaction, TransactionScore, encode_alert
 from stream_app.errors import ContractError
@@ -45,31 +47,22 @@ CONFLICT = (
 
 
 def dead_letter(
-    dlq_topic: str,
-    dlq_partitions: int,
-    *,
-    source_topic: str,
-    source_partition: int,
-    source_offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    timestamp_ms: int | None,
-    error: ContractError,
+    dlq_topic: str, dlq_partitions: int, record: ConsumerRecord[Any, Any], error: ContractError
 ) -> OutRecord:
-    """The DLQ record of a record at ``source_topic[source_partition]@source_offset``."""
+    """The DLQ record of a consumed ``record`` that failed with ``error``."""
     return OutRecord(
         topic=dlq_topic,
-        key=key,
-        value=b"" if value is None else value,
-        timestamp_ms=timestamp_ms,
+        key=record.key,
+        value=b"" if record.value is None else record.value,
+        timestamp_ms=record.timestamp,
         headers=(
             (REASON, error.problem.encode()),
             (FIELD, error.field.encode()),
-            (SOURCE_TOPIC, source_topic.encode()),
-            (SOURCE_PARTITION, str(source_partition).encode()),
-            (SOURCE_OFFSET, str(source_offset).encode()),
+            (SOURCE_TOPIC, record.topic.encode()),
+            (SOURCE_PARTITION, str(record.partition).encode()),
+            (SOURCE_OFFSET, str(record.offset).encode()),
         ),
-        partition=source_partition % dlq_partitions,
+        partition=record.partition % dlq_partitions,
     )
 
 
@@ -102,17 +95,8 @@ class Emitter:
         """The dead letter of a transaction (its consumed ``record``) whose id was seen with
         other content."""
         self._metrics.dlq.labels("transaction").inc()
-        return dead_letter(
-            self._topics.dlq,
-            self._dlq_partitions,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            key=record.key,
-            value=record.value,
-            timestamp_ms=record.timestamp,
-            error=ContractError("$.transaction_id", CONFLICT.format(transaction_id)),
-        )
+        error = ContractError("$.transaction_id", CONFLICT.format(transaction_id))
+        return dead_letter(self._topics.dlq, self._dlq_partitions, record, error)
 
     def records(
         self,
@@ -209,4 +193,3 @@ def is_warmup(record: Source) -> bool:
     """Whether ``record`` is a replay's warm-up transaction (its ``fraudstream.warmup``)."""
     headers = record.headers
     return bool(headers) and (WARMUP, b"1") in headers
-
