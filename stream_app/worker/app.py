@@ -95,9 +95,9 @@ class StreamRuntime(Service):
         self.topics: StreamTopics = stream_topics(settings.namespace)
         self.metrics = WorkerMetrics()
         self.ready = False  # started, not stopping: the readiness checks apply
-        self.readiness = Readiness(
-            RedisPing(RedisConnection.from_settings(settings)), self.topics.transactions
-        )
+        self._kafka_connection = KafkaConnection.from_settings(settings)
+        self._redis_connection = RedisConnection.from_settings(settings)
+        self.readiness = Readiness(RedisPing(self._redis_connection), self.topics.transactions)
         self._worker: BatchWorker | None = None
         self._producer: Any = None
         self._store: WindowStore[Any] | None = None
@@ -110,16 +110,16 @@ class StreamRuntime(Service):
         kafka, redis = Backoff("kafka", metrics), Backoff("redis", metrics)
         await kafka.call(
             lambda: ensure_topics(
-                KafkaConnection.from_settings(settings),
+                self._kafka_connection,
                 topics.all,
                 settings.topic_partitions,
                 settings.topic_replication,
             )
         )
-        await redis.call(lambda: check_redis(RedisConnection.from_settings(settings)))
+        await redis.call(lambda: check_redis(self._redis_connection))
         self._store = await self._open_store(redis)
         self._producer = kafka_producer(
-            KafkaConnection.from_settings(settings),
+            self._kafka_connection,
             client_id=f"{topics.consumer_group}-producer",
             acks="all",
             linger_ms=_PRODUCER_LINGER_MS,
@@ -142,7 +142,7 @@ class StreamRuntime(Service):
         """The Redis window store, in a child process unless ``window_process`` is off."""
         manifest = self.bundle.manifest
         config = RedisStoreConfig(
-            connection=RedisConnection.from_settings(self.settings),
+            connection=self._redis_connection,
             feature_set=feature_set(manifest.feature_set, manifest.label_delay_days),
             key_prefix=self.topics.redis_key_prefix,
             ttl_days=self.settings.redis_key_ttl_days,
