@@ -9,9 +9,9 @@ from stream_app.time import MICROS_PER_DAY
 
 
 def horizon_days(fs: FeatureSet) -> int:
-    """The reach of ``fs``'s windows: its longest customer window, or the label delay plus
-    its longest terminal window (terminal windows are delayed), whichever is longer."""
-    return max(fs.customer_windows_days[-1], fs.label_delay_days + fs.terminal_windows_days[-1])
+    """The reach of ``fs``'s windows: its customer or its terminal horizon, whichever is
+    longer."""
+    return max(fs.customer_horizon_days, fs.terminal_horizon_days)
 
 
 def warmup_us(label_delay_days: int) -> int:

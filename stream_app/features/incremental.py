@@ -261,8 +261,8 @@ class IncrementalFeatures:
         self._customer_windows_us = [n * MICROS_PER_DAY for n in fs.customer_windows_days]
         self._terminal_windows_us = [n * MICROS_PER_DAY for n in fs.terminal_windows_days]
         self._delay_us = fs.label_delay_days * MICROS_PER_DAY
-        self._customer_horizon_us = self._customer_windows_us[-1]
-        self._terminal_horizon_us = self._delay_us + self._terminal_windows_us[-1]
+        self._customer_horizon_us = fs.customer_horizon_days * MICROS_PER_DAY
+        self._terminal_horizon_us = fs.terminal_horizon_days * MICROS_PER_DAY
         self._horizons_us = (self._customer_horizon_us, self._terminal_horizon_us, self._delay_us)
         self._customer_inner_windows_us = self._customer_windows_us[:-1]
         days = fs.customer_windows_days

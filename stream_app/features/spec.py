@@ -114,6 +114,17 @@ class FeatureSet:
                 f"unknown, repeated or empty; choose distinct names from {', '.join(supported)}"
             )
 
+    @property
+    def customer_horizon_days(self) -> int:
+        """How far back the customer windows reach: the longest one."""
+        return self.customer_windows_days[-1]
+
+    @property
+    def terminal_horizon_days(self) -> int:
+        """How far back the terminal windows reach: the label delay plus the longest one
+        (terminal windows are delayed)."""
+        return self.label_delay_days + self.terminal_windows_days[-1]
+
 
 def feature_set(name: str, label_delay_days: int = 7) -> FeatureSet:
     """The ``handbook`` (its 15 model inputs) or ``default`` (handbook + 7) feature set."""
