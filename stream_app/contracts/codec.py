@@ -160,10 +160,10 @@ def decode_label_fields(
     fields = fast.label_fields(raw)
     if fields is not None:
         return fields
-    label, event_us, label_us = decode_label_us(raw, max_bytes)
+    label = _strict_label(raw)  # fast.label would fail the same checks again
     return (
-        label.transaction_id, label.customer_id, label.terminal_id, event_us, label_us,
-        label.is_fraud,
+        label.transaction_id, label.customer_id, label.terminal_id,
+        to_epoch_us(label.event_time), to_epoch_us(label.label_time), label.is_fraud,
     )  # fmt: skip
 
 
@@ -187,6 +187,7 @@ def decode_event(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Tran
 def decode_alert(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Alert:
     """Decode and validate one ``alert.v1`` payload."""
     record = _decode_output(raw, max_bytes, _ALERT, _ALERT_SPELLING, "alert.v1")
+    _check_feature_names(record, raw)
     _check_keys_once(raw, record)
     return record
 
@@ -205,16 +206,15 @@ def _decode_output(
     spelling: msgspec.json.Decoder[Any],
     contract: str,
 ) -> _Record:
-    """A record the worker publishes, decoded and validated (its type and spelling; not
-    whether a key repeats: the encoders write each key once)."""
+    """A record the worker publishes, decoded and validated: its type and spelling (the
+    callers add the checks they need: an alert's feature names; a repeated key when
+    decoding, as the encoders write each key once)."""
     _check_size(raw, max_bytes)
     try:
         record = decoder.decode(raw)
         spelling.decode(raw)
     except _FAILURES as exc:
         raise _contract_error(exc, raw, (contract,)) from None
-    if isinstance(record, Alert):
-        _check_feature_names(record, raw)
     return record
 
 
@@ -235,7 +235,7 @@ def encode_label(record: Label, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> b
 def encode_alert(record: Alert, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
     """``record`` as ``alert.v1`` JSON; ContractError if it breaks the contract."""
     raw = _ENCODER.encode(record)
-    _decode_output(raw, max_bytes, _ALERT, _ALERT_SPELLING, "alert.v1")
+    _check_feature_names(_decode_output(raw, max_bytes, _ALERT, _ALERT_SPELLING, "alert.v1"), raw)
     return raw
 
 
