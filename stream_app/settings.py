@@ -27,6 +27,8 @@ SECRET = {"secret": True}
 MASK = "***"
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+KAFKA_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 EVENT_CLOCKS = ("wall", "watermark")
 
@@ -127,10 +129,9 @@ class Settings:
 
     def _check_kafka_security(self) -> None:
         protocol = f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
-        sasl = self.kafka_security_protocol.startswith("SASL_")
-        tls = self.kafka_security_protocol.endswith("SSL")
         login = ("kafka_sasl_username", "kafka_sasl_password")
-        if sasl:
+        fix = f"set {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL to"
+        if self.kafka_security_protocol in KAFKA_SASL_PROTOCOLS:
             for name in login:
                 if not getattr(self, name):
                     raise ConfigError(
@@ -138,25 +139,20 @@ class Settings:
                         f"{_var(login[0])} and {_var(login[1])} (or {_var(login[1])}_FILE)"
                     )
         else:
-            _check_unused(login, self, f"{protocol} does not log in", "SASL_SSL")
+            _check_unused(login, self, f"{protocol} does not log in", f"{fix} SASL_SSL")
         tls_files = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
-        if tls:
+        if self.kafka_security_protocol in KAFKA_TLS_PROTOCOLS:
             _check_files(tls_files, self)
         else:
-            _check_unused(tls_files, self, f"{protocol} does not use TLS", "SSL or SASL_SSL")
+            _check_unused(tls_files, self, f"{protocol} does not use TLS", f"{fix} SSL or SASL_SSL")
 
     def _check_redis_security(self) -> None:
         tls_files = ("redis_ssl_cafile", "redis_ssl_certfile", "redis_ssl_keyfile")
         if self.redis_url.startswith("rediss://"):
             _check_files(tls_files, self)
         else:
-            for name in tls_files:
-                if getattr(self, name):
-                    raise ConfigError(
-                        f"{_var(name)} is set but {ENV_PREFIX}REDIS_URL="
-                        f"{mask_url(self.redis_url)!r} does not use TLS; use a rediss:// URL "
-                        f"or unset {_var(name)}"
-                    )
+            url = f"{ENV_PREFIX}REDIS_URL={mask_url(self.redis_url)!r}"
+            _check_unused(tls_files, self, f"{url} does not use TLS", "use a rediss:// URL")
         if self.redis_password and urlsplit(self.redis_url).password is not None:
             raise ConfigError(
                 f"{ENV_PREFIX}REDIS_URL={mask_url(self.redis_url)!r} has a password and "
@@ -227,15 +223,12 @@ def _var(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _check_unused(names: tuple[str, ...], settings: Settings, why: str, use: str) -> None:
+def _check_unused(names: tuple[str, ...], settings: Settings, why: str, fix: str) -> None:
     """A setting that would be ignored is a mistake (a forgotten security protocol would
     otherwise connect without the TLS or login the user asked for)."""
     for name in names:
         if getattr(settings, name):
-            raise ConfigError(
-                f"{_var(name)} is set but {why}; set {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL to "
-                f"{use} or unset {_var(name)}"
-            )
+            raise ConfigError(f"{_var(name)} is set but {why}; {fix} or unset {_var(name)}")
 
 
 def _check_files(names: tuple[str, str, str], settings: Settings) -> None:
