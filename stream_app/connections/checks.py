@@ -1,10 +1,20 @@
-"""What the Kafka and Redis checks share: their timeout, and the TLS error behind a failure."""
+"""What the Kafka and Redis connections share: the settings they are built from, the
+checks' timeout, and the TLS error behind a failure."""
 
 from __future__ import annotations
 
 import ssl
+from dataclasses import fields
+from typing import Any
+
+from stream_app.settings import Settings
 
 CHECK_TIMEOUT_S = 10.0
+
+
+def settings_for(connection_type: Any, settings: Settings, prefix: str) -> dict[str, Any]:
+    """Each field ``x`` of the dataclass ``connection_type`` from the setting ``prefix + x``."""
+    return {f.name: getattr(settings, prefix + f.name) for f in fields(connection_type)}
 
 
 def tls_failure(exc: BaseException) -> ssl.SSLError | None:

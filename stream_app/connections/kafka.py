@@ -25,15 +25,13 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
 
-from stream_app.connections.checks import CHECK_TIMEOUT_S
+from stream_app.connections.checks import CHECK_TIMEOUT_S, settings_for
 from stream_app.errors import AuthenticationFailed, ConfigError, DependencyUnavailable
-from stream_app.settings import ENV_PREFIX, Settings
+from stream_app.settings import ENV_PREFIX, KAFKA_SASL_PROTOCOLS, KAFKA_TLS_PROTOCOLS, Settings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
 
-_KAFKA_TLS = ("SSL", "SASL_SSL")
-_KAFKA_SASL = ("SASL_PLAINTEXT", "SASL_SSL")
 _SASL_REFUSED = (SaslAuthenticationFailed, IllegalSaslStateError, KeyError, ValueError)
 """A refused login: the broker's error, or aiokafka's SCRAM client failing to read a final
 message without a server signature (``e=unknown-user``, ``e=invalid-proof``)."""
@@ -57,27 +55,17 @@ class KafkaConnection:
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaConnection:
         """The connection the ``FRAUDSTREAM_KAFKA_*`` settings describe."""
-        return cls(
-            bootstrap=settings.kafka_bootstrap,
-            security_protocol=settings.kafka_security_protocol,
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_username=settings.kafka_sasl_username,
-            sasl_password=settings.kafka_sasl_password,
-            ssl_cafile=settings.kafka_ssl_cafile,
-            ssl_certfile=settings.kafka_ssl_certfile,
-            ssl_keyfile=settings.kafka_ssl_keyfile,
-            ssl_key_password=settings.kafka_ssl_key_password,
-        )
+        return cls(**settings_for(cls, settings, "kafka_"))
 
     @property
     def uses_tls(self) -> bool:
         """Whether connections are TLS (``SSL`` or ``SASL_SSL``)."""
-        return self.security_protocol in _KAFKA_TLS
+        return self.security_protocol in KAFKA_TLS_PROTOCOLS
 
     @property
     def uses_sasl(self) -> bool:
         """Whether connections log in with SASL."""
-        return self.security_protocol in _KAFKA_SASL
+        return self.security_protocol in KAFKA_SASL_PROTOCOLS
 
     def describe(self) -> str:
         """Where and how, for messages: ``127.0.0.1:9093 (SASL_SSL, SCRAM-SHA-256 as alice)``."""

@@ -13,7 +13,7 @@ import redis.asyncio as redis_asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from stream_app.connections.checks import CHECK_TIMEOUT_S, tls_failure
+from stream_app.connections.checks import CHECK_TIMEOUT_S, settings_for, tls_failure
 from stream_app.errors import AuthenticationFailed, DependencyUnavailable, FraudstreamError
 from stream_app.settings import ENV_PREFIX, Settings, mask_url
 
@@ -45,14 +45,7 @@ class RedisConnection:
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisConnection:
         """The connection the ``FRAUDSTREAM_REDIS_*`` settings describe."""
-        return cls(
-            url=settings.redis_url,
-            username=settings.redis_username,
-            password=settings.redis_password,
-            ssl_cafile=settings.redis_ssl_cafile,
-            ssl_certfile=settings.redis_ssl_certfile,
-            ssl_keyfile=settings.redis_ssl_keyfile,
-        )
+        return cls(**settings_for(cls, settings, "redis_"))
 
     @property
     def uses_tls(self) -> bool:
