@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import time
 from typing import Any
 
 from stream_app.settings import Settings
-
-_FIRST_RETRY_S = 0.5
-_MAX_RETRY_S = 10.0
 
 DESCRIPTION = """\
 Run the stream worker (a Faust app): consume transactions and labels of the namespace in
@@ -80,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _wait_for_dependencies(settings: Settings, names: tuple[str, ...]) -> None:
     """Check that Redis answers, create and check the topics; while Redis or the broker is
-    unreachable, retry with backoff. A refused login or an untrusted certificate is an
-    :class:`~stream_app.errors.AuthenticationFailed` (no retry)."""
+    unreachable, retry with the worker's backoff. A refused login or an untrusted
+    certificate is an :class:`~stream_app.errors.AuthenticationFailed` (no retry)."""
     from stream_app.connections import KafkaConnection, RedisConnection, check_redis
-    from stream_app.errors import DependencyUnavailable
     from stream_app.topics import ensure_topics
+    from stream_app.worker.metrics import WorkerMetrics
+    from stream_app.worker.retry import Backoff
 
     kafka = KafkaConnection.from_settings(settings)
     redis = RedisConnection.from_settings(settings)
@@ -93,13 +90,4 @@ def _wait_for_dependencies(settings: Settings, names: tuple[str, ...]) -> None:
         await check_redis(redis)
         await ensure_topics(kafka, names, settings.topic_partitions, settings.topic_replication)
 
-    delay_s = _FIRST_RETRY_S
-    while True:
-        try:
-            asyncio.run(check())
-            return
-        except DependencyUnavailable as exc:
-            if delay_s == _FIRST_RETRY_S:
-                logging.getLogger(__name__).warning("%s; retrying with backoff", exc)
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, _MAX_RETRY_S)
+    asyncio.run(Backoff("Redis or the Kafka broker", WorkerMetrics()).call(check))
