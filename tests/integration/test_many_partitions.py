@@ -1,0 +1,228 @@
+"""Many partitions: a worker on 64-partition topics, and a namespace moved to more partitions.
+
+1. A worker on topics of 64 partitions each (``FRAUDSTREAM_TOPIC_PARTITIONS=64``; most
+   partitions hold a few customers, some none) scores a small simulated history exactly as
+   ``fraudstream backtest`` does: every score to 1e-6, identical alert sets.
+2. The in-place move to more partitions (README, "Scaling out"): the history's first days
+   go through a worker on 4 partitions; the consumer lag is drained to 0 (the group's
+   committed offsets reach every record published), the worker stops, the namespace's
+   topics get 64 partitions, a worker with ``topic_partitions=64`` scores the rest. Each
+   customer's records now land on another partition, but the windows in Redis are keyed
+   by id: every score of both phases equals the backtest of the whole history. tansu
+   cannot add partitions to a topic (no CreatePartitions), so the topics are deleted and
+   created again, which also drops the group's offsets; on Apache Kafka the step is
+   ``kafka-topics.sh --alter --partitions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from aiokafka import TopicPartition
+
+from stream_app.cli import main as fraudstream
+from stream_app.connections import kafka_admin, kafka_consumer
+from stream_app.contracts import TransactionScore, decode_alert, to_epoch_us
+from stream_app.scoring.bundle import load_bundle
+from stream_app.settings import Settings
+from stream_app.sources.events import ReplayOrder
+from stream_app.sources.history import TransactionHistory
+from stream_app.sources.jsonl import write_jsonl
+from stream_app.sources.simulator import simulate
+from stream_app.tools.replay import replay, replay_order
+from stream_app.tools.topic_reader import read_topic
+from stream_app.topics import StreamTopics, ensure_topics, stream_topics
+from tests.integration.worker_support import (
+    create_topics,
+    read_all,
+    running_worker,
+    wait_for,
+    worker_settings,
+)
+from tests.unit.model_bundles import tiny_bundle
+
+pytestmark = [pytest.mark.integration, pytest.mark.train]
+
+MANY = 64
+TOLERANCE = 1e-6
+TIMEOUT_S = 120
+MOVE_AT = dt.datetime(2018, 4, 9, tzinfo=dt.UTC)  # day 8 of 14
+_SCORE = msgspec.json.Decoder(TransactionScore)
+
+
+def _history() -> TransactionHistory:
+    # ~3,000 transactions of 120 customers over 14 days (labels 7 days later): about two
+    # customers per partition of 64, a few partitions empty.
+    return simulate(120, 60, 14, dt.date(2018, 4, 1), seed=17, label_delay_days=7)
+
+
+def _backtest(
+    history: TransactionHistory, bundle: Path, tmp_path: Path
+) -> tuple[dict[str, float], set[str]]:
+    """``fraudstream backtest`` of ``history``: scores and alerted ids."""
+    path, out = tmp_path / "history.jsonl", tmp_path / "backtest.parquet"
+    write_jsonl(history, path)
+    assert (
+        fraudstream(
+            [
+                "backtest",
+                "--input",
+                str(path),
+                "--models",
+                str(bundle),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    table = pq.read_table(out).to_pydict()
+    alerts = {t for t, a in zip(table["transaction_id"], table["is_alert"], strict=True) if a}
+    return dict(zip(table["transaction_id"], table["score"], strict=True)), alerts
+
+
+async def _committed(settings: Settings, topic: str) -> int:
+    """Sum of the offsets the worker's group committed on ``topic`` (records done)."""
+    topics = stream_topics(settings.namespace)
+    consumer = kafka_consumer(
+        settings.kafka_bootstrap, group_id=topics.consumer_group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        return sum([await consumer.committed(tp) or 0 for tp in tps])
+    finally:
+        await consumer.stop()
+
+
+async def _score(
+    history: TransactionHistory, order: ReplayOrder, settings: Settings
+) -> tuple[dict[str, float], set[str]]:
+    """Run a worker, publish ``order`` and drain: wait until the group's committed offsets
+    cover every transaction and label published (consumer lag 0). The scores and alerted
+    ids the worker published."""
+    topics: StreamTopics = stream_topics(settings.namespace)
+    scores: dict[str, float] = {}
+    stop = asyncio.Event()
+
+    def on_scores(_tp: TopicPartition, records: Sequence[Any]) -> None:
+        scores.update(
+            (s.transaction_id, s.score) for s in map(_SCORE.decode, (r.value for r in records))
+        )
+
+    async def drained() -> bool:
+        return (
+            await _committed(settings, topics.transactions) == order.transactions
+            and await _committed(settings, topics.labels) == order.labels
+        )
+
+    async with running_worker(settings, load_bundle(settings.model_dir)) as app:
+        reader = asyncio.create_task(
+            read_topic(settings.kafka_bootstrap, topics.scores, on_scores, follow=True, stop=stop)
+        )
+        await replay(history, order, settings.kafka_bootstrap, topics, None, progress=False)
+        try:
+            await wait_for(lambda: len(scores) >= order.transactions, TIMEOUT_S, "the scores")
+            await app.runtime.drained()
+            deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+            while not await drained():
+                assert asyncio.get_running_loop().time() < deadline, "consumer lag not 0"
+                await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await reader
+    alerts = {
+        decode_alert(r.value).transaction_id
+        for r in await read_all(settings.kafka_bootstrap, topics.alerts)
+    }
+    return scores, alerts
+
+
+def _assert_equal(
+    scores: dict[str, float],
+    alerts: set[str],
+    expected: dict[str, float],
+    expected_alerts: set[str],
+) -> None:
+    assert set(scores) == set(expected)
+    ids = sorted(expected)
+    difference = np.abs(np.array([scores[t] for t in ids]) - np.array([expected[t] for t in ids]))
+    assert float(difference.max()) <= TOLERANCE, (
+        f"{int((difference > TOLERANCE).sum())} of {len(ids)} scores differ by more than "
+        f"{TOLERANCE}; worst {float(difference.max()):.3g}"
+    )
+    assert 0 < len(expected_alerts) < len(ids)
+    assert alerts == expected_alerts
+
+
+def test_a_worker_on_64_partitions_scores_what_the_backtest_scores(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    history = _history()
+    bundle = tiny_bundle().path
+    settings = worker_settings(
+        kafka_bootstrap,
+        redis_url,
+        publish_scores=True,
+        model_dir=str(bundle),
+        batch_max_events=128,
+        topic_partitions=MANY,
+    )
+    asyncio.run(create_topics(settings))
+    scores, alerts = asyncio.run(_score(history, replay_order(history), settings))
+    _assert_equal(scores, alerts, *_backtest(history, bundle, tmp_path))
+
+
+async def _recreate_topics(settings: Settings, partitions: int) -> None:
+    """The namespace's topics again, empty, with ``partitions`` each (tansu's stand-in for
+    adding partitions: it has no CreatePartitions)."""
+    topics = stream_topics(settings.namespace)
+    admin = kafka_admin(settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(list(topics.all))
+    finally:
+        await admin.close()
+    await ensure_topics(settings.kafka_bootstrap, topics.all, partitions)
+
+
+def test_a_drained_namespace_moves_to_more_partitions_with_its_windows(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    history = _history()
+    bundle = tiny_bundle().path
+    before = worker_settings(
+        kafka_bootstrap,
+        redis_url,
+        publish_scores=True,
+        model_dir=str(bundle),
+        batch_max_events=128,
+        topic_partitions=4,
+    )
+    after = before.replace(topic_partitions=MANY)  # same namespace: same group, same windows
+    order = replay_order(history)
+    cut = int(np.searchsorted(order.clock_us, to_epoch_us(MOVE_AT), "left"))
+    first, rest = (
+        ReplayOrder(order.row[part], order.is_label[part], order.clock_us[part])
+        for part in (slice(0, cut), slice(cut, None))
+    )
+    assert first.transactions > 1_000 and first.labels > 0 and rest.transactions > 1_000
+
+    asyncio.run(create_topics(before))
+    scores, alerts = asyncio.run(_score(history, first, before))
+    asyncio.run(_recreate_topics(before, MANY))
+    later_scores, later_alerts = asyncio.run(_score(history, rest, after))
+
+    assert not set(scores) & set(later_scores)  # each transaction scored once
+    _assert_equal(
+        scores | later_scores, alerts | later_alerts, *_backtest(history, bundle, tmp_path)
+    )
