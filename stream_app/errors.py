@@ -51,3 +51,8 @@ class LocalServiceError(FraudstreamError):
 class AuthenticationFailed(FraudstreamError):  # noqa: N818 - reads as what happened
     """Redis or the Kafka broker refused the credentials, or a TLS certificate was not
     trusted; retrying with the same settings cannot help."""
+
+
+class Superseded(FraudstreamError):  # noqa: N818 - reads as what happened
+    """A batch of an older generation (fetched before a rebalance) stopped waiting for the
+    other workers' progress: it is dropped and redelivered to its partitions' new owner."""

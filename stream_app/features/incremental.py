@@ -316,6 +316,67 @@ class IncrementalFeatures:
         _record_label(customer, self._customer_horizon_us, *label)
         _record_label(terminal, self._terminal_horizon_us, *label)
 
+    def apply_customer_label(
+        self,
+        customer: CustomerWindow,
+        transaction_id: str,
+        event_time_us: int,
+        label_time_us: int,
+        is_fraud: bool,
+    ) -> None:
+        """:meth:`apply_label` on the customer's window only (its terminal's took the label
+        through :meth:`insert_terminal_label`)."""
+        label = (transaction_id, event_time_us, label_time_us, is_fraud)
+        _record_label(customer, self._customer_horizon_us, *label)
+
+    def insert_terminal_label(
+        self,
+        terminal: TerminalWindow,
+        transaction_id: str,
+        event_time_us: int,
+        label_time_us: int,
+        is_fraud: bool,
+    ) -> None:
+        """:meth:`apply_label` on the terminal's window only."""
+        label = (transaction_id, event_time_us, label_time_us, is_fraud)
+        _record_label(terminal, self._terminal_horizon_us, *label)
+
+    def insert_terminal(
+        self, terminal: TerminalWindow, transaction_id: str, event_time_us: int, cutoff_us: float
+    ) -> bool:
+        """Add a transaction to its terminal's window ahead of its row (workers sharing
+        terminals insert their transactions first, then compute rows once every partition
+        inserted up to them: :meth:`apply_transaction` with ``terminal_inserted``).
+
+        Drops what is at or before ``cutoff_us``, which no row computed from now on can
+        reach. Whether it changed the window: not if the window holds the id at that time
+        (a re-delivery) or the transaction is late (:meth:`is_late`'s terminal rule).
+        """
+        t = event_time_us
+        times = terminal.times
+        if times and t <= times[-1] - self._terminal_horizon_us:
+            return False
+        here = len(times)
+        if here and times[-1] >= t:
+            here = _position(terminal, transaction_id, t)
+            if here < 0:
+                return False
+        if times and times[0] <= cutoff_us:
+            stale = bisect_right(times, cutoff_us, 0, here)
+            _drop_ids(terminal, stale)
+            del times[:stale]
+            here -= stale
+        if terminal.fraud_labels:
+            _drop_labels(terminal, cutoff_us)
+        if here == len(times):
+            times.append(t)
+            terminal.id_text += transaction_id
+            terminal.id_lengths.append(len(transaction_id))
+        else:
+            times.insert(here, t)
+            _insert_id(terminal, here, transaction_id)
+        return True
+
     def is_late(self, customer: CustomerWindow, terminal: TerminalWindow, t: int) -> bool:
         """Whether a transaction at ``t`` is older than a window horizon relative to its
         customer's or terminal's newest event."""
@@ -332,14 +393,17 @@ class IncrementalFeatures:
         transaction_id: str,
         event_time_us: int,
         amount: float,
+        *,
+        terminal_inserted: bool = False,
     ) -> tuple[int, CustomerWindow]:
         """What :meth:`apply_transaction` would do, on copies of the windows: the status and
         the customer copy whose ``recent_rows`` end with the transaction's row (when
         :data:`APPLIED`). The windows themselves are not changed."""
         copy = _copy_customer(customer)
         status = self.apply_transaction(
-            copy, _copy_terminal(terminal), transaction_id, event_time_us, amount
-        )
+            copy, terminal if terminal_inserted else _copy_terminal(terminal), transaction_id,
+            event_time_us, amount, terminal_inserted=terminal_inserted,
+        )  # fmt: skip
         return status, copy
 
     def apply_transaction(
@@ -349,13 +413,17 @@ class IncrementalFeatures:
         transaction_id: str,
         event_time_us: int,
         amount: float,
+        *,
+        terminal_inserted: bool = False,
     ) -> int:
         """Add a transaction to both windows and its row (``feature_set.columns`` order) to
         the customer's ``recent_rows``: :data:`APPLIED`.
 
         Changes nothing and returns :data:`DUPLICATE` when the windows already hold this
         transaction (a re-delivery), :data:`CONFLICT` when they hold its id with other
-        content.
+        content. ``terminal_inserted``: the terminal's window took the transaction
+        already (:meth:`insert_terminal`) and may hold later ones; it is only read, and
+        its rows are those of a window holding just the earlier transactions.
         """
         t = event_time_us
         recent_ids = customer.recent_ids
@@ -373,7 +441,9 @@ class IncrementalFeatures:
         if here and times[-1] >= t:  # not the customer's newest event: mind the ties
             here = _position(customer, transaction_id, t)
         terminal_here = len(terminal_times)
-        if terminal_here and terminal_times[-1] >= t:
+        if terminal_inserted:  # the earlier transactions, whatever ties and later ones it holds
+            terminal_here = bisect_left(terminal_times, t)
+        elif terminal_here and terminal_times[-1] >= t:
             terminal_here = _position(terminal, transaction_id, t)
         if here < 0:
             return _redelivered(customer, transaction_id, t, amount)
@@ -390,13 +460,13 @@ class IncrementalFeatures:
             here -= stale
         if customer.fraud_labels:
             _drop_labels(customer, cutoff)
-        cutoff = t - terminal_horizon
-        if terminal_here and terminal_times[0] <= cutoff:
+        cutoff = t - terminal_horizon  # a shared terminal's window is only read (see above)
+        if terminal_here and not terminal_inserted and terminal_times[0] <= cutoff:
             stale = bisect_right(terminal_times, cutoff, 0, terminal_here)
             _drop_ids(terminal, stale)
             del terminal_times[:stale]
             terminal_here -= stale
-        if terminal.fraud_labels:
+        if terminal.fraud_labels and not terminal_inserted:
             _drop_labels(terminal, cutoff)
         days, within_day = divmod(t, MICROS_PER_DAY)
         row = [
@@ -427,23 +497,24 @@ class IncrementalFeatures:
         append(count)
         append(longest_mean)
 
-        if terminal_here == len(terminal_times):  # the terminal's newest event
-            terminal_times.append(t)
-            terminal.id_text += transaction_id
-            terminal.id_lengths.append(len(transaction_id))
-        else:
-            terminal_times.insert(terminal_here, t)
-            _insert_id(terminal, terminal_here, transaction_id)
+        if not terminal_inserted:
+            if terminal_here == len(terminal_times):  # the terminal's newest event
+                terminal_times.append(t)
+                terminal.id_text += transaction_id
+                terminal.id_lengths.append(len(transaction_id))
+            else:
+                terminal_times.insert(terminal_here, t)
+                _insert_id(terminal, terminal_here, transaction_id)
         delayed = t - delay
-        delayed_end = bisect_right(terminal_times, delayed, 0, terminal_here + 1)
+        delayed_end = bisect_right(
+            terminal_times, delayed, 0, terminal_here + (not terminal_inserted)
+        )
         terminal_frauds = terminal.fraud_labels
         end = delayed_end
-        longest = terminal_horizon - delay
         for window in self._terminal_windows_us:
-            if end and window < longest:
+            if end:  # the longest window starts at the horizon: nothing before it is kept,
+                # unless the window was shared (insert_terminal prunes behind every worker)
                 end = bisect_right(terminal_times, delayed - window, 0, end)
-            else:  # the longest window starts at the horizon
-                end = 0
             count = delayed_end - end + 0.0
             append(count)
             if count and terminal_frauds:
@@ -582,7 +653,7 @@ def _record_label(
         labels.append((transaction_id, event_time_us, label_time_us))
 
 
-def _drop_labels(window: CustomerWindow | TerminalWindow, cutoff_us: int) -> None:
+def _drop_labels(window: CustomerWindow | TerminalWindow, cutoff_us: float) -> None:
     """Drop the fraud labels of transactions at or before ``cutoff_us`` (outside every window)."""
     labels = window.fraud_labels
     if any(e <= cutoff_us for _, e, _ in labels):

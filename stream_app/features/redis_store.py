@@ -48,6 +48,7 @@ import msgspec
 
 from stream_app.connections import RedisConnection, redis_connection
 from stream_app.contracts.events import LabelEvent, TransactionEvent
+from stream_app.errors import Superseded
 from stream_app.features.incremental import (
     CustomerWindow,
     IncrementalFeatures,
@@ -57,14 +58,16 @@ from stream_app.features.incremental import (
     encode_window,
 )
 from stream_app.features.spec import FeatureSet
-from stream_app.features.store import FeatureBatch, apply_batch
+from stream_app.features.store import FeatureBatch, Progress, apply_batch, insert_terminals
 from stream_app.pseudonyms import CUSTOMER, TERMINAL, Pseudonymizer
-from stream_app.time import SECONDS_PER_DAY
+from stream_app.time import MICROS_PER_DAY, SECONDS_PER_DAY
 
 KEY_LAYOUT = "v2"
 WRITE_SCRIPT = files("stream_app.features").joinpath("redis_windows.lua").read_text()
 READ_SCRIPT = files("stream_app.features").joinpath("redis_windows_read.lua").read_text()
 DEFAULT_MAX_CACHED_WINDOWS = 2_000_000
+PROGRESS_POLL_S = 0.002
+"""How often a batch waiting for the other workers' progress asks Redis again."""
 
 W = TypeVar("W", CustomerWindow, TerminalWindow)
 # Keys, versions and sizes go to and from the scripts as msgpack (Redis's Lua has cmsgpack
@@ -118,11 +121,13 @@ class ComputedBatch:
     transactions: tuple[TransactionEvent, ...]
     labels: tuple[LabelEvent, ...]
     writes: tuple[_Write, ...]
+    progress: Progress | None = None  # computed on terminals shared with other workers
 
     @property
     def changed(self) -> bool:
-        """Whether any window changed (there is something to write)."""
-        return bool(self.writes)
+        """Whether there is something to write: a changed window, or the progress of a
+        batch computed on shared terminals."""
+        return bool(self.writes) or self.progress is not None
 
 
 class RedisWindowStore:
@@ -175,6 +180,9 @@ class RedisWindowStore:
         self._customers: dict[str, _Cached[CustomerWindow]] = {}
         self._terminals: dict[str, _Cached[TerminalWindow]] = {}
         self._shared_terminals = False
+        self._progress_key = f"{self._prefix}progress"
+        self._superseded_before = 0
+        self._terminal_horizon_us = fs.terminal_horizon_days * MICROS_PER_DAY
         self._write_script = client.register_script(WRITE_SCRIPT)
         self._threaded_write = None if writer is None else writer.register_script(WRITE_SCRIPT)
         self._read_script = client.register_script(READ_SCRIPT)
@@ -213,15 +221,27 @@ class RedisWindowStore:
             if self._writer is not None:
                 self._writer.close()
 
+    def supersede(self, generation: int) -> None:
+        """Computes of generations before ``generation`` stop waiting for progress."""
+        self._superseded_before = max(self._superseded_before, generation)
+
     async def compute(
-        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+        self,
+        transactions: Sequence[TransactionEvent],
+        labels: Sequence[LabelEvent],
+        progress: Progress | None = None,
     ) -> ComputedBatch:
         """Apply ``labels`` then ``transactions`` to the cached windows (reading missing ones).
 
         Nothing is written to Redis: pass the result to :meth:`write_all` once the batch's
         outputs are safe. A write redone while the read is in flight drops the windows it
         found stale from the cache, so the read is repeated until none is missing.
+
+        With ``progress`` while terminals are shared, the batch's terminal changes are
+        stored first and its rows wait for the other workers (:meth:`_compute_shared`).
         """
+        if progress is not None and self._shared_terminals:
+            return await self._compute_shared(tuple(transactions), tuple(labels), progress)
         customers, terminals = self._missing(transactions, labels)
         held = self._held_terminals(transactions, labels) if self._shared_terminals else []
         while customers or terminals or held:
@@ -261,6 +281,101 @@ class RedisWindowStore:
                     pending[0] = (computed, redone)
                 else:
                     del pending[0]
+        stored = [computed.progress for computed in batches if computed.progress is not None]
+        if stored:
+            await self._client.hset(
+                self._progress_key,
+                mapping={f"d:{p}": repr(stored[-1].through_us) for p in stored[-1].partitions},
+            )
+
+    # -- shared terminals ------------------------------------------------------------------
+
+    async def _compute_shared(
+        self,
+        transactions: tuple[TransactionEvent, ...],
+        labels: tuple[LabelEvent, ...],
+        progress: Progress,
+    ) -> ComputedBatch:
+        """Store the batch's terminal changes, claim ``progress``, wait until every
+        partition's claim reached the batch's newest transaction, then compute the rows
+        on the terminals as they are then (changing only customer windows).
+
+        Claims live in one hash, ``<prefix>v2:progress``: ``c:<p>``, terminal changes of
+        partition p stored up to that event time; ``d:<p>``, its rows' windows stored up
+        to it (no row computed from then on, re-deliveries aside, is older, so terminal
+        windows drop what is a horizon older than the smallest).
+        """
+        self._check_current(progress)
+        if transactions or labels:
+            await self._insert(transactions, labels, progress)
+        await self._client.hset(
+            self._progress_key,
+            mapping={f"c:{p}": repr(progress.through_us) for p in progress.partitions},
+        )
+        if transactions:
+            await self._await_progress(max(e.event_time_us for e in transactions), progress)
+        customers, terminals = self._missing(transactions, labels)
+        cached = self._terminals
+        held = [
+            (terminal_id, cached[terminal_id].stored)
+            for terminal_id in dict.fromkeys(map(_TERMINAL_ID, transactions))
+            if terminal_id in cached
+        ]
+        while customers or terminals or held:
+            replies = await self._read(customers, terminals, held)
+            self._install(customers, [*terminals, *(t for t, _ in held)], replies)
+            held = []
+            customers, terminals = self._missing(transactions, labels)
+        return self._compute(transactions, labels, progress)
+
+    def _check_current(self, progress: Progress) -> None:
+        if progress.generation < self._superseded_before:
+            raise Superseded(
+                f"a batch of generation {progress.generation} was computed after a rebalance "
+                f"(generation {self._superseded_before}); it is redelivered"
+            )
+
+    async def _insert(
+        self,
+        transactions: tuple[TransactionEvent, ...],
+        labels: tuple[LabelEvent, ...],
+        progress: Progress,
+    ) -> None:
+        """Add the batch to its terminals' windows in Redis (compare-and-set; read again
+        and redone when another worker moved one)."""
+        done = await self._client.hmget(
+            self._progress_key, [f"d:{p}" for p in range(progress.total_partitions)]
+        )
+        cutoff = min(_claim(value) for value in done) - self._terminal_horizon_us
+        ids = list(dict.fromkeys(chain(map(_TERMINAL_ID, labels), map(_TERMINAL_ID, transactions))))
+        cached = self._terminals
+        while True:
+            held = [(t, cached[t].stored) for t in ids if t in cached]
+            missing = [t for t in ids if t not in cached]
+            replies = await self._read([], missing, held)
+            self._install([], [*missing, *(t for t, _ in held)], replies)
+            windows = {t: cached[t].window for t in ids}
+            touched = insert_terminals(self._features, windows, transactions, labels, cutoff)
+            entries = {t: cached[t] for t in touched}
+            writes = _changes(entries, self.terminal_key)
+            if not writes:
+                return
+            if not await self._write_script(args=self._args(writes)):
+                for entry in entries.values():
+                    entry.stored = entry.version
+                return
+            for t in ids:  # another worker moved one: start again from the stored states
+                cached.pop(t, None)
+
+    async def _await_progress(self, t: int, progress: Progress) -> None:
+        """Return once every partition's claim ``c:<p>`` is at or after ``t``."""
+        fields = [f"c:{p}" for p in range(progress.total_partitions)]
+        while True:
+            claims = await self._client.hmget(self._progress_key, fields)
+            if min(_claim(value) for value in claims) >= t:
+                return
+            await asyncio.sleep(PROGRESS_POLL_S)
+            self._check_current(progress)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -346,16 +461,27 @@ class RedisWindowStore:
     # -- computing -------------------------------------------------------------------------
 
     def _compute(
-        self, transactions: tuple[TransactionEvent, ...], labels: tuple[LabelEvent, ...]
+        self,
+        transactions: tuple[TransactionEvent, ...],
+        labels: tuple[LabelEvent, ...],
+        progress: Progress | None = None,
     ) -> ComputedBatch:
+        """The batch on the cached windows; with ``progress``, the terminals took it
+        already (:meth:`_insert`) and are only read."""
+        inserted = progress is not None
         cached_customers, cached_terminals = self._customers, self._terminals
         customers: dict[str, _Cached[CustomerWindow]] = {}
         terminals: dict[str, _Cached[TerminalWindow]] = {}
         changing = []
         for label in labels:  # genuine labels that withdraw nothing change no window
             customer = cached_customers[label.customer_id]
-            terminal = cached_terminals[label.terminal_id]
             tx_id = label.transaction_id
+            if inserted:
+                if label.is_fraud or _labelled(customer.window, tx_id):
+                    changing.append(label)
+                    customers[label.customer_id] = customer
+                continue
+            terminal = cached_terminals[label.terminal_id]
             if (
                 label.is_fraud
                 or _labelled(customer.window, tx_id)
@@ -371,13 +497,13 @@ class RedisWindowStore:
         customer_windows = {key: entry.window for key, entry in customers.items()}
         terminal_windows = {key: entry.window for key, entry in terminals.items()}
         features = apply_batch(
-            self._features, customer_windows, terminal_windows, transactions, changing
-        )
-        writes = [
-            *_changes(customers, self.customer_key),
-            *_changes(terminals, self.terminal_key),
-        ]
-        return ComputedBatch(features, transactions, tuple(changing), tuple(writes))
+            self._features, customer_windows, terminal_windows, transactions, changing,
+            terminals_inserted=inserted,
+        )  # fmt: skip
+        writes = _changes(customers, self.customer_key)
+        if not inserted:
+            writes += _changes(terminals, self.terminal_key)
+        return ComputedBatch(features, transactions, tuple(changing), tuple(writes), progress)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -409,9 +535,16 @@ class RedisWindowStore:
                 self._terminals.pop(entity_id, None)
         customer_windows = {key: entry.window for key, entry in customers.items()}
         terminal_windows = {key: entry.window for key, entry in terminals.items()}
+        inserted = computed.progress is not None
+        if inserted:  # rows of the terminals as cached (only re-delivered rows differ)
+            terminal_windows = {
+                t: entry.window
+                for t in map(_TERMINAL_ID, computed.transactions)
+                if (entry := self._terminals.get(t)) is not None
+            }
         apply_batch(
             self._features, customer_windows, terminal_windows, computed.transactions,
-            computed.labels,
+            computed.labels, terminals_inserted=inserted,
         )  # fmt: skip
         kept = [write for index, write in enumerate(writes) if index not in stale]
         return (
@@ -471,6 +604,11 @@ async def _until_stale_async(script: Any, arg_lists: Sequence[list[Any]]) -> tup
         if reply:
             return index, reply
     return len(arg_lists), None
+
+
+def _claim(value: bytes | str | None) -> float:
+    """A progress claim as stored (``repr`` of a float); -inf when there is none yet."""
+    return float("-inf") if value is None else float(value)
 
 
 def _labelled(window: CustomerWindow | TerminalWindow, transaction_id: str) -> bool:

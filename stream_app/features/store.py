@@ -65,6 +65,23 @@ class FeatureBatch:
         return np.flatnonzero(~(self.duplicate | self.conflict))
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What a worker sharing terminal windows with others tells the store with a batch.
+
+    ``partitions``: the transactions partitions it owns (their labels partitions are the
+    same numbers), of ``total_partitions``. ``through_us``: every transaction and label of
+    those partitions at or before this event time is in this batch or an earlier one of
+    the ``generation`` (``inf``: caught up and quiet). See "Exact with N workers" in
+    docs/design.md.
+    """
+
+    generation: int
+    partitions: tuple[int, ...]
+    total_partitions: int
+    through_us: float
+
+
 class ComputedWindows(Protocol):
     """A batch applied to the windows, not durable yet (what :meth:`WindowStore.compute`
     returns and :meth:`WindowStore.write_all` takes)."""
@@ -97,9 +114,19 @@ class WindowStore(Protocol[C]):
         ...
 
     async def compute(
-        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+        self,
+        transactions: Sequence[TransactionEvent],
+        labels: Sequence[LabelEvent],
+        progress: Progress | None = None,
     ) -> C:
-        """Apply ``labels``, then ``transactions`` in order; nothing is durable yet."""
+        """Apply ``labels``, then ``transactions`` in order; nothing is durable yet.
+
+        ``progress`` (while terminals are shared): the batch's terminal changes are
+        stored first, then the rows wait until every partition's owner stored its
+        terminal changes up to the batch's newest transaction; a batch without events
+        only publishes ``progress``. Raises :class:`~stream_app.errors.Superseded` when
+        :meth:`supersede` ends the wait.
+        """
         ...
 
     async def write_all(self, batches: Sequence[C]) -> None:
@@ -109,6 +136,10 @@ class WindowStore(Protocol[C]):
     def reset_cache(self, *, shared_terminals: bool) -> None:
         """Drop windows cached in the process (after a rebalance); ``shared_terminals``:
         other workers write terminal windows too."""
+        ...
+
+    def supersede(self, generation: int) -> None:
+        """Computes of generations before ``generation`` stop waiting (a rebalance)."""
         ...
 
     async def close(self) -> None:
@@ -131,11 +162,19 @@ def apply_batch(
     terminals: MutableMapping[str, TerminalWindow],
     transactions: Sequence[TransactionEvent],
     labels: Sequence[LabelEvent],
+    *,
+    terminals_inserted: bool = False,
 ) -> FeatureBatch:
-    """Apply a batch to the windows in the mappings (missing keys get new, empty windows)."""
+    """Apply a batch to the windows in the mappings (missing keys get new, empty windows).
+
+    ``terminals_inserted``: the terminal windows took the batch's labels and transactions
+    already (:func:`insert_terminals`); they are only read.
+    """
     k = features.sequence_length
     columns = features.feature_set.columns
-    steps = _apply_steps(features, customers, terminals, transactions, labels, k)
+    steps = _apply_steps(
+        features, customers, terminals, transactions, labels, k, terminals_inserted
+    )
     n = len(transactions)
     flat = np.frombuffer(steps.packed, dtype="<f8").reshape(n, k, len(columns))
     values = flat[:, -1].astype(np.float64)
@@ -157,6 +196,36 @@ def _mask(n: int, positions: list[int]) -> npt.NDArray[np.bool_]:
     mask = np.zeros(n, dtype=np.bool_)
     mask[positions] = True
     return mask
+
+
+def insert_terminals(
+    features: IncrementalFeatures,
+    terminals: MutableMapping[str, TerminalWindow],
+    transactions: Sequence[TransactionEvent],
+    labels: Sequence[LabelEvent],
+    cutoff_us: float,
+) -> set[str]:
+    """Add a batch's labels, then its transactions, to their terminals' windows ahead of
+    its rows (:meth:`~stream_app.features.incremental.IncrementalFeatures.insert_terminal`;
+    missing keys get new, empty windows): the ids of the terminals that may have changed."""
+    touched = set()
+    for label in labels:
+        terminal = terminals.get(label.terminal_id)
+        if terminal is None:
+            terminal = terminals[label.terminal_id] = TerminalWindow()
+        features.insert_terminal_label(
+            terminal, label.transaction_id, label.event_time_us, label.label_time_us,
+            label.is_fraud,
+        )  # fmt: skip
+        touched.add(label.terminal_id)
+    insert = features.insert_terminal
+    for tx_id, _, terminal_id, event_time_us, _ in transactions:
+        terminal = terminals.get(terminal_id)
+        if terminal is None:
+            terminal = terminals[terminal_id] = TerminalWindow()
+        if insert(terminal, tx_id, event_time_us, cutoff_us):
+            touched.add(terminal_id)
+    return touched
 
 
 @dataclass
@@ -181,19 +250,23 @@ def _apply_steps(
     transactions: Sequence[TransactionEvent],
     labels: Sequence[LabelEvent],
     steps: int,
+    terminals_inserted: bool,
 ) -> _Steps:
     """Apply a batch; per transaction, its customer's last ``steps`` rows up to it."""
     for label in labels:
         customer = customers.get(label.customer_id)
         if customer is None:
             customer = customers[label.customer_id] = CustomerWindow()
+        label_fields = (
+            label.transaction_id, label.event_time_us, label.label_time_us, label.is_fraud
+        )  # fmt: skip
+        if terminals_inserted:
+            features.apply_customer_label(customer, *label_fields)
+            continue
         terminal = terminals.get(label.terminal_id)
         if terminal is None:
             terminal = terminals[label.terminal_id] = TerminalWindow()
-        features.apply_label(
-            customer, terminal, label.transaction_id, label.event_time_us,
-            label.label_time_us, label.is_fraud,
-        )  # fmt: skip
+        features.apply_label(customer, terminal, *label_fields)
     row_bytes = features.row_bytes
     size = steps * row_bytes
     padding = bytes(size)
@@ -211,10 +284,15 @@ def _apply_steps(
         if is_late(customer, terminal, event_time_us):
             out.late.append(i)
             status, scored = features.score_late(
-                customer, terminal, tx_id, event_time_us, amount
-            )
+                customer, terminal, tx_id, event_time_us, amount,
+                terminal_inserted=terminals_inserted,
+            )  # fmt: skip
         else:
-            status, scored = apply(customer, terminal, tx_id, event_time_us, amount), customer
+            status = apply(
+                customer, terminal, tx_id, event_time_us, amount,
+                terminal_inserted=terminals_inserted,
+            )  # fmt: skip
+            scored = customer
         if status == APPLIED:
             rows = scored.recent_rows
         elif status == DUPLICATE and tx_id in customer.recent_ids:
@@ -284,9 +362,12 @@ class InMemoryWindowStore:
         return apply_batch(self._features, self.customers, self.terminals, transactions, labels)
 
     async def compute(
-        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+        self,
+        transactions: Sequence[TransactionEvent],
+        labels: Sequence[LabelEvent],
+        progress: Progress | None = None,
     ) -> InMemoryBatch:
-        """:meth:`apply`."""
+        """:meth:`apply` (``progress`` is for stores shared by workers)."""
         return InMemoryBatch(self.apply(transactions, labels))
 
     async def write_all(self, batches: Sequence[InMemoryBatch]) -> None:
@@ -294,6 +375,9 @@ class InMemoryWindowStore:
 
     def reset_cache(self, *, shared_terminals: bool) -> None:
         """Nothing to do: the dicts hold the only copy of the windows."""
+
+    def supersede(self, generation: int) -> None:
+        """Nothing to do: a compute never waits."""
 
     async def close(self) -> None:
         """Nothing to release (the windows stay readable)."""
@@ -381,7 +465,7 @@ def _values_without_sequences(fs: FeatureSet) -> _RowsOf:
     def rows_of(
         transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
     ) -> npt.NDArray[np.float64]:
-        steps = _apply_steps(features, customers, terminals, transactions, labels, 1)
+        steps = _apply_steps(features, customers, terminals, transactions, labels, 1, False)
         values = np.frombuffer(steps.packed, dtype="<f8").reshape(len(transactions), width)
         if steps.missing:
             values = values.copy()

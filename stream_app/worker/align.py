@@ -206,6 +206,13 @@ class EventTimeAligner(Generic[T]):
             state = self._partitions[partition] = _Partition()
         return state
 
+    def holds_back(self, owned: Collection[int], behind: Collection[int], now: float) -> int | None:
+        """An owned partition that holds back the watermark, None if none does."""
+        for p in owned:
+            if p in behind or not self._activity.quiet(p, now):
+                return p
+        return None
+
     def _watermark(self, owned: Collection[int], behind: Collection[int], now: float) -> float:
         newest: list[float] = []
         for p in owned:
@@ -296,6 +303,15 @@ class Alignment:
         """Forget the waiting transactions (a new generation: they are redelivered)."""
         self._aligner.clear(self._fetcher.broker_time())
         self._released_until_us = -1
+
+    async def caught_up(self) -> bool:
+        """Nothing waits, and no owned partition holds back (behind, or not yet quiet)."""
+        if self._aligner.buffered:
+            return False
+        owned = self._fetcher.owned(self._topic)
+        behind = [tp.partition for tp in owned if await self._fetcher.is_behind(tp)]
+        partitions = [tp.partition for tp in owned]
+        return self._aligner.holds_back(partitions, behind, self._fetcher.broker_time()) is None
 
     async def __call__(self, batch: Batch) -> Batch | None:
         """``batch`` with the released transactions in event-time order; None if empty."""

@@ -88,7 +88,7 @@ class LabelBarrier:
         start = time.perf_counter()
         deadline = start + self._timeout_s
         t = batch.max_event_time_us
-        while not await self._ready(t):
+        while not await self.ready(t):
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 self._metrics.label_barrier_timeouts.inc()
@@ -102,7 +102,7 @@ class LabelBarrier:
         self._metrics.stage_seconds.labels("barrier").observe(time.perf_counter() - start)
         return batch
 
-    async def _ready(self, t: int) -> bool:
+    async def ready(self, t: float) -> bool:
         """Each owned labels partition delivered a label after ``t``, or is caught up and
         quiet (a caught-up partition may have labels in flight)."""
         now = self._fetcher.broker_time()

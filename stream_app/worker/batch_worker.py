@@ -11,11 +11,13 @@ outage forces nothing out early.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
+from stream_app.features.store import Progress
 from stream_app.settings import Settings
 from stream_app.topics import StreamTopics
 from stream_app.worker.align import Alignment
@@ -61,6 +63,10 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._runner = runner
         self._on_assigned = on_assigned
         self._generation = 0
+        self._owned: tuple[int, ...] = ()
+        self._shared = False
+        self._claimed_us = float("-inf")
+        self._idle_claimed = False
 
     async def start(self, kafka: Backoff) -> None:
         """Subscribe, join the group (retried with ``kafka``) and start the tasks."""
@@ -105,8 +111,13 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._generation = self._committer.generation = self._generation + 1
         self._barrier.clear()
         self._alignment.clear()
-        owned = sum(1 for tp in assigned if tp.topic == self._topics.transactions)
-        self._on_assigned(self._generation, owned < self._settings.topic_partitions)
+        self._owned = tuple(
+            sorted(tp.partition for tp in assigned if tp.topic == self._topics.transactions)
+        )
+        self._shared = len(self._owned) < self._settings.topic_partitions
+        self._claimed_us = float("-inf")
+        self._idle_claimed = False
+        self._on_assigned(self._generation, self._shared)
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
     # -- the source ------------------------------------------------------------------------
@@ -116,6 +127,10 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         while True:
             fetched = await self._fetcher.fetch(min(max_wait_s, self._alignment.release_in))
             if not fetched and not self._alignment.buffered:
+                if self._shared and not self._idle_claimed and await self._caught_up():
+                    self._idle_claimed = True
+                    async with self._runner.hand_over() as submit:
+                        await submit(self._claim(Batch(self._generation, 0.0), float("inf")))
                 continue
             async with self._runner.hand_over() as submit:
                 batch = await self._prepare(fetched)
@@ -127,4 +142,25 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         decoded = self._decode(fetched, self._generation)
         self._barrier.seen(decoded)
         aligned = await self._alignment(decoded)
-        return None if aligned is None else await self._barrier(aligned)
+        if aligned is None:
+            return None
+        batch = await self._barrier(aligned)
+        if not self._shared:
+            return batch
+        self._idle_claimed = False
+        through = batch.max_event_time_us if batch.transactions else self._claimed_us
+        return self._claim(batch, through)
+
+    def _claim(self, batch: Batch, through_us: float) -> Batch:
+        """``batch`` with this worker's progress: every transaction and label of its
+        partitions up to ``through_us`` is in it or an earlier batch."""
+        self._claimed_us = through_us
+        progress = Progress(
+            self._generation, self._owned, self._settings.topic_partitions, through_us
+        )
+        return dataclasses.replace(batch, progress=progress)
+
+    async def _caught_up(self) -> bool:
+        """Whether no owned partition can deliver a transaction or a label now: nothing
+        on the broker left to fetch, and quiet for the idle graces."""
+        return await self._alignment.caught_up() and await self._barrier.ready(float("inf"))

@@ -17,7 +17,7 @@ from aiokafka.structs import ConsumerRecord
 
 from stream_app.contracts import Transaction
 from stream_app.contracts.events import LabelEvent, TransactionEvent
-from stream_app.features.store import ComputedWindows
+from stream_app.features.store import ComputedWindows, Progress
 from stream_app.worker.publisher import OutRecord
 
 Source: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -35,6 +35,8 @@ class Batch:
     ``fetched_at`` is the ``perf_counter`` of the fetch (of the oldest record, once
     aligned), for the in-worker latency. Per labels partition, ``last_label_time_us`` is
     the label time of its last label, ``oldest_label_time_us`` the oldest of the fetch.
+    ``progress``: what the batch tells the window store when other workers share the
+    terminal windows (:class:`~stream_app.features.store.Progress`).
     """
 
     generation: int
@@ -47,6 +49,7 @@ class Batch:
     offsets: Mapping[TopicPartition, int] = field(default_factory=dict)
     last_label_time_us: Mapping[TopicPartition, int] = field(default_factory=dict)
     oldest_label_time_us: Mapping[TopicPartition, int] = field(default_factory=dict)
+    progress: Progress | None = None
 
     @property
     def max_event_time_us(self) -> int:
@@ -56,7 +59,10 @@ class Batch:
     @property
     def empty(self) -> bool:
         """Nothing to apply, publish or commit."""
-        return not (self.transactions or self.labels or self.dead_letters or self.offsets)
+        return not (
+            self.transactions or self.labels or self.dead_letters or self.offsets
+            or self.progress
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False, slots=True)

@@ -50,6 +50,7 @@ from stream_app.features.spec import FeatureSet
 from stream_app.features.store import (
     ComputedWindows,
     FeatureBatch,
+    Progress,
     WindowStore,
     WindowStoreConfig,
 )
@@ -129,12 +130,15 @@ class WindowProcess:
         return self._feature_set
 
     async def compute(
-        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
+        self,
+        transactions: Sequence[TransactionEvent],
+        labels: Sequence[LabelEvent],
+        progress: Progress | None = None,
     ) -> RemoteBatch:
         """The store's ``compute`` in the child."""
         # as plain tuples: pickling a NamedTuple calls back into Python, ~4x slower
         batch: RemoteBatch = await self._call(
-            "compute", list(map(tuple, transactions)), list(map(tuple, labels))
+            "compute", list(map(tuple, transactions)), list(map(tuple, labels)), progress
         )
         return batch
 
@@ -156,6 +160,10 @@ class WindowProcess:
         """The store's ``reset_cache`` in the child (ordered after the computes already
         sent)."""
         self._send(_NO_REPLY, "reset", shared_terminals)
+
+    def supersede(self, generation: int) -> None:
+        """The store's ``supersede`` in the child, at once (not after the computes sent)."""
+        self._send(_NO_REPLY, "supersede", generation)
 
     async def close(self) -> None:
         """Let the child finish its writes, close its store and exit; kill it if it does
@@ -284,6 +292,8 @@ class _Server:
                 request_id, operation, args = await _read_frame(reader)
                 if operation == "write":
                     writes.put_nowait((request_id, args[0]))
+                elif operation == "supersede":
+                    self._store.supersede(args[0])
                 elif operation == "stop":
                     break
                 else:
@@ -307,7 +317,7 @@ class _Server:
             transactions = list(map(TransactionEvent._make, args[0]))
             labels = list(map(LabelEvent._make, args[1]))
             try:
-                computed = await self._compute(transactions, labels)
+                computed = await self._compute(transactions, labels, args[2])
             except Exception as exc:  # every failure goes back to the caller
                 self._reply(request_id, False, exc)
                 continue
@@ -317,11 +327,14 @@ class _Server:
             self._reply(request_id, True, remote)
 
     async def _compute(
-        self, transactions: list[TransactionEvent], labels: list[LabelEvent]
+        self,
+        transactions: list[TransactionEvent],
+        labels: list[LabelEvent],
+        progress: Progress | None,
     ) -> ComputedWindows:
         """``store.compute``, retried while Redis fails: the worker sends the next batches
         without waiting, so a failed one must not let them pass."""
-        return await self._redis.call(lambda: self._store.compute(transactions, labels))
+        return await self._redis.call(lambda: self._store.compute(transactions, labels, progress))
 
     async def _write_loop(self, writes: asyncio.Queue[tuple[int, list[int]] | None]) -> None:
         while (request := await writes.get()) is not None:

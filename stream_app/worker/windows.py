@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from stream_app.errors import Superseded
 from stream_app.features.store import ComputedWindows, WindowStore
 from stream_app.worker.batches import Batch, Sent, Windowed
 from stream_app.worker.metrics import WorkerMetrics
@@ -17,9 +18,7 @@ from stream_app.worker.retry import Backoff
 class Windows:
     """Computes and stores batches' windows in one :class:`WindowStore`, retrying Redis."""
 
-    def __init__(
-        self, store: WindowStore[Any], redis: Backoff, metrics: WorkerMetrics
-    ) -> None:
+    def __init__(self, store: WindowStore[Any], redis: Backoff, metrics: WorkerMetrics) -> None:
         self._store = store
         self._redis = redis
         self._metrics = metrics
@@ -27,9 +26,11 @@ class Windows:
         """Batches of an older generation (fetched before a rebalance) are dropped."""
 
     def reset(self, generation: int, shared_terminals: bool) -> None:
-        """A new generation: drop cached windows (the partitions moved); with
-        ``shared_terminals`` other workers write terminal windows too."""
+        """A new generation: older batches stop waiting for other workers, cached windows
+        are dropped (the partitions moved); with ``shared_terminals`` other workers write
+        terminal windows too."""
         self.generation = generation
+        self._store.supersede(generation)
         self._store.reset_cache(shared_terminals=shared_terminals)
 
     async def compute(self, batch: Batch) -> Windowed | None:
@@ -51,12 +52,17 @@ class Windows:
         return [s.scored.batch for s in sent]
 
     async def _compute(self, batch: Batch) -> ComputedWindows | None:
-        if not (batch.transactions or batch.labels):
+        """The batch's windows; None without events and progress, or when a rebalance
+        superseded the batch (its offsets are then not committed: an older generation)."""
+        if not (batch.transactions or batch.labels or batch.progress):
             return None
         start = time.perf_counter()
-        computed: ComputedWindows = await self._redis.call(
-            lambda: self._store.compute(batch.events, batch.labels)
-        )
+        try:
+            computed: ComputedWindows = await self._redis.call(
+                lambda: self._store.compute(batch.events, batch.labels, batch.progress)
+            )
+        except Superseded:
+            return None
         self._metrics.stage_seconds.labels("window_compute").observe(time.perf_counter() - start)
         late = int(computed.features.late.sum())
         if late:
