@@ -37,6 +37,10 @@ decides where the states live and when they are written:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -182,6 +186,8 @@ class RedisWindowStore:
         self._shared_terminals = False
         self._progress_key = f"{self._prefix}progress"
         self._superseded_before = 0
+        self._claimed_us = -math.inf
+        self._seen_claims: deque[tuple[float, float]] = deque()
         self._terminal_horizon_us = fs.terminal_horizon_days * MICROS_PER_DAY
         self._write_script = client.register_script(WRITE_SCRIPT)
         self._threaded_write = None if writer is None else writer.register_script(WRITE_SCRIPT)
@@ -206,6 +212,8 @@ class RedisWindowStore:
         store pending), so scores see the others' stored events, not a copy read long ago.
         """
         self._shared_terminals = shared_terminals
+        self._claimed_us = -math.inf
+        self._seen_claims.clear()
         self._forget()
 
     def _forget(self) -> None:
@@ -308,10 +316,15 @@ class RedisWindowStore:
         self._check_current(progress)
         if transactions or labels:
             await self._insert(transactions, labels, progress)
-        await self._client.hset(
-            self._progress_key,
-            mapping={f"c:{p}": repr(progress.through_us) for p in progress.partitions},
-        )
+            claim = progress.through_us
+        else:
+            claim = await self._idle_claim(progress)
+        if claim > self._claimed_us:
+            self._claimed_us = claim
+            await self._client.hset(
+                self._progress_key, mapping={f"c:{p}": repr(claim) for p in progress.partitions}
+            )
+        progress = dataclasses.replace(progress, through_us=self._claimed_us)
         if transactions:
             await self._await_progress(max(e.event_time_us for e in transactions), progress)
         customers, terminals = self._missing(transactions, labels)
@@ -327,6 +340,23 @@ class RedisWindowStore:
             held = []
             customers, terminals = self._missing(transactions, labels)
         return self._compute(transactions, labels, progress)
+
+    async def _idle_claim(self, progress: Progress) -> float:
+        """What a caught-up, quiet worker claims: the largest claim of the other partitions
+        seen at least ``idle_grace_s`` ago. Another worker's progress is a wake-up, as a
+        record of a quiet partition is for the aligner: records of this worker's
+        partitions of that time may still be in flight."""
+        claims = await self._client.hmget(
+            self._progress_key, [f"c:{p}" for p in range(progress.total_partitions)]
+        )
+        owned = set(progress.partitions)
+        others = [_claim(value) for p, value in enumerate(claims) if p not in owned]
+        now = time.monotonic()
+        seen = self._seen_claims
+        seen.append((now, max(others, default=-math.inf)))
+        while len(seen) > 1 and now - seen[1][0] >= progress.idle_grace_s:
+            seen.popleft()
+        return seen[0][1] if now - seen[0][0] >= progress.idle_grace_s else -math.inf
 
     def _check_current(self, progress: Progress) -> None:
         if progress.generation < self._superseded_before:

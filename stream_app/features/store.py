@@ -72,14 +72,17 @@ class Progress:
     ``partitions``: the transactions partitions it owns (their labels partitions are the
     same numbers), of ``total_partitions``. ``through_us``: every transaction and label of
     those partitions at or before this event time is in this batch or an earlier one of
-    the ``generation`` (``inf``: caught up and quiet). See "Exact with N workers" in
-    docs/design.md.
+    the ``generation`` (-inf: nothing new; claims only grow); ``inf``, in a batch without
+    events: nothing is left to fetch and the partitions were quiet for ``idle_grace_s``
+    (the store then claims what the other partitions claimed a grace ago). See "Exact
+    with N workers" in docs/design.md.
     """
 
     generation: int
     partitions: tuple[int, ...]
     total_partitions: int
     through_us: float
+    idle_grace_s: float = 0.0
 
 
 class ComputedWindows(Protocol):

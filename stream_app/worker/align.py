@@ -299,6 +299,11 @@ class Alignment:
         """How many transactions wait for the watermark."""
         return self._aligner.buffered
 
+    @property
+    def grace_s(self) -> float:
+        """The idle grace now."""
+        return self._grace.seconds()
+
     def clear(self) -> None:
         """Forget the waiting transactions (a new generation: they are redelivered)."""
         self._aligner.clear(self._fetcher.broker_time())

@@ -201,8 +201,9 @@ class StreamRuntime(Service):
         score = Score(scorer, emitter, metrics, honor_warmup=warmups_silent)
         publish = Publish(BatchPublisher(self._producer), kafka, metrics)
 
-        async def score_and_publish(windowed: Windowed) -> Sent:
-            return await publish(await score(windowed))
+        async def score_and_publish(windowed: Windowed) -> Sent | None:
+            scored = await score(windowed)
+            return None if scored is None else await publish(scored)
 
         committer = Committer(
             fetcher.consumer, kafka, metrics, interval_s=settings.commit_interval_ms / 1000
@@ -219,8 +220,9 @@ class StreamRuntime(Service):
             loops=[("commit", committer.loop)],
         )
         return BatchWorker(
-            settings, topics, fetcher, decoder, alignment, barrier, committer, runner, windows.reset
-        )
+            settings, topics, fetcher, decoder, alignment, barrier, committer, runner,
+            windows.reset, windows.supersede,
+        )  # fmt: skip
 
     @Service.task
     async def _run(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -36,6 +37,8 @@ _STOP_DRAIN_S = 10.0
 OnAssigned = Callable[[int, bool], None]
 """Called on every assignment with the new generation, and True when other workers own
 some transactions partitions."""
+OnRevoking = Callable[[], None]
+"""Called first when partitions are about to move."""
 
 
 class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -52,6 +55,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         committer: Committer,
         runner: Runner,
         on_assigned: OnAssigned,
+        on_revoking: OnRevoking,
     ) -> None:
         self._settings = settings
         self._topics = topics
@@ -62,11 +66,10 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._committer = committer
         self._runner = runner
         self._on_assigned = on_assigned
+        self._on_revoking = on_revoking
         self._generation = 0
         self._owned: tuple[int, ...] = ()
         self._shared = False
-        self._claimed_us = float("-inf")
-        self._idle_claimed = False
 
     async def start(self, kafka: Backoff) -> None:
         """Subscribe, join the group (retried with ``kafka``) and start the tasks."""
@@ -101,7 +104,9 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # -- rebalance listener ----------------------------------------------------------------
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        """Finish and commit every batch already fetched before the partitions move."""
+        """Finish and commit every batch already fetched before the partitions move (those
+        waiting for other workers' progress are dropped: ``on_revoking``)."""
+        self._on_revoking()
         await self._runner.idle()
         await self._committer.commit()
 
@@ -115,8 +120,6 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             sorted(tp.partition for tp in assigned if tp.topic == self._topics.transactions)
         )
         self._shared = len(self._owned) < self._settings.topic_partitions
-        self._claimed_us = float("-inf")
-        self._idle_claimed = False
         self._on_assigned(self._generation, self._shared)
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
@@ -127,10 +130,9 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         while True:
             fetched = await self._fetcher.fetch(min(max_wait_s, self._alignment.release_in))
             if not fetched and not self._alignment.buffered:
-                if self._shared and not self._idle_claimed and await self._caught_up():
-                    self._idle_claimed = True
-                    async with self._runner.hand_over() as submit:
-                        await submit(self._claim(Batch(self._generation, 0.0), float("inf")))
+                if self._shared and not self._runner.busy and await self._caught_up():
+                    async with self._runner.hand_over() as submit:  # claims progress anyway
+                        await submit(self._claim(Batch(self._generation, 0.0), math.inf))
                 continue
             async with self._runner.hand_over() as submit:
                 batch = await self._prepare(fetched)
@@ -147,17 +149,16 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         batch = await self._barrier(aligned)
         if not self._shared:
             return batch
-        self._idle_claimed = False
-        through = batch.max_event_time_us if batch.transactions else self._claimed_us
-        return self._claim(batch, through)
+        return self._claim(batch, batch.max_event_time_us if batch.transactions else -math.inf)
 
     def _claim(self, batch: Batch, through_us: float) -> Batch:
         """``batch`` with this worker's progress: every transaction and label of its
-        partitions up to ``through_us`` is in it or an earlier batch."""
-        self._claimed_us = through_us
+        partitions up to ``through_us`` is in it or an earlier batch (-inf: no news; inf:
+        caught up and quiet)."""
         progress = Progress(
-            self._generation, self._owned, self._settings.topic_partitions, through_us
-        )
+            self._generation, self._owned, self._settings.topic_partitions, through_us,
+            self._alignment.grace_s,
+        )  # fmt: skip
         return dataclasses.replace(batch, progress=progress)
 
     async def _caught_up(self) -> bool:

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from stream_app.errors import Superseded
 from stream_app.features.store import ComputedWindows
 from stream_app.scoring.scorer import Scorer
 from stream_app.time import MICROS_PER_SECOND
@@ -30,9 +31,13 @@ class Score:
         self._metrics = metrics
         self._honor_warmup = honor_warmup
 
-    async def __call__(self, windowed: Windowed) -> Scored:
-        """Wait for the batch's windows, score it; its dead letters go out with it."""
-        computed = await windowed.computed
+    async def __call__(self, windowed: Windowed) -> Scored | None:
+        """Wait for the batch's windows, score it; its dead letters go out with it. None
+        (the batch is dropped, never committed) when a rebalance superseded it."""
+        try:
+            computed = await windowed.computed
+        except Superseded:
+            return None
         batch = windowed.batch
         records = list(batch.dead_letters)
         if computed is not None and batch.transactions:

@@ -8,7 +8,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from stream_app.errors import Superseded
 from stream_app.features.store import ComputedWindows, WindowStore
 from stream_app.worker.batches import Batch, Sent, Windowed
 from stream_app.worker.metrics import WorkerMetrics
@@ -26,12 +25,16 @@ class Windows:
         """Batches of an older generation (fetched before a rebalance) are dropped."""
 
     def reset(self, generation: int, shared_terminals: bool) -> None:
-        """A new generation: older batches stop waiting for other workers, cached windows
-        are dropped (the partitions moved); with ``shared_terminals`` other workers write
-        terminal windows too."""
+        """A new generation: drop cached windows (the partitions moved); with
+        ``shared_terminals`` other workers write terminal windows too."""
         self.generation = generation
-        self._store.supersede(generation)
         self._store.reset_cache(shared_terminals=shared_terminals)
+
+    def supersede(self) -> None:
+        """Partitions are about to move: computes of this generation stop waiting for other
+        workers' progress (:class:`~stream_app.errors.Superseded`), so the batches in
+        flight finish; those superseded are dropped, never committed."""
+        self._store.supersede(self.generation + 1)
 
     async def compute(self, batch: Batch) -> Windowed | None:
         """Start applying ``batch``: without waiting when the store orders its computes, so
@@ -52,17 +55,14 @@ class Windows:
         return [s.scored.batch for s in sent]
 
     async def _compute(self, batch: Batch) -> ComputedWindows | None:
-        """The batch's windows; None without events and progress, or when a rebalance
-        superseded the batch (its offsets are then not committed: an older generation)."""
+        """The batch's windows; None without events and progress. Raises
+        :class:`~stream_app.errors.Superseded` (see :meth:`supersede`)."""
         if not (batch.transactions or batch.labels or batch.progress):
             return None
         start = time.perf_counter()
-        try:
-            computed: ComputedWindows = await self._redis.call(
-                lambda: self._store.compute(batch.events, batch.labels, batch.progress)
-            )
-        except Superseded:
-            return None
+        computed: ComputedWindows = await self._redis.call(
+            lambda: self._store.compute(batch.events, batch.labels, batch.progress)
+        )
         self._metrics.stage_seconds.labels("window_compute").observe(time.perf_counter() - start)
         late = int(computed.features.late.sum())
         if late:
