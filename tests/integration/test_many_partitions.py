@@ -12,15 +12,16 @@
    cannot add partitions to a topic (no CreatePartitions), so the topics are deleted and
    created again, which also drops the group's offsets; on Apache Kafka the step is
    ``kafka-topics.sh --alter --partitions``.
+3. The other way: a new namespace of 64 partitions whose windows are warmed by a replay
+   from a date D (the window horizon before D as warm-up, as ``fraudstream replay --from
+   D`` publishes it) scores from D what ``fraudstream backtest --from D`` scores.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -31,6 +32,7 @@ from aiokafka import TopicPartition
 from stream_app.cli import main as fraudstream
 from stream_app.connections import kafka_admin, kafka_consumer
 from stream_app.contracts import TransactionScore, decode_alert, to_epoch_us
+from stream_app.features.horizon import warmup_us
 from stream_app.scoring.bundle import load_bundle
 from stream_app.settings import Settings
 from stream_app.sources.events import ReplayOrder
@@ -38,13 +40,11 @@ from stream_app.sources.history import TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.tools.replay import replay, replay_order
-from stream_app.tools.topic_reader import read_topic
 from stream_app.topics import StreamTopics, ensure_topics, stream_topics
 from tests.integration.worker_support import (
     create_topics,
     read_all,
     running_worker,
-    wait_for,
     worker_settings,
 )
 from tests.unit.model_bundles import tiny_bundle
@@ -65,26 +65,14 @@ def _history() -> TransactionHistory:
 
 
 def _backtest(
-    history: TransactionHistory, bundle: Path, tmp_path: Path
+    history: TransactionHistory, bundle: Path, tmp_path: Path, start: dt.datetime | None = None
 ) -> tuple[dict[str, float], set[str]]:
-    """``fraudstream backtest`` of ``history``: scores and alerted ids."""
+    """``fraudstream backtest`` of ``history`` (``--from start``): scores and alerted ids."""
     path, out = tmp_path / "history.jsonl", tmp_path / "backtest.parquet"
     write_jsonl(history, path)
-    assert (
-        fraudstream(
-            [
-                "backtest",
-                "--input",
-                str(path),
-                "--models",
-                str(bundle),
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    since = [] if start is None else ["--from", start.isoformat()]
+    args = ["--input", str(path), "--models", str(bundle), "--out", str(out), *since]
+    assert fraudstream(["backtest", *args, "--no-progress"]) == 0
     table = pq.read_table(out).to_pydict()
     alerts = {t for t, a in zip(table["transaction_id"], table["is_alert"], strict=True) if a}
     return dict(zip(table["transaction_id"], table["score"], strict=True)), alerts
@@ -105,19 +93,16 @@ async def _committed(settings: Settings, topic: str) -> int:
 
 
 async def _score(
-    history: TransactionHistory, order: ReplayOrder, settings: Settings
+    history: TransactionHistory,
+    order: ReplayOrder,
+    settings: Settings,
+    warmup_until_us: int | None = None,
 ) -> tuple[dict[str, float], set[str]]:
-    """Run a worker, publish ``order`` and drain: wait until the group's committed offsets
-    cover every transaction and label published (consumer lag 0). The scores and alerted
-    ids the worker published."""
+    """Run a worker, publish ``order`` (events before ``warmup_until_us`` as warm-up) and
+    drain: wait until the group's committed offsets cover every transaction and label
+    published (consumer lag 0). The scores and alerted ids the worker published."""
     topics: StreamTopics = stream_topics(settings.namespace)
-    scores: dict[str, float] = {}
-    stop = asyncio.Event()
-
-    def on_scores(_tp: TopicPartition, records: Sequence[Any]) -> None:
-        scores.update(
-            (s.transaction_id, s.score) for s in map(_SCORE.decode, (r.value for r in records))
-        )
+    bootstrap = settings.kafka_bootstrap
 
     async def drained() -> bool:
         return (
@@ -125,26 +110,17 @@ async def _score(
             and await _committed(settings, topics.labels) == order.labels
         )
 
-    async with running_worker(settings, load_bundle(settings.model_dir)) as app:
-        reader = asyncio.create_task(
-            read_topic(settings.kafka_bootstrap, topics.scores, on_scores, follow=True, stop=stop)
+    async with running_worker(settings, load_bundle(settings.model_dir)):
+        await replay(
+            history, order, bootstrap, topics, None, progress=False, warmup_until_us=warmup_until_us
         )
-        await replay(history, order, settings.kafka_bootstrap, topics, None, progress=False)
-        try:
-            await wait_for(lambda: len(scores) >= order.transactions, TIMEOUT_S, "the scores")
-            await app.runtime.drained()
-            deadline = asyncio.get_running_loop().time() + TIMEOUT_S
-            while not await drained():
-                assert asyncio.get_running_loop().time() < deadline, "consumer lag not 0"
-                await asyncio.sleep(0.2)
-        finally:
-            stop.set()
-            await reader
-    alerts = {
-        decode_alert(r.value).transaction_id
-        for r in await read_all(settings.kafka_bootstrap, topics.alerts)
-    }
-    return scores, alerts
+        deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+        while not await drained():  # a commit follows the stored windows and acknowledged sends
+            assert asyncio.get_running_loop().time() < deadline, "consumer lag not 0"
+            await asyncio.sleep(0.2)
+    scores = [_SCORE.decode(r.value) for r in await read_all(bootstrap, topics.scores)]
+    alerts = [decode_alert(r.value) for r in await read_all(bootstrap, topics.alerts)]
+    return {s.transaction_id: s.score for s in scores}, {a.transaction_id for a in alerts}
 
 
 def _assert_equal(
@@ -226,3 +202,27 @@ def test_a_drained_namespace_moves_to_more_partitions_with_its_windows(
     _assert_equal(
         scores | later_scores, alerts | later_alerts, *_backtest(history, bundle, tmp_path)
     )
+
+
+def test_a_new_64_partition_namespace_warmed_by_replay_scores_what_the_backtest_scores(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    # The other way to more partitions: a new namespace, its windows warmed by what
+    # `fraudstream replay --from D` publishes first (the window horizon before D, marked
+    # as warm-up: applied, not scored), then D on.
+    history = simulate(100, 50, 46, dt.date(2018, 4, 1), seed=19, label_delay_days=7)
+    bundle = tiny_bundle().path
+    start = dt.datetime(2018, 5, 11, tzinfo=dt.UTC)  # day 40: the warm-up starts on day 3
+    start_us = to_epoch_us(start)
+    settings = worker_settings(
+        kafka_bootstrap,
+        redis_url,
+        publish_scores=True,
+        model_dir=str(bundle),
+        batch_max_events=128,
+        topic_partitions=MANY,
+    )
+    order = replay_order(history, start_us - warmup_us(settings.label_delay_days), None)
+    asyncio.run(create_topics(settings))
+    scores, alerts = asyncio.run(_score(history, order, settings, warmup_until_us=start_us))
+    _assert_equal(scores, alerts, *_backtest(history, bundle, tmp_path, start))
