@@ -6,10 +6,13 @@ before them, replays them (transactions and labels on the event-time clock, max 
 (one consumer group) on a private tansu broker and redis-server, with scores published,
 and runs ``fraudstream backtest --from`` on the same rows and bundle. Compares every
 transaction's score from ``--from`` on (tolerance 1e-6) and the alert sets; prints the
-figures and ONE JSON line. Exit code 1 when they differ.
+figures and ONE JSON line. Exit code 1 when they differ. ``--kill-after N``: once N
+scores are out, ``kill -9`` the newest worker (and its window process) and start another
+in its place; ``--add-after N``: start one more worker then (a rebalance mid-replay).
 
     .venv/bin/python benchmarks/stream_vs_backtest.py [--from 2018-08-01] [--days 20]
         [--warmup-days 30] [--partitions 4] [--workers 1] [--rate N] [--bundle DIR]
+        [--kill-after N] [--add-after N]
 
 The slice is written as JSONL to a temporary directory (removed at the end), never into
 the repository.
@@ -22,12 +25,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +62,17 @@ _SCORE = msgspec.json.Decoder(TransactionScore)
 
 
 async def stream_scores(
-    history: Any, workers: Sequence[WorkerProcess], rate: float | None
+    history: Any,
+    workers: list[WorkerProcess],
+    rate: float | None,
+    start_worker: Callable[[], WorkerProcess],
+    kill_after: int | None = None,
+    add_after: int | None = None,
 ) -> tuple[dict[str, float], set[str], float]:
     """Replay ``history`` to the workers (one consumer group) at ``rate`` transactions/s
-    (None: max speed); their scores, alerted ids and events/s."""
+    (None: max speed); their scores, alerted ids and events/s. Once ``kill_after`` scores
+    are out the newest worker is killed (``kill -9``) and replaced; once ``add_after``
+    are, a worker joins (``start_worker``)."""
     settings = workers[0].settings
     topics = stream_topics(settings.namespace)
     scores: dict[str, float] = {}
@@ -90,6 +102,17 @@ async def stream_scores(
         print(summary.line(topics), flush=True)
         last, last_count = time.monotonic(), -1
         while len(scores) < order.transactions:
+            if kill_after is not None and len(scores) >= kill_after:
+                kill_after = None
+                killed = workers.pop()
+                os.killpg(killed.process.pid, signal.SIGKILL)
+                killed.process.wait()
+                print(f"killed a worker (kill -9) after {len(scores):,} scores", flush=True)
+                workers.append(await asyncio.to_thread(start_worker))
+            if add_after is not None and len(scores) >= add_after:
+                add_after = None
+                print(f"a worker joins after {len(scores):,} scores", flush=True)
+                workers.append(await asyncio.to_thread(start_worker))
             for worker in workers:
                 worker.check_alive()
             if len(scores) != last_count:
@@ -135,6 +158,10 @@ def main() -> int:
                         help="transactions/s offered (default: max speed)")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="model bundle (default models/current, else .run/demo/bundle)")
+    parser.add_argument("--kill-after", type=int, default=None, metavar="N",
+                        help="kill -9 a worker after N scores and start another")
+    parser.add_argument("--add-after", type=int, default=None, metavar="N",
+                        help="start one more worker after N scores")
     args = parser.parse_args()
     bundle_dir = args.bundle or next(
         (p for p in (REPO / "models" / "current", REPO / ".run" / "demo" / "bundle")
@@ -180,14 +207,20 @@ def main() -> int:
             )
             ensure_topics_sync(kafka.address, stream_topics(NAMESPACE).all,
                                settings.topic_partitions, 1)
-            workers = [  # one group; each its own web port and log
-                stack.enter_context(worker_process(
+            started = 0
+
+            def start_worker() -> WorkerProcess:  # one group; each its own web port and log
+                nonlocal started
+                started += 1
+                return stack.enter_context(worker_process(
                     settings.replace(web_port=free_port()),
-                    REPO / ".run" / "parity" / f"worker-{i}.log",
+                    REPO / ".run" / "parity" / f"worker-{started - 1}.log",
                 ))
-                for i in range(args.workers)
-            ]
-            scores, alerts, rate = asyncio.run(stream_scores(history, workers, args.rate))
+
+            workers = [start_worker() for _ in range(args.workers)]
+            scores, alerts, rate = asyncio.run(stream_scores(
+                history, workers, args.rate, start_worker, args.kill_after, args.add_after
+            ))
             for i, worker in enumerate(workers):
                 print(f"worker {i} order metrics: " + order_metrics(worker.settings.web_port),
                       flush=True)

@@ -2,22 +2,35 @@
 both write the shared terminal windows. Every transaction ends up in its customer's and
 terminal's window exactly once, every fraud label once, every alert id is on the topic,
 and neither worker fails (a terminal moved by the other worker while a batch reads is the
-case that used to crash one)."""
+case that used to crash one); and at full replay speed their scores and alerts equal the
+backtest's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime as dt
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import msgspec
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import redis
+from aiokafka import TopicPartition
 
+from stream_app.cli import main as fraudstream
+from stream_app.contracts import TransactionScore, decode_alert
 from stream_app.local_services import free_port
+from stream_app.settings import Settings
+from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.tools.replay import replay, replay_order
-from stream_app.tools.worker_process import worker_process
+from stream_app.tools.topic_reader import read_topic
+from stream_app.tools.worker_process import WorkerProcess, worker_process
 from stream_app.topics import stream_topics
 from tests.integration.stream_checks import settled_alerts
 from tests.integration.worker_support import (
@@ -25,10 +38,13 @@ from tests.integration.worker_support import (
     create_topics,
     worker_settings,
 )
+from tests.unit.model_bundles import tiny_bundle
 
 pytestmark = [pytest.mark.integration, pytest.mark.train]
 
 FINISH_TIMEOUT_S = 120.0
+TOLERANCE = 1e-6
+_SCORE = msgspec.json.Decoder(TransactionScore)
 
 
 def test_two_workers_share_terminals_and_lose_or_double_nothing(
@@ -66,3 +82,83 @@ def test_two_workers_share_terminals_and_lose_or_double_nothing(
         both_alive()
     for log in logs:
         assert "Traceback" not in log.read_text(errors="replace"), log.read_text()
+
+
+async def _scores_of(
+    settings: Settings, expected: int, workers: Sequence[WorkerProcess]
+) -> tuple[dict[str, float], set[str]]:
+    """Every score and alerted transaction id the workers publish, once ``expected``
+    transactions are scored."""
+    topics = stream_topics(settings.namespace)
+    scores: dict[str, float] = {}
+    alerts: set[str] = set()
+    stop = asyncio.Event()
+
+    def on_scores(_tp: TopicPartition, records: Sequence[Any]) -> None:
+        decoded = (_SCORE.decode(record.value) for record in records)
+        scores.update((score.transaction_id, score.score) for score in decoded)
+
+    def on_alerts(_tp: TopicPartition, records: Sequence[Any]) -> None:
+        alerts.update(decode_alert(r.value).transaction_id for r in records)
+
+    readers = [
+        asyncio.create_task(read_topic(settings.kafka_bootstrap, topic, handler,
+                                       follow=True, stop=stop))
+        for topic, handler in ((topics.scores, on_scores), (topics.alerts, on_alerts))
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + FINISH_TIMEOUT_S
+        while len(scores) < expected and time.monotonic() < deadline:
+            for worker in workers:
+                worker.check_alive()
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # alerts go out with the scores of their batch
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)
+    return scores, alerts
+
+
+def test_two_workers_at_full_speed_score_exactly_what_the_backtest_scores(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Each worker computes a row only once every partition's owner stored its terminal
+    changes up to it, so shared terminals see the other worker's earlier transactions."""
+    bundle = tiny_bundle().path
+    first = worker_settings(
+        kafka_bootstrap, redis_url, model_dir=str(bundle), publish_scores=True,
+        topic_partitions=4, batch_max_events=64,
+    )  # fmt: skip
+    history = simulate(n_customers=300, n_terminals=12, n_days=16,
+                       start_date=dt.date(2018, 4, 1), seed=5, label_delay_days=7)  # fmt: skip
+    path = tmp_path / "history.jsonl"
+    write_jsonl(history, path)
+    out = tmp_path / "backtest.parquet"
+    assert fraudstream(["backtest", "--input", str(path), "--models", str(bundle),
+                        "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    table = pq.read_table(out).to_pydict()
+    expected = dict(zip(table["transaction_id"], table["score"], strict=True))
+    expected_alerts = {t for t, a in zip(table["transaction_id"], table["is_alert"],
+                                         strict=True) if a}  # fmt: skip
+
+    asyncio.run(create_topics(first))
+    with contextlib.ExitStack() as stack:
+        workers = [
+            stack.enter_context(worker_process(first.replace(web_port=free_port()),
+                                               tmp_path / f"worker-{i}.log"))
+            for i in range(2)
+        ]  # fmt: skip
+        asyncio.run(
+            replay(history, replay_order(history, None, None), kafka_bootstrap,
+                   stream_topics(first.namespace), None, progress=False)
+        )  # fmt: skip
+        scores, alerts = asyncio.run(_scores_of(first, len(expected), workers))
+
+    assert set(scores) == set(expected)
+    ids = sorted(expected)
+    difference = np.abs(np.array([scores[t] for t in ids]) - np.array([expected[t] for t in ids]))
+    assert float(difference.max()) <= TOLERANCE, (
+        f"{int((difference > TOLERANCE).sum())} of {len(ids)} scores differ by more than "
+        f"{TOLERANCE}; worst {float(difference.max()):.3g}")  # fmt: skip
+    assert 0 < len(expected_alerts) < len(ids)
+    assert alerts == expected_alerts
