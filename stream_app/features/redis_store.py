@@ -186,7 +186,7 @@ class RedisWindowStore:
         self._shared_terminals = False
         self._progress_key = f"{self._prefix}progress"
         self._superseded_before = 0
-        self._claimed_us = -math.inf
+        self._claimed_us = self._stored_claim_us = -math.inf
         self._seen_claims: deque[tuple[float, float]] = deque()
         self._terminal_horizon_us = fs.terminal_horizon_days * MICROS_PER_DAY
         self._write_script = client.register_script(WRITE_SCRIPT)
@@ -212,7 +212,7 @@ class RedisWindowStore:
         store pending), so scores see the others' stored events, not a copy read long ago.
         """
         self._shared_terminals = shared_terminals
-        self._claimed_us = -math.inf
+        self._claimed_us = self._stored_claim_us = -math.inf
         self._seen_claims.clear()
         self._forget()
 
@@ -290,10 +290,10 @@ class RedisWindowStore:
                 else:
                     del pending[0]
         stored = [computed.progress for computed in batches if computed.progress is not None]
-        if stored:
+        if stored and stored[-1].through_us > self._stored_claim_us:
+            self._stored_claim_us = claim = stored[-1].through_us
             await self._client.hset(
-                self._progress_key,
-                mapping={f"d:{p}": repr(stored[-1].through_us) for p in stored[-1].partitions},
+                self._progress_key, mapping={f"d:{p}": repr(claim) for p in stored[-1].partitions}
             )
 
     # -- shared terminals ------------------------------------------------------------------
