@@ -109,11 +109,6 @@ class Run:
     tansu_rss_bytes: float
     yardsticks: tuple[float, float]
 
-    @property
-    def worker_us(self) -> float:
-        """CPU µs per transaction of the worker and its window process."""
-        return self.cpu_us["worker"] + self.cpu_us["window process"]
-
 
 async def topic_bytes(kafka: str, topic: str) -> tuple[int, int]:
     """Records of ``topic`` and the sum of their key + value + header bytes."""
