@@ -28,6 +28,10 @@ decides where the states live and when they are written:
   the cached terminals it touches, and Redis sends back the states of those that moved.
 - Events are idempotent: a re-delivered transaction or label leaves every state
   byte-identical, so nothing is written and no version changes.
+- On a Redis Cluster (``cluster``) the keys carry a bucket hash tag and each call runs once
+  per slot, the customers' writes before the terminals' (:mod:`.redis_slots`); a write
+  is then atomic per slot only, and each window's compare-and-set and the redo keep every
+  event in each of its windows once.
 - A transaction older than a window horizon relative to its customer's or terminal's newest
   event (30 / 37 days by default) is *late*: it is scored against the windows as they are,
   not applied (its id could no longer be recognised on re-delivery), and marked in
@@ -55,6 +59,13 @@ from stream_app.features.incremental import (
     decode_customer,
     decode_terminal,
     encode_window,
+)
+from stream_app.features.redis_slots import (
+    ClusterOptions,
+    SlotScripts,
+    bucket_key,
+    complete_terminals,
+    kind_prefix,
 )
 from stream_app.features.spec import FeatureSet
 from stream_app.features.store import FeatureBatch, apply_batch
@@ -96,17 +107,17 @@ class _Write(NamedTuple):
 
 
 class _PseudonymKeys(dict[str, str]):
-    """The Redis keys of one kind of window by id, ``<prefix><pseudonym>``: each HMAC is
+    """The Redis keys of one kind of window by id, ``key(<pseudonym>)``: each HMAC is
     computed on the first lookup of its id and kept until cleared."""
 
-    __slots__ = ("_kind", "_prefix", "_pseudonymizer")
+    __slots__ = ("_key", "_kind", "_pseudonymizer")
 
-    def __init__(self, prefix: str, kind: str, pseudonymizer: Pseudonymizer) -> None:
+    def __init__(self, key: Callable[[str], str], kind: str, pseudonymizer: Pseudonymizer) -> None:
         super().__init__()
-        self._prefix, self._kind, self._pseudonymizer = prefix, kind, pseudonymizer
+        self._key, self._kind, self._pseudonymizer = key, kind, pseudonymizer
 
     def __missing__(self, entity_id: str) -> str:
-        key = self[entity_id] = self._prefix + self._pseudonymizer.pseudonym(self._kind, entity_id)
+        key = self[entity_id] = self._key(self._pseudonymizer.pseudonym(self._kind, entity_id))
         return key
 
 
@@ -143,13 +154,16 @@ class RedisWindowStore:
         writer: Any = None,
         owns_clients: bool = False,
         pseudonym_key: bytes = b"",
+        cluster: ClusterOptions | None = None,
     ) -> None:
         """``client`` is a ``redis.asyncio`` client. ``writer``, a synchronous client of the
         same server, makes :meth:`write_all` send its script from a thread: the reply is
         then taken as it arrives, not when the event loop is next free of CPU work (a
         batch's window maths runs for tens of ms without a pause). ``owns_clients``:
         :meth:`close` closes both clients. ``pseudonym_key``: name windows by the HMAC of
-        their ids (:mod:`stream_app.pseudonyms`) instead of the ids."""
+        their ids (:mod:`stream_app.pseudonyms`) instead of the ids. ``cluster``: ``writer`` is
+        a synchronous ``RedisCluster`` that runs every read and write per slot (``v3``
+        keys, :mod:`.redis_slots`); ``client`` is then only closed."""
         self._client = client
         self._writer = writer
         self._owns_clients = owns_clients
@@ -158,13 +172,22 @@ class RedisWindowStore:
         self._prefix = f"{key_prefix}{KEY_LAYOUT}:"
         self._customer_prefix = f"{self._prefix}{CUSTOMER}:"
         self._terminal_prefix = f"{self._prefix}{TERMINAL}:"
-        pseudonymizer = Pseudonymizer.from_key(pseudonym_key)
         self.customer_key: Callable[[str], str] = self._customer_prefix.__add__
         self.terminal_key: Callable[[str], str] = self._terminal_prefix.__add__
+        self._slots: SlotScripts | None = None
+        if cluster is not None:
+            self._customer_prefix = kind_prefix(key_prefix, CUSTOMER)
+            self._terminal_prefix = kind_prefix(key_prefix, TERMINAL)
+            self.customer_key = bucket_key(self._customer_prefix)
+            self.terminal_key = bucket_key(self._terminal_prefix)
+            self._slots = SlotScripts(
+                writer, READ_SCRIPT, WRITE_SCRIPT, self._customer_prefix, cluster
+            )
+        pseudonymizer = Pseudonymizer.from_key(pseudonym_key)
         self._pseudonym_keys: tuple[_PseudonymKeys, ...] = ()
         if pseudonymizer is not None:
-            customer_keys = _PseudonymKeys(self._customer_prefix, CUSTOMER, pseudonymizer)
-            terminal_keys = _PseudonymKeys(self._terminal_prefix, TERMINAL, pseudonymizer)
+            customer_keys = _PseudonymKeys(self.customer_key, CUSTOMER, pseudonymizer)
+            terminal_keys = _PseudonymKeys(self.terminal_key, TERMINAL, pseudonymizer)
             self.customer_key, self.terminal_key = (
                 customer_keys.__getitem__,
                 terminal_keys.__getitem__,
@@ -175,9 +198,10 @@ class RedisWindowStore:
         self._customers: dict[str, _Cached[CustomerWindow]] = {}
         self._terminals: dict[str, _Cached[TerminalWindow]] = {}
         self._shared_terminals = False
-        self._write_script = client.register_script(WRITE_SCRIPT)
-        self._threaded_write = None if writer is None else writer.register_script(WRITE_SCRIPT)
-        self._read_script = client.register_script(READ_SCRIPT)
+        if self._slots is None:
+            self._write_script = client.register_script(WRITE_SCRIPT)
+            self._threaded_write = None if writer is None else writer.register_script(WRITE_SCRIPT)
+            self._read_script = client.register_script(READ_SCRIPT)
 
     @property
     def feature_set(self) -> FeatureSet:
@@ -241,6 +265,8 @@ class RedisWindowStore:
         events applied to the windows that moved), then the rest are sent (and redone if
         they too moved).
         """
+        if self._slots is not None:
+            return await self._write_per_slot(batches)
         pending = [(computed, computed.writes) for computed in batches if computed.writes]
         while pending:
             arg_lists = [self._args(writes) for _, writes in pending]
@@ -261,6 +287,21 @@ class RedisWindowStore:
                     pending[0] = (computed, redone)
                 else:
                     del pending[0]
+
+    async def _write_per_slot(self, batches: Sequence[ComputedBatch]) -> None:
+        """:meth:`write_all` on a cluster: each batch's writes per slot (:meth:`SlotScripts.write
+        <stream_app.features.redis_slots.SlotScripts.write>`), its stale windows redone until
+        every one is stored, then the next batch."""
+        assert self._slots is not None
+        for computed in batches:
+            writes = computed.writes
+            while writes:
+                stored, left, stale = await asyncio.to_thread(
+                    self._slots.write, self._ttl_s, writes
+                )
+                if self._shared_terminals:
+                    self._confirm(stored)
+                writes = self._redo(computed, tuple(left), stale) if stale else ()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -313,6 +354,10 @@ class RedisWindowStore:
         terminal_key = self.terminal_key
         keys = list(map(self.customer_key, customers))
         keys += map(terminal_key, terminals)
+        if self._slots is not None:
+            keys += [terminal_key(t) for t, _ in held]
+            versions = [version for _, version in held]
+            return await asyncio.to_thread(self._slots.read, keys, versions)
         args = [_ENCODER.encode(keys)]
         if held:
             keys += [terminal_key(t) for t, _ in held]
@@ -373,6 +418,8 @@ class RedisWindowStore:
         features = apply_batch(
             self._features, customer_windows, terminal_windows, transactions, changing
         )
+        if self._slots is not None and features.duplicate.any():
+            complete_terminals(self._features, transactions, features, terminal_windows)
         writes = [
             *_changes(customers, self.customer_key),
             *_changes(terminals, self.terminal_key),
@@ -431,10 +478,12 @@ class RedisStoreConfig:
     ttl_days: int
     redis_timeout_s: float
     pseudonym_key: bytes = field(default=b"", repr=False)  # secret: see stream_app.pseudonyms
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)  # if it is a cluster
 
     def open(self) -> RedisWindowStore:
         """A store on its own clients (an asyncio one, and a synchronous one for the writes
-        from a thread); :meth:`RedisWindowStore.close` closes them."""
+        from a thread, and every call on a cluster); :meth:`RedisWindowStore.close` closes
+        them."""
         timeout = self.redis_timeout_s
         connection = redis_connection(self.connection)
         client = connection.async_client(socket_timeout=timeout, socket_connect_timeout=timeout)
@@ -447,6 +496,7 @@ class RedisStoreConfig:
             writer=writer,
             owns_clients=True,
             pseudonym_key=self.pseudonym_key,
+            cluster=self.cluster if connection.cluster else None,
         )
 
 
