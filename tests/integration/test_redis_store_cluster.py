@@ -11,12 +11,16 @@ from typing import Any
 import pytest
 from redis.cluster import RedisCluster
 
+from stream_app.connections import RedisConnection, check_redis
 from stream_app.contracts.events import TransactionEvent
+from stream_app.errors import DependencyUnavailable
 from stream_app.features.incremental import decode_terminal
 from stream_app.features.redis_slots import BUCKETS
 from stream_app.features.redis_store import RedisWindowStore
 from stream_app.features.store import WindowStore
 from stream_app.local_cluster import RunningCluster
+from stream_app.local_services import free_port
+from stream_app.worker.readiness import RedisPing
 from tests.integration.window_stores import PREFIX, TTL_DAYS, cluster_config
 from tests.unit.feature_histories import T0, label_events, random_history, transaction_events
 from tests.unit.window_store_contract import (
@@ -133,3 +137,17 @@ async def test_a_crash_between_the_customer_and_terminal_writes_is_completed_on_
     }
     terminal = decode_terminal(after[restarted.terminal_key("k0").encode()][b"s"])
     assert sorted(terminal.transaction_ids) == sorted(f"t{i}" for i in range(0, 60, 5))
+
+
+async def test_check_redis_and_the_readiness_ping_reach_every_node(
+    redis_cluster: RunningCluster,
+) -> None:
+    connection = RedisConnection(redis_cluster.url, cluster=True)
+    await check_redis(connection)
+    ping = RedisPing(connection)
+    try:
+        assert await ping.failure() is None
+    finally:
+        await ping.close()
+    with pytest.raises(DependencyUnavailable, match=r"\(cluster\)"):
+        await check_redis(RedisConnection(f"redis://127.0.0.1:{free_port()}", cluster=True), 1.0)
