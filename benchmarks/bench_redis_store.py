@@ -20,8 +20,13 @@ ids (a fixed key), as the worker does with ``FRAUDSTREAM_PSEUDONYM_KEY``. Prints
 - Redis-side ``usec_per_call`` and µs per window from INFO commandstats (EVALSHA for the
   writes, the read's commands for the read), and hiredis availability.
 
+With ``--cluster`` it measures store throughput instead, single Redis vs a local Redis
+Cluster of 3 masters with a replica each (``WAIT 1`` after each write round), ``--runs``
+rounds alternating the two: wall-clock transactions per second of ``compute`` +
+``write_all`` of every batch on a fresh store as the worker opens it (threaded writes).
+
     .venv/bin/python benchmarks/bench_redis_store.py [--days 12] [--batch 2000] [--runs 3]
-        [--pseudonyms]
+        [--pseudonyms] [--cluster]
 """
 
 from __future__ import annotations
@@ -39,10 +44,12 @@ import redis
 import redis.asyncio as redis_asyncio
 from redis.utils import HIREDIS_AVAILABLE
 
+from stream_app.connections import RedisConnection
 from stream_app.contracts.events import LabelEvent, TransactionEvent
-from stream_app.features.redis_store import RedisWindowStore
+from stream_app.features.redis_store import RedisStoreConfig, RedisWindowStore
 from stream_app.features.spec import feature_set
 from stream_app.features.store import transaction_events
+from stream_app.local_cluster import start_redis_cluster
 from stream_app.local_services import start_redis
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 from stream_app.sources.simulator import simulate
@@ -126,6 +133,33 @@ async def run_once(url: str, work: list[Batch], measured_from: int, key: bytes) 
     }
 
 
+async def throughput_once(connection: RedisConnection, work: list[Batch], key: bytes) -> float:
+    """Transactions per second (wall clock) of computing and writing every batch."""
+    prefix = f"fraudstream:bench-{uuid.uuid4().hex[:8]}:"
+    store = RedisStoreConfig(connection, FS, prefix, 45, 5.0, pseudonym_key=key).open()
+    started = time.perf_counter()
+    for transactions, labels in work:
+        await store.write_all([await store.compute(transactions, labels)])
+    elapsed = time.perf_counter() - started
+    await store.close()
+    return sum(len(t) for t, _ in work) / elapsed
+
+
+def compare_cluster(work: list[Batch], runs: int, key: bytes) -> None:
+    """Print store throughput on a single Redis and on a 3-master cluster, alternating."""
+    with start_redis() as server, start_redis_cluster(masters=3, replicas=1) as cluster:
+        single = RedisConnection(server.url)
+        clustered = RedisConnection(cluster.url, cluster=True)
+        figures: dict[str, list[float]] = {"single Redis": [], "3-master cluster": []}
+        for run in range(runs):
+            for name, connection in zip(figures, (single, clustered), strict=True):
+                rate = asyncio.run(throughput_once(connection, work, key))
+                figures[name].append(rate)
+                print(f"run {run + 1}: {name}: {rate:,.0f} transactions/s")
+    for name, rates in figures.items():
+        print(f"{name}: median {np.median(rates):,.0f} transactions/s over {runs} runs")
+
+
 def _read_commands(stats: dict[str, Any]) -> list[str]:
     return [k.removeprefix("cmdstat_") for k in stats if k != "cmdstat_config"]
 
@@ -147,6 +181,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pseudonyms", action="store_true", help="HMAC pseudonyms as keys")
+    parser.add_argument(
+        "--cluster", action="store_true", help="throughput: single Redis vs a 3-master cluster"
+    )
     args = parser.parse_args()
     key = PSEUDONYM_KEY if args.pseudonyms else b""
     history = simulate(args.customers, args.terminals, args.days, dt.date(2018, 4, 1), seed=1)
@@ -162,6 +199,9 @@ def main() -> None:
     )
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
+    if args.cluster:
+        compare_cluster(work, args.runs, key)
+        return
     with start_redis() as server:
         results = [
             asyncio.run(run_once(server.url, work, measured_from, key)) for _ in range(args.runs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,11 +20,13 @@ from dataclasses import dataclass
 import redis
 
 from stream_app.errors import LocalServiceError
-from stream_app.local_services import HOST, RunningService, start_redis
+from stream_app.local_services import HOST, RunningService, free_port, start_redis
 
 READY_TIMEOUT_S = 30.0
 NODE_TIMEOUT_MS = 2000
 """How long a master may be unreachable before its replica is promoted."""
+BUS_PORT_OFFSET = 10_000
+"""A node's cluster bus listens on its port + this."""
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,28 @@ def start_redis_cluster(masters: int = 3, replicas: int = 1) -> Iterator[Running
     )  # fmt: skip
     with contextlib.ExitStack() as stack:
         nodes = tuple(
-            stack.enter_context(start_redis(options=options))
+            stack.enter_context(start_redis(_node_port(), options=options))
             for _ in range(masters * (1 + replicas))
         )
         cluster = RunningCluster(nodes)
         _create(cluster, replicas)
         _wait_ok(cluster, masters * replicas)
         yield cluster
+
+
+def _node_port() -> int:
+    """A free port that leaves room for the node's cluster bus port (port + 10000) below
+    65536 and finds that one free too."""
+    for _ in range(1000):
+        port = free_port()
+        if port + BUS_PORT_OFFSET < 65536:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((HOST, port + BUS_PORT_OFFSET))
+                except OSError:
+                    continue
+            return port
+    raise LocalServiceError("no free port pair (port, port + 10000) for a cluster node")
 
 
 def _create(cluster: RunningCluster, replicas: int) -> None:
@@ -88,17 +106,36 @@ def _create(cluster: RunningCluster, replicas: int) -> None:
 
 
 def _wait_ok(cluster: RunningCluster, replicas: int) -> None:
-    """Until every node says ``cluster_state:ok`` and sees all ``replicas`` replicas."""
+    """Until every node says ``cluster_state:ok`` and sees all ``replicas`` replicas, and
+    the masters have each replica in sync (``online``: a ``WAIT`` can count it)."""
     expected = ("ok", replicas)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
-        if all(_state(node) == expected for node in cluster.nodes):
+        if all(_state(node) == expected for node in cluster.nodes) and (
+            sum(map(_online_replicas, cluster.nodes)) == replicas
+        ):
             return
         time.sleep(0.1)
     states = {node.address: _state(node) for node in cluster.nodes}
     raise LocalServiceError(
         f"the Redis Cluster did not become ok with {replicas} replicas in time: {states}"
     )
+
+
+def _online_replicas(node: RunningService) -> int:
+    """How many replicas of ``node`` (if a master) are in sync with it."""
+    client = redis.Redis(host=HOST, port=node.port, socket_timeout=1.0)
+    try:
+        info = client.info("replication")
+        return sum(
+            1 for name, value in info.items()
+            if name.startswith("slave") and isinstance(value, dict)
+            and value.get("state") == "online"
+        )  # fmt: skip
+    except redis.RedisError:
+        return 0
+    finally:
+        client.close()
 
 
 def _state(node: RunningService) -> tuple[str, int]:

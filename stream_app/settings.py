@@ -31,6 +31,7 @@ KAFKA_TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 KAFKA_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 EVENT_CLOCKS = ("wall", "watermark")
+REDIS_CLUSTER_SCHEMES = ("redis", "rediss")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class Settings:
     broker_session_timeout_s: float = 6.0
     broker_heartbeat_interval_s: float = 1.0
     redis_key_ttl_days: int = 45
+    # Redis Cluster: REDIS_URL names one startup node; the windows use the bucket-tagged
+    # key layout and each master must have WAIT_REPLICAS replicas acknowledge a batch's
+    # writes (WAIT, within WAIT_TIMEOUT_MS a try) before the batch counts as stored
+    redis_cluster: bool = False
+    redis_wait_replicas: int = 1
+    redis_wait_timeout_ms: int = 1000
     window_process: bool = True  # the window store in a child process (False: in process)
     onnx_intra_op_threads: int = 1
     onnx_allow_spinning: bool = False
@@ -124,6 +131,8 @@ class Settings:
         _check_choice("event_clock", self.event_clock, EVENT_CLOCKS)
         self._check_kafka_security()
         self._check_redis_security()
+        if self.redis_cluster:
+            self._check_redis_cluster()
         if self.pseudonym_key:
             check_key(self.pseudonym_key.encode())
 
@@ -145,6 +154,20 @@ class Settings:
             _check_files(tls_files, self)
         else:
             _check_unused(tls_files, self, f"{protocol} does not use TLS", f"{fix} SSL or SASL_SSL")
+
+    def _check_redis_cluster(self) -> None:
+        url = f"{ENV_PREFIX}REDIS_URL={mask_url(self.redis_url)!r}"
+        parts = urlsplit(self.redis_url)
+        if parts.scheme not in REDIS_CLUSTER_SCHEMES:
+            raise ConfigError(
+                f"{url} cannot name a Redis Cluster node (scheme {parts.scheme!r}); use "
+                f"redis://host:port or rediss://host:port, or unset {ENV_PREFIX}REDIS_CLUSTER"
+            )
+        if parts.path.strip("/") not in ("", "0") or "db=" in parts.query:
+            raise ConfigError(
+                f"{url} selects a database; a Redis Cluster has only database 0: drop the "
+                "database from the URL (e.g. redis://host:port)"
+            )
 
     def _check_redis_security(self) -> None:
         tls_files = ("redis_ssl_cafile", "redis_ssl_certfile", "redis_ssl_keyfile")
@@ -201,6 +224,8 @@ _LEAST: dict[str, float] = {
     "broker_session_timeout_s": 0.1,
     "broker_heartbeat_interval_s": 0.01,
     "redis_key_ttl_days": 1,
+    "redis_wait_replicas": 0,
+    "redis_wait_timeout_ms": 1,
     "onnx_intra_op_threads": 1,
     "web_port": 0,
     "max_payload_bytes": 64,

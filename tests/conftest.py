@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
+from stream_app.local_cluster import RunningCluster, start_redis_cluster
 from stream_app.local_services import RunningService, start_redis, start_tansu
 from stream_app.topics import ensure_topics_sync
 from tests.secrets import SECRETS
@@ -28,7 +30,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK_DIR = REPO_ROOT.parent / "shared" / "data" / "handbook"
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 SERVICE_FIXTURES = frozenset(
-    {"redis_server", "redis_url", "redis_client", "kafka_broker", "kafka_bootstrap", "new_topic"}
+    {
+        "redis_server",
+        "redis_url",
+        "redis_client",
+        "kafka_broker",
+        "kafka_bootstrap",
+        "new_topic",
+        "redis_cluster",
+        "cluster_client",
+    }
 )
 
 NewTopicFactory = Callable[[int], str]
@@ -114,6 +125,24 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A client of the private redis-server, emptied before the test."""
     client = redis.Redis.from_url(redis_url)
     client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RunningCluster]:
+    """A private Redis Cluster, 3 masters with a replica each, for the whole session."""
+    with start_redis_cluster(masters=3, replicas=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: RunningCluster) -> Iterator[RedisCluster]:
+    """A cluster client of the private Redis Cluster, every master emptied before the test."""
+    client = RedisCluster.from_url(redis_cluster.url)
+    client.flushall(target_nodes=RedisCluster.PRIMARIES)
     try:
         yield client
     finally:

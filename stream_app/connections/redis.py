@@ -1,5 +1,12 @@
 """Redis clients (redis-py) from :class:`RedisConnection`, :func:`check_redis` and
-:func:`redis_failure`, the error to report for a failed Redis call."""
+:func:`redis_failure`, the error to report for a failed Redis call.
+
+With ``cluster`` the clients are redis-py's cluster clients (``redis.cluster.RedisCluster``,
+``redis.asyncio.cluster.RedisCluster``): the URL names one startup node, the client asks it
+for the others and the slot map, follows MOVED/ASK and refreshes the map after a failover.
+They take the same login and TLS options, and answer the same commands for keys of one
+slot; a PING goes to every node.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from typing import Any
 
 import redis as redis_lib
 import redis.asyncio as redis_asyncio
+import redis.asyncio.cluster as redis_asyncio_cluster
+import redis.cluster as redis_cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -20,7 +29,8 @@ from stream_app.settings import ENV_PREFIX, Settings, mask_url
 
 @dataclass(frozen=True)
 class RedisConnection:
-    """How to reach Redis: the URL (``rediss://`` for TLS), ACL user and password, TLS files."""
+    """How to reach Redis: the URL (``rediss://`` for TLS), ACL user and password, TLS files,
+    and whether it is a Redis Cluster (the URL then names one of its nodes)."""
 
     url: str
     username: str = ""
@@ -28,6 +38,7 @@ class RedisConnection:
     ssl_cafile: str = ""
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
+    cluster: bool = False
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -38,6 +49,7 @@ class RedisConnection:
                 ("ssl_cafile", self.ssl_cafile),
                 ("ssl_certfile", self.ssl_certfile),
                 ("ssl_keyfile", self.ssl_keyfile),
+                ("cluster", self.cluster),
             )
         )
         return f"RedisConnection({shown})"
@@ -55,7 +67,8 @@ class RedisConnection:
     def describe(self) -> str:
         """The URL without its password, and the ACL user."""
         user = f" as {self.username!r}" if self.username else ""
-        return f"{mask_url(self.url)}{user}"
+        cluster = " (cluster)" if self.cluster else ""
+        return f"{mask_url(self.url)}{user}{cluster}"
 
     def options(self) -> dict[str, Any]:
         """redis-py keyword arguments besides the URL: ACL login, TLS files."""
@@ -70,14 +83,24 @@ class RedisConnection:
             options["ssl_keyfile"] = self.ssl_keyfile or None
         return options
 
-    def client(self, **options: Any) -> redis_lib.Redis:
+    def client(self, **options: Any) -> redis_lib.Redis | redis_cluster.RedisCluster:
         """A synchronous client with ``options`` (timeouts, retry)."""
+        if self.cluster:
+            return redis_cluster.RedisCluster.from_url(self.url, **self.options(), **options)
         return redis_lib.Redis.from_url(self.url, **self.options(), **options)
 
-    def async_client(self, **options: Any) -> redis_asyncio.Redis:
+    def async_client(
+        self, **options: Any
+    ) -> redis_asyncio.Redis | redis_asyncio_cluster.RedisCluster:
         """An asyncio client with ``options`` (timeouts, retry)."""
+        if self.cluster:
+            return redis_asyncio_cluster.RedisCluster.from_url(
+                self.url, **self.options(), **options
+            )
         return redis_asyncio.Redis.from_url(self.url, **self.options(), **options)
 
+
+_FAILURES = (redis_lib.RedisError, redis_lib.exceptions.RedisClusterException, OSError)
 
 Redis = RedisConnection | str
 """A connection, or a bare Redis URL."""
@@ -97,12 +120,17 @@ async def check_redis(redis_: Redis, timeout_s: float = CHECK_TIMEOUT_S) -> None
 def _ping(connection: RedisConnection, timeout_s: float) -> None:
     # the synchronous client: it closes a TLS socket at once, where an asyncio one that
     # failed its login may still be closing when the caller's event loop ends
-    client = connection.client(
-        socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
-    )
+    # (a cluster client connects when built: it asks its startup node for the slot map)
+    try:
+        client = connection.client(
+            socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
+    except _FAILURES as exc:
+        raise redis_failure(connection, exc) from None
     try:
         client.ping()
-    except (redis_lib.RedisError, OSError) as exc:
+    except _FAILURES as exc:
         raise redis_failure(connection, exc) from None
     finally:
         client.close()

@@ -28,6 +28,10 @@ decides where the states live and when they are written:
   the cached terminals it touches, and Redis sends back the states of those that moved.
 - Events are idempotent: a re-delivered transaction or label leaves every state
   byte-identical, so nothing is written and no version changes.
+- On a Redis Cluster (``cluster``) the keys carry a bucket hash tag and each call runs once
+  per slot, the customers' writes before the terminals' (:mod:`.redis_slots`); a write
+  is then atomic per slot only, and each window's compare-and-set and the redo keep every
+  event in each of its windows once.
 - A transaction older than a window horizon relative to its customer's or terminal's newest
   event (30 / 37 days by default) is *late*: it is scored against the windows as they are,
   not applied (its id could no longer be recognised on re-delivery), and marked in
@@ -60,6 +64,13 @@ from stream_app.features.incremental import (
     decode_customer,
     decode_terminal,
     encode_window,
+)
+from stream_app.features.redis_slots import (
+    ClusterOptions,
+    SlotScripts,
+    bucket_key,
+    complete_terminals,
+    kind_prefix,
 )
 from stream_app.features.spec import FeatureSet
 from stream_app.features.store import FeatureBatch, Progress, apply_batch, insert_terminals
@@ -103,17 +114,17 @@ class _Write(NamedTuple):
 
 
 class _PseudonymKeys(dict[str, str]):
-    """The Redis keys of one kind of window by id, ``<prefix><pseudonym>``: each HMAC is
+    """The Redis keys of one kind of window by id, ``key(<pseudonym>)``: each HMAC is
     computed on the first lookup of its id and kept until cleared."""
 
-    __slots__ = ("_kind", "_prefix", "_pseudonymizer")
+    __slots__ = ("_key", "_kind", "_pseudonymizer")
 
-    def __init__(self, prefix: str, kind: str, pseudonymizer: Pseudonymizer) -> None:
+    def __init__(self, key: Callable[[str], str], kind: str, pseudonymizer: Pseudonymizer) -> None:
         super().__init__()
-        self._prefix, self._kind, self._pseudonymizer = prefix, kind, pseudonymizer
+        self._key, self._kind, self._pseudonymizer = key, kind, pseudonymizer
 
     def __missing__(self, entity_id: str) -> str:
-        key = self[entity_id] = self._prefix + self._pseudonymizer.pseudonym(self._kind, entity_id)
+        key = self[entity_id] = self._key(self._pseudonymizer.pseudonym(self._kind, entity_id))
         return key
 
 
@@ -152,13 +163,16 @@ class RedisWindowStore:
         writer: Any = None,
         owns_clients: bool = False,
         pseudonym_key: bytes = b"",
+        cluster: ClusterOptions | None = None,
     ) -> None:
         """``client`` is a ``redis.asyncio`` client. ``writer``, a synchronous client of the
         same server, makes :meth:`write_all` send its script from a thread: the reply is
         then taken as it arrives, not when the event loop is next free of CPU work (a
         batch's window maths runs for tens of ms without a pause). ``owns_clients``:
         :meth:`close` closes both clients. ``pseudonym_key``: name windows by the HMAC of
-        their ids (:mod:`stream_app.pseudonyms`) instead of the ids."""
+        their ids (:mod:`stream_app.pseudonyms`) instead of the ids. ``cluster``: ``writer`` is
+        a synchronous ``RedisCluster`` that runs every read and write per slot (``v3``
+        keys, :mod:`.redis_slots`); ``client`` is then only closed."""
         self._client = client
         self._writer = writer
         self._owns_clients = owns_clients
@@ -167,13 +181,22 @@ class RedisWindowStore:
         self._prefix = f"{key_prefix}{KEY_LAYOUT}:"
         self._customer_prefix = f"{self._prefix}{CUSTOMER}:"
         self._terminal_prefix = f"{self._prefix}{TERMINAL}:"
-        pseudonymizer = Pseudonymizer.from_key(pseudonym_key)
         self.customer_key: Callable[[str], str] = self._customer_prefix.__add__
         self.terminal_key: Callable[[str], str] = self._terminal_prefix.__add__
+        self._slots: SlotScripts | None = None
+        if cluster is not None:
+            self._customer_prefix = kind_prefix(key_prefix, CUSTOMER)
+            self._terminal_prefix = kind_prefix(key_prefix, TERMINAL)
+            self.customer_key = bucket_key(self._customer_prefix)
+            self.terminal_key = bucket_key(self._terminal_prefix)
+            self._slots = SlotScripts(
+                writer, READ_SCRIPT, WRITE_SCRIPT, self._customer_prefix, cluster
+            )
+        pseudonymizer = Pseudonymizer.from_key(pseudonym_key)
         self._pseudonym_keys: tuple[_PseudonymKeys, ...] = ()
         if pseudonymizer is not None:
-            customer_keys = _PseudonymKeys(self._customer_prefix, CUSTOMER, pseudonymizer)
-            terminal_keys = _PseudonymKeys(self._terminal_prefix, TERMINAL, pseudonymizer)
+            customer_keys = _PseudonymKeys(self.customer_key, CUSTOMER, pseudonymizer)
+            terminal_keys = _PseudonymKeys(self.terminal_key, TERMINAL, pseudonymizer)
             self.customer_key, self.terminal_key = (
                 customer_keys.__getitem__,
                 terminal_keys.__getitem__,
@@ -184,14 +207,15 @@ class RedisWindowStore:
         self._customers: dict[str, _Cached[CustomerWindow]] = {}
         self._terminals: dict[str, _Cached[TerminalWindow]] = {}
         self._shared_terminals = False
-        self._progress_key = f"{self._prefix}progress"
+        self._progress_key = f"{key_prefix}progress"
         self._superseded_before = 0
         self._claimed_us = self._stored_claim_us = -math.inf
         self._seen_claims: deque[tuple[float, float]] = deque()
         self._terminal_horizon_us = fs.terminal_horizon_days * MICROS_PER_DAY
-        self._write_script = client.register_script(WRITE_SCRIPT)
-        self._threaded_write = None if writer is None else writer.register_script(WRITE_SCRIPT)
-        self._read_script = client.register_script(READ_SCRIPT)
+        if self._slots is None:
+            self._write_script = client.register_script(WRITE_SCRIPT)
+            self._threaded_write = None if writer is None else writer.register_script(WRITE_SCRIPT)
+            self._read_script = client.register_script(READ_SCRIPT)
 
     @property
     def feature_set(self) -> FeatureSet:
@@ -269,6 +293,19 @@ class RedisWindowStore:
         events applied to the windows that moved), then the rest are sent (and redone if
         they too moved).
         """
+        if self._slots is not None:
+            await self._write_per_slot(batches)
+        else:
+            await self._write_in_order(batches)
+        stored = [computed.progress for computed in batches if computed.progress is not None]
+        if stored and stored[-1].through_us > self._stored_claim_us:
+            self._stored_claim_us = claim = stored[-1].through_us
+            await self._client.hset(
+                self._progress_key, mapping={f"d:{p}": repr(claim) for p in stored[-1].partitions}
+            )
+
+    async def _write_in_order(self, batches: Sequence[ComputedBatch]) -> None:
+        """:meth:`write_all` on a single Redis: one script call a batch."""
         pending = [(computed, computed.writes) for computed in batches if computed.writes]
         while pending:
             arg_lists = [self._args(writes) for _, writes in pending]
@@ -289,12 +326,6 @@ class RedisWindowStore:
                     pending[0] = (computed, redone)
                 else:
                     del pending[0]
-        stored = [computed.progress for computed in batches if computed.progress is not None]
-        if stored and stored[-1].through_us > self._stored_claim_us:
-            self._stored_claim_us = claim = stored[-1].through_us
-            await self._client.hset(
-                self._progress_key, mapping={f"d:{p}": repr(claim) for p in stored[-1].partitions}
-            )
 
     # -- shared terminals ------------------------------------------------------------------
 
@@ -308,7 +339,7 @@ class RedisWindowStore:
         partition's claim reached the batch's newest transaction, then compute the rows
         on the terminals as they are then (changing only customer windows).
 
-        Claims live in one hash, ``<prefix>v2:progress``: ``c:<p>``, terminal changes of
+        Claims live in one hash, ``<prefix>progress``: ``c:<p>``, terminal changes of
         partition p stored up to that event time; ``d:<p>``, its rows' windows stored up
         to it (no row computed from then on, re-deliveries aside, is older, so terminal
         windows drop what is a horizon older than the smallest).
@@ -390,12 +421,22 @@ class RedisWindowStore:
             writes = _changes(entries, self.terminal_key)
             if not writes:
                 return
-            if not await self._write_script(args=self._args(writes)):
-                for entry in entries.values():
-                    entry.stored = entry.version
+            stored = await self._write_now(writes)
+            for write in stored:
+                entry = entries.pop(write.entity_id)
+                entry.stored = entry.version
+            if not entries:
                 return
-            for t in ids:  # another worker moved one: start again from the stored states
+            for t in entries:  # another worker moved it: start again from the stored state
                 cached.pop(t, None)
+
+    async def _write_now(self, writes: Sequence[_Write]) -> list[_Write]:
+        """Store ``writes`` with compare-and-set at once: those stored (on a single Redis
+        all or, when one is stale, none; on a cluster per slot)."""
+        if self._slots is not None:
+            stored, _, _ = await asyncio.to_thread(self._slots.write, self._ttl_s, writes)
+            return stored
+        return [] if await self._write_script(args=self._args(writes)) else list(writes)
 
     async def _await_progress(self, t: int, progress: Progress) -> None:
         """Return once every partition's claim ``c:<p>`` is at or after ``t``."""
@@ -406,6 +447,21 @@ class RedisWindowStore:
                 return
             await asyncio.sleep(PROGRESS_POLL_S)
             self._check_current(progress)
+
+    async def _write_per_slot(self, batches: Sequence[ComputedBatch]) -> None:
+        """:meth:`write_all` on a cluster: each batch's writes per slot (:meth:`SlotScripts.write
+        <stream_app.features.redis_slots.SlotScripts.write>`), its stale windows redone until
+        every one is stored, then the next batch."""
+        assert self._slots is not None
+        for computed in batches:
+            writes = computed.writes
+            while writes:
+                stored, left, stale = await asyncio.to_thread(
+                    self._slots.write, self._ttl_s, writes
+                )
+                if self._shared_terminals:
+                    self._confirm(stored)
+                writes = self._redo(computed, tuple(left), stale) if stale else ()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -458,6 +514,10 @@ class RedisWindowStore:
         terminal_key = self.terminal_key
         keys = list(map(self.customer_key, customers))
         keys += map(terminal_key, terminals)
+        if self._slots is not None:
+            keys += [terminal_key(t) for t, _ in held]
+            versions = [version for _, version in held]
+            return await asyncio.to_thread(self._slots.read, keys, versions)
         args = [_ENCODER.encode(keys)]
         if held:
             keys += [terminal_key(t) for t, _ in held]
@@ -530,6 +590,8 @@ class RedisWindowStore:
             self._features, customer_windows, terminal_windows, transactions, changing,
             terminals_inserted=inserted,
         )  # fmt: skip
+        if self._slots is not None and not inserted and features.duplicate.any():
+            complete_terminals(self._features, transactions, features, terminal_windows)
         writes = _changes(customers, self.customer_key)
         if not inserted:
             writes += _changes(terminals, self.terminal_key)
@@ -594,10 +656,12 @@ class RedisStoreConfig:
     ttl_days: int
     redis_timeout_s: float
     pseudonym_key: bytes = field(default=b"", repr=False)  # secret: see stream_app.pseudonyms
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)  # if it is a cluster
 
     def open(self) -> RedisWindowStore:
         """A store on its own clients (an asyncio one, and a synchronous one for the writes
-        from a thread); :meth:`RedisWindowStore.close` closes them."""
+        from a thread, and every call on a cluster); :meth:`RedisWindowStore.close` closes
+        them."""
         timeout = self.redis_timeout_s
         connection = redis_connection(self.connection)
         client = connection.async_client(socket_timeout=timeout, socket_connect_timeout=timeout)
@@ -610,6 +674,7 @@ class RedisStoreConfig:
             writer=writer,
             owns_clients=True,
             pseudonym_key=self.pseudonym_key,
+            cluster=self.cluster if connection.cluster else None,
         )
 
 

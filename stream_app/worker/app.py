@@ -29,6 +29,7 @@ from mode import Service
 
 from stream_app.ahead import AheadLimit
 from stream_app.connections import KafkaConnection, RedisConnection, check_redis, kafka_producer
+from stream_app.features.redis_slots import ClusterOptions
 from stream_app.features.redis_store import RedisStoreConfig
 from stream_app.features.spec import feature_set
 from stream_app.features.store import WindowStore
@@ -148,6 +149,9 @@ class StreamRuntime(Service):
             ttl_days=self.settings.redis_key_ttl_days,
             redis_timeout_s=_REDIS_TIMEOUT_S,
             pseudonym_key=self.settings.pseudonym_key.encode(),
+            cluster=ClusterOptions(
+                self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms
+            ),
         )
         if self.settings.window_process:
             return await WindowProcess.start(config, redis)

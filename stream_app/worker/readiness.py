@@ -61,7 +61,7 @@ class RedisPing:
     async def _ping(self) -> str | None:
         try:
             await self._client.ping()
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
             return f"no PING reply within {self._timeout_s} s ({type(exc).__name__})"
         return None
 

@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+)
 
 from stream_app.connections import tls_failure
 from stream_app.errors import FraudstreamError
@@ -52,7 +57,9 @@ def retriable(exc: BaseException) -> bool:
         return exc.retriable
     if isinstance(exc, _REFUSED) or isinstance(tls_failure(exc), ssl.SSLCertVerificationError):
         return False  # wrong credentials stay wrong, an untrusted certificate untrusted
-    return isinstance(exc, KafkaError | RedisError | OSError)
+    # a Redis Cluster client's own errors (no node reachable, a slot not covered) are not
+    # RedisErrors; during a failover they pass
+    return isinstance(exc, KafkaError | RedisError | RedisClusterException | OSError)
 
 
 @dataclass(eq=False)

@@ -7,8 +7,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
-
-import redis
+from typing import Any
 
 from stream_app.contracts import Alert, alert_id, decode_alert
 from stream_app.features.incremental import (
@@ -17,6 +16,7 @@ from stream_app.features.incremental import (
     decode_customer,
     decode_terminal,
 )
+from stream_app.features.redis_slots import bucket_key, kind_prefix
 from stream_app.features.redis_store import KEY_LAYOUT
 from stream_app.pseudonyms import CUSTOMER, TERMINAL, Pseudonymizer
 from stream_app.scoring.bundle import ModelBundle
@@ -45,21 +45,29 @@ def _expected_windows(
     return customers, terminals, customer_frauds, terminal_frauds
 
 
+def window_key(namespace: str, kind: str, name: str, cluster: bool = False) -> str:
+    """The Redis key of a window (``name``: an id or its pseudonym), on a cluster or not."""
+    prefix = f"fraudstream:{namespace}:"
+    if cluster:
+        return bucket_key(kind_prefix(prefix, kind))(name)
+    return f"{prefix}{KEY_LAYOUT}:{kind}:{name}"
+
+
 def windows_match(
-    client: redis.Redis, namespace: str, history: TransactionHistory, width: int,
-    pseudonymizer: Pseudonymizer | None = None,
+    client: Any, namespace: str, history: TransactionHistory, width: int,
+    pseudonymizer: Pseudonymizer | None = None, cluster: bool = False,
 ) -> str:  # fmt: skip
     """'' when Redis holds exactly the history's windows (customer rows of ``width``
-    features; keyed by the ids' pseudonyms with ``pseudonymizer``), else what differs first."""
+    features; keyed by the ids' pseudonyms with ``pseudonymizer``), else what differs first.
+    ``cluster``: ``client`` is a cluster client, the keys those of a cluster."""
     customers, terminals, customer_frauds, terminal_frauds = _expected_windows(history)
-    prefix = f"fraudstream:{namespace}:{KEY_LAYOUT}:"
     for kind, expected, frauds in (
         ("cust", customers, customer_frauds),
         ("term", terminals, terminal_frauds),
     ):
         for key, ids in expected.items():
             name = key if pseudonymizer is None else pseudonymizer.pseudonym(kind, key)
-            state = client.hget(f"{prefix}{kind}:{name}", "s")
+            state = client.hget(window_key(namespace, kind, name, cluster), "s")
             if state is None:
                 return f"{kind}:{key} missing"
             assert isinstance(state, bytes), "use a client without decode_responses"
@@ -75,9 +83,9 @@ def windows_match(
 
 
 def settled_alerts(
-    client: redis.Redis, bootstrap: str, namespace: str, history: TransactionHistory,
+    client: Any, bootstrap: str, namespace: str, history: TransactionHistory,
     bundle: ModelBundle, check_alive: Callable[[], None], timeout_s: float,
-    pseudonymizer: Pseudonymizer | None = None,
+    pseudonymizer: Pseudonymizer | None = None, cluster: bool = False,
 ) -> list[Alert]:  # fmt: skip
     """Wait (calling ``check_alive`` meanwhile) until Redis holds exactly the history's
     windows (see :func:`windows_match`) and the alerts topic an alert id for each of its
@@ -85,9 +93,9 @@ def settled_alerts(
     alerts on the topic; fail on what still differs after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     width = len(bundle.feature_columns)
-    while (problem := windows_match(client, namespace, history, width, pseudonymizer)) and (
-        time.monotonic() < deadline
-    ):
+    while (
+        problem := windows_match(client, namespace, history, width, pseudonymizer, cluster)
+    ) and (time.monotonic() < deadline):
         check_alive()
         time.sleep(0.5)
     assert problem == ""

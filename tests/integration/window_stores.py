@@ -6,6 +6,7 @@ from __future__ import annotations
 import redis
 import redis.asyncio as redis_asyncio
 
+from stream_app.connections import RedisConnection
 from stream_app.features.redis_store import RedisStoreConfig, RedisWindowStore
 from tests.unit.window_store_contract import FS
 
@@ -16,6 +17,14 @@ TTL_DAYS = 45
 def redis_config(url: str) -> RedisStoreConfig:
     """The worker's config of a store on ``url`` (threaded writes)."""
     return RedisStoreConfig(url, FS, PREFIX, TTL_DAYS, redis_timeout_s=1.0)
+
+
+def cluster_config(url: str, pseudonym_key: bytes = b"") -> RedisStoreConfig:
+    """The worker's config of a store on the Redis Cluster of the startup node ``url``."""
+    connection = RedisConnection(url, cluster=True)
+    return RedisStoreConfig(
+        connection, FS, PREFIX, TTL_DAYS, redis_timeout_s=2.0, pseudonym_key=pseudonym_key
+    )
 
 
 def redis_store(url: str, *, threaded_writes: bool = False) -> RedisWindowStore:

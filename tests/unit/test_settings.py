@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,40 @@ def test_complete_security_settings_are_accepted(tmp_path: Path) -> None:
         redis_password="pw",
         redis_ssl_cafile=str(pem),
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"FRAUDSTREAM_REDIS_CLUSTER": "maybe"},
+            "FRAUDSTREAM_REDIS_CLUSTER='maybe' is not a valid bool",
+        ),
+        (
+            {"FRAUDSTREAM_REDIS_CLUSTER": "true", "FRAUDSTREAM_REDIS_URL": "redis://h:7000/2"},
+            "a Redis Cluster has only database 0",
+        ),
+        (
+            {"FRAUDSTREAM_REDIS_CLUSTER": "1", "FRAUDSTREAM_REDIS_URL": "unix:///tmp/r.sock"},
+            "cannot name a Redis Cluster node (scheme 'unix')",
+        ),
+        (
+            {"FRAUDSTREAM_REDIS_WAIT_REPLICAS": "-1"},
+            "FRAUDSTREAM_REDIS_WAIT_REPLICAS=-1 is too small",
+        ),
+        (
+            {"FRAUDSTREAM_REDIS_WAIT_TIMEOUT_MS": "0"},
+            "FRAUDSTREAM_REDIS_WAIT_TIMEOUT_MS=0 is too small",
+        ),
+    ],
+)
+def test_bad_cluster_settings_name_the_value_and_the_fix(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env(env)
+
+
+def test_a_cluster_startup_node_is_accepted() -> None:
+    settings = Settings.from_env(
+        {"FRAUDSTREAM_REDIS_CLUSTER": "true", "FRAUDSTREAM_REDIS_URL": "rediss://h:7000"}
+    )
+    assert settings.redis_cluster and settings.redis_wait_replicas == 1
