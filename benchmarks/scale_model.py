@@ -57,6 +57,7 @@ from bench_stream import (
     worker_settings,
 )
 
+from stream_app.features.redis_store import KEY_LAYOUT
 from stream_app.local_services import start_redis, start_tansu
 from stream_app.sources.history import TransactionHistory
 from stream_app.tools.replay import replay, replay_order
@@ -254,7 +255,7 @@ def measure(
             for name, stats in client.info("commandstats").items()
             if name not in ("cmdstat_config", "cmdstat_info")  # this script's own
         }
-        prefix = f"fraudstream:{namespace}:v2:"
+        prefix = f"{topics.redis_key_prefix}{KEY_LAYOUT}:"
         per_customer, customers = memory_per_key(client, prefix + "cust:*", sample_keys)
         per_terminal, terminals = memory_per_key(client, prefix + "term:*", sample_keys)
         used = float(client.info("memory")["used_memory"])
