@@ -119,15 +119,22 @@ async def _scores_of(
     return scores, alerts
 
 
+@pytest.mark.parametrize("state", ["redis", "redis-cluster"])
 def test_two_workers_at_full_speed_score_exactly_what_the_backtest_scores(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    kafka_bootstrap: str, state: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """Each worker computes a row only once every partition's owner stored its terminal
-    changes up to it, so shared terminals see the other worker's earlier transactions."""
+    changes up to it, so shared terminals see the other worker's earlier transactions;
+    on a single Redis and on a Redis Cluster (3 masters with a replica each)."""
     bundle = tiny_bundle().path
+    if state == "redis":
+        redis_url, cluster = request.getfixturevalue("redis_url"), False
+    else:
+        request.getfixturevalue("cluster_client")  # emptied
+        redis_url, cluster = request.getfixturevalue("redis_cluster").url, True
     first = worker_settings(
         kafka_bootstrap, redis_url, model_dir=str(bundle), publish_scores=True,
-        topic_partitions=4, batch_max_events=64,
+        topic_partitions=4, batch_max_events=64, redis_cluster=cluster,
     )  # fmt: skip
     history = simulate(n_customers=300, n_terminals=12, n_days=16,
                        start_date=dt.date(2018, 4, 1), seed=5, label_delay_days=7)  # fmt: skip
