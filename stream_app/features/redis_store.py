@@ -23,9 +23,11 @@ decides where the states live and when they are written:
   the customer's partition; terminal windows are shared, and a moved version (another
   worker, or a worker that lost its partitions) makes the write re-apply the batch's
   events to the fresh states: updates of one window depend only on that window, and
-  re-applied events are recognised by id. With terminals shared
-  (:meth:`RedisWindowStore.reset_cache`), a compute's read also carries the versions of
-  the cached terminals it touches, and Redis sends back the states of those that moved.
+  re-applied events are recognised by id. With terminals shared by workers, a batch's
+  terminal changes are stored before its rows are computed, and the rows wait for every
+  partition's progress (:meth:`RedisWindowStore._compute_shared`; docs/design.md, "Exact
+  with N workers"); its reads then carry the versions of the cached terminals, and Redis
+  sends back the states of those that moved.
 - Events are idempotent: a re-delivered transaction or label leaves every state
   byte-identical, so nothing is written and no version changes.
 - On a Redis Cluster (``cluster``) the keys carry a bucket hash tag and each call runs once
@@ -231,9 +233,9 @@ class RedisWindowStore:
         """Drop every cached window (after a rebalance: other workers may have written).
 
         ``shared_terminals``: other workers own some partitions, so they write terminal
-        windows too. Each compute then first asks Redis, in its one read, for the cached
-        terminal windows it touches that another worker moved (those with no write of this
-        store pending), so scores see the others' stored events, not a copy read long ago.
+        windows too; computes given a :class:`~stream_app.features.store.Progress` then
+        store their terminal changes first and wait for the others' progress
+        (:meth:`_compute_shared`).
         """
         self._shared_terminals = shared_terminals
         self._claimed_us = self._stored_claim_us = -math.inf
@@ -275,11 +277,9 @@ class RedisWindowStore:
         if progress is not None and self._shared_terminals:
             return await self._compute_shared(tuple(transactions), tuple(labels), progress)
         customers, terminals = self._missing(transactions, labels)
-        held = self._held_terminals(transactions, labels) if self._shared_terminals else []
-        while customers or terminals or held:
-            replies = await self._read(customers, terminals, held)
-            self._install(customers, [*terminals, *(t for t, _ in held)], replies)
-            held = []
+        while customers or terminals:
+            replies = await self._read(customers, terminals)
+            self._install(customers, terminals, replies)
             customers, terminals = self._missing(transactions, labels)
         return self._compute(tuple(transactions), tuple(labels))
 
@@ -315,9 +315,6 @@ class RedisWindowStore:
                 written, reply = await asyncio.to_thread(
                     _until_stale, self._threaded_write, arg_lists
                 )
-            if self._shared_terminals:
-                for _, writes in pending[:written]:
-                    self._confirm(writes)
             del pending[:written]
             if reply:
                 computed, writes = pending[0]
@@ -326,6 +323,19 @@ class RedisWindowStore:
                     pending[0] = (computed, redone)
                 else:
                     del pending[0]
+
+    async def _write_per_slot(self, batches: Sequence[ComputedBatch]) -> None:
+        """:meth:`write_all` on a cluster: each batch's writes per slot (:meth:`SlotScripts.write
+        <stream_app.features.redis_slots.SlotScripts.write>`), its stale windows redone until
+        every one is stored, then the next batch."""
+        assert self._slots is not None
+        for computed in batches:
+            writes = computed.writes
+            while writes:
+                _, left, stale = await asyncio.to_thread(
+                    self._slots.write, self._ttl_s, writes
+                )
+                writes = self._redo(computed, tuple(left), stale) if stale else ()
 
     # -- shared terminals ------------------------------------------------------------------
 
@@ -448,21 +458,6 @@ class RedisWindowStore:
             await asyncio.sleep(PROGRESS_POLL_S)
             self._check_current(progress)
 
-    async def _write_per_slot(self, batches: Sequence[ComputedBatch]) -> None:
-        """:meth:`write_all` on a cluster: each batch's writes per slot (:meth:`SlotScripts.write
-        <stream_app.features.redis_slots.SlotScripts.write>`), its stale windows redone until
-        every one is stored, then the next batch."""
-        assert self._slots is not None
-        for computed in batches:
-            writes = computed.writes
-            while writes:
-                stored, left, stale = await asyncio.to_thread(
-                    self._slots.write, self._ttl_s, writes
-                )
-                if self._shared_terminals:
-                    self._confirm(stored)
-                writes = self._redo(computed, tuple(left), stale) if stale else ()
-
     # -- reading ---------------------------------------------------------------------------
 
     def _missing(
@@ -489,21 +484,6 @@ class RedisWindowStore:
             self._forget()  # bounded memory: start over, no recency bookkeeping
             return self._missing(transactions, labels)
         return customers, terminals
-
-    def _held_terminals(
-        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
-    ) -> list[tuple[str, int]]:
-        """``(terminal id, version in Redis)`` of the cached terminal windows the batch
-        touches that have no write of this store pending."""
-        cached = self._terminals
-        held = []
-        for terminal_id in dict.fromkeys(
-            chain(map(_TERMINAL_ID, labels), map(_TERMINAL_ID, transactions))
-        ):
-            entry = cached.get(terminal_id)
-            if entry is not None and entry.version == entry.stored:
-                held.append((terminal_id, entry.stored))
-        return held
 
     async def _read(
         self, customers: Sequence[str], terminals: Sequence[str],
@@ -537,16 +517,6 @@ class RedisWindowStore:
         for terminal_id, (version, state) in zip(terminals, replies[len(customers) :], strict=True):
             if state is not None:
                 self._terminals[terminal_id] = _terminal(version, state)
-
-    def _confirm(self, writes: Sequence[_Write]) -> None:
-        """Record that ``writes`` are stored: the versions Redis now holds."""
-        prefix = self._terminal_prefix
-        cached = self._terminals
-        for key, expected, _, terminal_id in writes:
-            if key.startswith(prefix):
-                entry = cached.get(terminal_id)
-                if entry is not None and entry.stored == expected:
-                    entry.stored = expected + 1
 
     # -- computing -------------------------------------------------------------------------
 

@@ -16,9 +16,10 @@ import redis
 import redis.asyncio as redis_asyncio
 
 from stream_app.contracts.events import TransactionEvent
+from stream_app.errors import Superseded
 from stream_app.features.batch import compute_features
 from stream_app.features.redis_store import READ_SCRIPT, RedisWindowStore
-from stream_app.features.store import WindowStore
+from stream_app.features.store import Progress, WindowStore
 from tests.integration.window_stores import (
     PREFIX,
     TTL_DAYS,
@@ -159,38 +160,71 @@ async def test_a_group_of_writes_redoes_a_stale_batch_and_the_ones_after_it(
     assert redis_client.hget(f"{PREFIX}v2:cust:cd", "v") == b"1"
 
 
+def _progress(partition: int, through_us: float, generation: int = 1) -> Progress:
+    return Progress(generation, (partition,), 2, through_us, idle_grace_s=0.0)
+
+
+async def _still_waiting(task: asyncio.Task[Any]) -> bool:
+    await asyncio.sleep(0.3)
+    return not task.done()
+
+
+UNDELAYED = FS.columns.index("terminal_nb_tx_1d_undelayed")
+
+
 @pytest.mark.parametrize("kind", ["redis", "process"])
-@pytest.mark.parametrize(("shared", "seen"), [(True, 3.0), (False, 2.0)], ids=["shared", "own"])
-async def test_a_store_sharing_terminals_reads_what_another_worker_stored(
-    redis_client: redis.Redis, redis_url: str, kind: str, shared: bool, seen: float
+async def test_shared_terminals_rows_wait_for_every_partitions_progress(
+    redis_client: redis.Redis, redis_url: str, kind: str
 ) -> None:
+    """Worker a owns partition 0, b partition 1; both store their terminal changes first,
+    then a row at t waits until both partitions' claims reached t, and counts exactly the
+    terminal's earlier transactions, whoever stored them."""
     a: WindowStore[Any] = (
         redis_store(redis_url) if kind == "redis" else await window_process(redis_config(redis_url))
     )
     async with closing(a), closing(redis_store(redis_url)) as b:
-        a.reset_cache(shared_terminals=shared)
-        await stored(a, [TransactionEvent("a1", "ca", "k", T0, 1.0)])
-        await stored(b, [TransactionEvent("b1", "cb", "k", T0 + 1, 1.0)])  # k moved
-        row = await stored(a, [TransactionEvent("a2", "ca", "k", T0 + 2, 1.0)])
-    # shared: a1, b1, a2; its own: a trusts its cached k (a1, a2) until a write is stale
-    assert row.values[0, FS.columns.index("terminal_nb_tx_1d_undelayed")] == seen
-    assert await _terminal_k_count_for_a_new_transaction(redis_url) == 4.0  # and c1
-
-
-async def test_a_store_sharing_terminals_keeps_its_pending_events_and_loses_no_update(
-    redis_client: redis.Redis, redis_url: str
-) -> None:
-    async with closing(redis_store(redis_url)) as a, closing(redis_store(redis_url)) as b:
         a.reset_cache(shared_terminals=True)
-        await stored(a, [TransactionEvent("a0", "ca", "k", T0, 1.0)])
-        first = await a.compute([TransactionEvent("a1", "ca", "k", T0 + 1, 1.0)], [])
-        await stored(b, [TransactionEvent("b1", "cb", "k", T0 + 2, 1.0)])  # behind a's back
-        second = await a.compute([TransactionEvent("a2", "cd", "k", T0 + 3, 1.0)], [])
-        await a.write_all([first, second])
-    # a2 is computed on a's own pending a1 (b1 is seen once a1 is stored)
-    assert second.features.values[0, FS.columns.index("terminal_nb_tx_1d_undelayed")] == 3.0
-    assert await _terminal_k_count_for_a_new_transaction(redis_url) == 5.0  # a0, a1, b1, a2, c1
-    assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"5"
+        b.reset_cache(shared_terminals=True)
+        a2 = asyncio.create_task(
+            a.compute([TransactionEvent("a2", "ca", "k", T0 + 2, 1.0)], [], _progress(0, T0 + 2))
+        )
+        assert await _still_waiting(a2), "a computed before partition 1 claimed anything"
+        b1 = await b.compute([TransactionEvent("b1", "cb", "k", T0 + 1, 1.0)], [],
+                             _progress(1, T0 + 1))  # fmt: skip
+        assert b1.features.values[0, UNDELAYED] == 1.0  # a2 is in k already, but later
+        assert await _still_waiting(a2), "a computed before partition 1 reached T0 + 2"
+        await b.compute([], [], _progress(1, float("inf")))  # b is idle: it claims a's T0 + 2
+        row = (await asyncio.wait_for(a2, 10)).features.values[0]
+        await a.write_all([await a2])
+        await b.write_all([b1])
+    assert row[UNDELAYED] == 2.0  # b1, a2
+    assert await _terminal_k_count_for_a_new_transaction(redis_url) == 3.0  # and c1
+    claims = redis_client.hgetall(f"{PREFIX}progress")
+    assert {k: float(v) for k, v in claims.items()} == {
+        b"c:0": T0 + 2, b"c:1": T0 + 2, b"d:0": T0 + 2, b"d:1": T0 + 1,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["redis", "process"])
+async def test_a_rebalance_ends_a_shared_compute_waiting_for_progress(
+    redis_client: redis.Redis, redis_url: str, kind: str
+) -> None:
+    a: WindowStore[Any] = (
+        redis_store(redis_url) if kind == "redis" else await window_process(redis_config(redis_url))
+    )
+    async with closing(a):
+        a.reset_cache(shared_terminals=True)
+        waiting = asyncio.create_task(
+            a.compute([TransactionEvent("a1", "ca", "k", T0, 1.0)], [], _progress(0, T0))
+        )
+        assert await _still_waiting(waiting)
+        a.supersede(2)
+        with pytest.raises(Superseded, match="generation 1"):
+            await asyncio.wait_for(waiting, 10)
+        with pytest.raises(Superseded):  # later computes of that generation too
+            await a.compute([TransactionEvent("a2", "ca", "k", T0 + 1, 1.0)], [], _progress(0, T0))
+    # its terminal change was stored before it waited: a redelivery re-inserts nothing
+    assert redis_client.hget(f"{PREFIX}v2:term:k", "v") == b"1"
 
 
 class _HeldReads:
