@@ -4,9 +4,9 @@
    partitions hold a few customers, some none) scores a small simulated history exactly as
    ``fraudstream backtest`` does: every score to 1e-6, identical alert sets.
 2. The in-place move to more partitions (README, "Scaling out"): the history's first days
-   go through a worker on 4 partitions; the consumer lag is drained to 0 (the group's
-   committed offsets reach every record published), the worker stops, the namespace's
-   topics get 64 partitions, a worker with ``topic_partitions=64`` scores the rest. Each
+   go through two workers on 4 partitions; the consumer lag is drained to 0 (the group's
+   committed offsets reach every record published), the workers stop, the namespace's
+   topics get 64 partitions, two workers with ``topic_partitions=64`` score the rest. Each
    customer's records now land on another partition, but the windows in Redis are keyed
    by id: every score of both phases equals the backtest of the whole history. tansu
    cannot add partitions to a topic (no CreatePartitions), so the topics are deleted and
@@ -20,7 +20,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -33,6 +35,7 @@ from stream_app.cli import main as fraudstream
 from stream_app.connections import kafka_admin, kafka_consumer
 from stream_app.contracts import TransactionScore, decode_alert, to_epoch_us
 from stream_app.features.horizon import warmup_us
+from stream_app.local_services import free_port
 from stream_app.scoring.bundle import load_bundle
 from stream_app.settings import Settings
 from stream_app.sources.events import ReplayOrder
@@ -40,6 +43,7 @@ from stream_app.sources.history import TransactionHistory
 from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.tools.replay import replay, replay_order
+from stream_app.tools.worker_process import worker_process
 from stream_app.topics import StreamTopics, ensure_topics, stream_topics
 from tests.integration.worker_support import (
     create_topics,
@@ -97,10 +101,12 @@ async def _score(
     order: ReplayOrder,
     settings: Settings,
     warmup_until_us: int | None = None,
+    logs: Sequence[Path] = (),
 ) -> tuple[dict[str, float], set[str]]:
-    """Run a worker, publish ``order`` (events before ``warmup_until_us`` as warm-up) and
-    drain: wait until the group's committed offsets cover every transaction and label
-    published (consumer lag 0). The scores and alerted ids the worker published."""
+    """Run a worker (with ``logs``, one worker child process logging to each), publish
+    ``order`` (events before ``warmup_until_us`` as warm-up) and drain: wait until the
+    group's committed offsets cover every transaction and label published (consumer lag 0).
+    The scores and alerted ids the workers published."""
     topics: StreamTopics = stream_topics(settings.namespace)
     bootstrap = settings.kafka_bootstrap
 
@@ -110,13 +116,23 @@ async def _score(
             and await _committed(settings, topics.labels) == order.labels
         )
 
-    async with running_worker(settings, load_bundle(settings.model_dir)):
+    async with contextlib.AsyncExitStack() as stack:
+        children = [
+            stack.enter_context(worker_process(settings.replace(web_port=free_port()), log))
+            for log in logs
+        ]
+        if not children:
+            await stack.enter_async_context(
+                running_worker(settings, load_bundle(settings.model_dir))
+            )
         await replay(
             history, order, bootstrap, topics, None, progress=False, warmup_until_us=warmup_until_us
         )
         deadline = asyncio.get_running_loop().time() + TIMEOUT_S
         while not await drained():  # a commit follows the stored windows and acknowledged sends
             assert asyncio.get_running_loop().time() < deadline, "consumer lag not 0"
+            for child in children:
+                child.check_alive()
             await asyncio.sleep(0.2)
     scores = [_SCORE.decode(r.value) for r in await read_all(bootstrap, topics.scores)]
     alerts = [decode_alert(r.value) for r in await read_all(bootstrap, topics.alerts)]
@@ -194,9 +210,10 @@ def test_a_drained_namespace_moves_to_more_partitions_with_its_windows(
     assert first.transactions > 1_000 and first.labels > 0 and rest.transactions > 1_000
 
     asyncio.run(create_topics(before))
-    scores, alerts = asyncio.run(_score(history, first, before))
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]  # two workers, sharing terminals
+    scores, alerts = asyncio.run(_score(history, first, before, logs=logs))
     asyncio.run(_recreate_topics(before, MANY))
-    later_scores, later_alerts = asyncio.run(_score(history, rest, after))
+    later_scores, later_alerts = asyncio.run(_score(history, rest, after, logs=logs))
 
     assert not set(scores) & set(later_scores)  # each transaction scored once
     _assert_equal(
