@@ -427,17 +427,15 @@ class RedisWindowStore:
             self._install([], [*missing, *(t for t, _ in held)], replies)
             windows = {t: cached[t].window for t in ids}
             touched = insert_terminals(self._features, windows, transactions, labels, cutoff)
-            entries = {t: cached[t] for t in touched}
-            writes = _changes(entries, self.terminal_key)
-            if not writes:
-                return
-            stored = await self._write_now(writes)
-            for write in stored:
-                entry = entries.pop(write.entity_id)
+            writes = _changes({t: cached[t] for t in touched}, self.terminal_key)
+            stale = {write.entity_id for write in writes}
+            for write in await self._write_now(writes) if writes else ():
+                stale.discard(write.entity_id)
+                entry = cached[write.entity_id]
                 entry.stored = entry.version
-            if not entries:
+            if not stale:
                 return
-            for t in entries:  # another worker moved it: start again from the stored state
+            for t in stale:  # another worker moved it: start again from the stored state
                 cached.pop(t, None)
 
     async def _write_now(self, writes: Sequence[_Write]) -> list[_Write]:
