@@ -376,13 +376,15 @@ class Assumptions:
     """Partitions per worker at the projected rate, so workers can be added without a move."""
 
 
-def project(run: Run, assume: Assumptions, idle_us_per_partition: float) -> list[dict[str, Any]]:
+def project(
+    run: Run, assume: Assumptions, idle_us_per_partition: float | None
+) -> list[dict[str, Any]]:
     """Workers, Redis shards, partitions and brokers for each of :data:`RATES`, from ``run``
-    and the worker's idle CPU per partition (µs per second)."""
+    and the worker's idle CPU per partition (µs per second; None: not measured, taken as 0)."""
     per_core = assume.utilisation * 1e6
     # The worker's two processes each get a core; the busier one limits it. The main
     # process also pays its partitions' idle cost (fetch requests), per second.
-    main_budget = per_core - idle_us_per_partition * assume.partitions_per_worker
+    main_budget = per_core - (idle_us_per_partition or 0.0) * assume.partitions_per_worker
     per_worker = min(
         main_budget / (run.cpu_us["worker"] + assume.coordination_us),
         per_core / run.cpu_us["window process"],
@@ -422,11 +424,16 @@ def project(run: Run, assume: Assumptions, idle_us_per_partition: float) -> list
         f"\n== projection from the {run.partitions}-partition run "
         f"({'scores published' if run.scores_published else 'alerts only'})"
     )
+    idle = (
+        "not measured: one partition count"
+        if idle_us_per_partition is None
+        else f"{idle_us_per_partition:,.0f} µs/s each, measured"
+    )
     print(
         f"assumed: {assume.utilisation:.0%} of a core usable per process; a worker = its "
         f"process + its window process, one core each, {assume.partitions_per_worker} "
-        f"partitions per worker (idle cost {idle_us_per_partition:,.0f} µs/s each, "
-        f"measured), partitions rounded up to a power of 2; a Redis shard = one core and "
+        f"partitions per worker (idle cost {idle}), partitions rounded up to a power of 2; "
+        f"a Redis shard = one core and "
         f"{assume.shard_memory_gb:.0f} GB of windows; windows hold the average rate "
         f"(peak / {assume.peak_to_average:g}) for {assume.customer_horizon_days} days "
         f"(customers) / {assume.terminal_horizon_days} days (terminals) at "
@@ -508,7 +515,7 @@ def main() -> None:
         print_run(runs[-1])
     alerts_only = [r for r in runs if not r.scores_published]
     few, many = alerts_only[0], alerts_only[-1]
-    idle_us_per_partition = 0.0
+    idle_us_per_partition = None
     if many.partitions > few.partitions:
         print_partition_cost(few, many)
         idle_us_per_partition = max(0.0, (many.idle_cpu_ms_per_s["worker"]
