@@ -18,13 +18,16 @@ windows and the acknowledged alerts). Measured per transaction:
   and tansu's resident memory growth (its in-memory storage, record batch overhead included).
 
 Runs: every ``--partitions`` count (default 4 and 64) with the worker as configured by
-default (alerts only), and 4 partitions again with every score published
-(``--no-scores-run`` skips it). Prints a table per run, the 64 - 4 partition difference,
-then a projection to 10k / 100k / 1M transactions/s from the 4-partition figures and the
+default (alerts only), 4 partitions again with every score published
+(``--no-scores-run`` skips it), and 4 partitions with each ``--workers`` count above 1
+(default 2; one group: the workers share the terminal windows, so each runs the
+cross-worker coordination; their figures are sums). Prints a table per run, the 64 - 4
+partition difference, the coordination's cost (N workers - 1), then a projection to 10k /
+100k / 1M transactions/s from the 4-partition run with the most workers and the
 assumptions printed with it, and ONE JSON line.
 
     .venv/bin/python benchmarks/scale_model.py [--events 200000] [--partitions 4 64]
-        [--idle-s 10] [--bundle DIR] [--coordination-us 0]
+        [--workers 1 2] [--idle-s 10] [--bundle DIR]
 
 One heavy benchmark at a time: the figures are CPU time, but the machine has 2 cores.
 """
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -58,7 +62,7 @@ from bench_stream import (
 )
 
 from stream_app.features.redis_store import KEY_LAYOUT
-from stream_app.local_services import start_redis, start_tansu
+from stream_app.local_services import free_port, start_redis, start_tansu
 from stream_app.sources.history import TransactionHistory
 from stream_app.tools.replay import replay, replay_order
 from stream_app.tools.topic_reader import read_topic
@@ -78,6 +82,11 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime, stime: fields 14, 15
 
 
+def cpu_sum(pids: Sequence[int]) -> float:
+    """CPU seconds ``pids`` used so far, together."""
+    return sum(map(cpu_s, pids))
+
+
 def children(pid: int) -> list[int]:
     """The child processes of ``pid``."""
     return [
@@ -93,6 +102,7 @@ class Run:
 
     partitions: int
     scores_published: bool
+    workers: int
     transactions: int
     labels: int
     events_per_s: float
@@ -194,9 +204,11 @@ def measure(
     publish_scores: bool,
     idle_s: float,
     sample_keys: int,
+    workers: int = 1,
 ) -> Run:
-    """One run on a fresh broker and Redis: see the module docstring."""
-    tag = f"p{partitions}-{'scores' if publish_scores else 'alerts'}"
+    """One run on a fresh broker and Redis: see the module docstring. With several
+    ``workers`` (one group) the worker and window-process figures are their sums."""
+    tag = f"p{partitions}-w{workers}-{'scores' if publish_scores else 'alerts'}"
     with start_tansu() as kafka, start_redis() as redis_server:
         namespace = f"scale-{partitions}"
         settings = worker_settings(
@@ -205,26 +217,39 @@ def measure(
         topics = stream_topics(namespace)
         ensure_topics_sync(kafka.address, topics.all, partitions, 1)
         client = redis.Redis.from_url(redis_server.url)
-        with worker_process(settings, RUN_DIR / "scale" / f"worker-{tag}.log") as worker:
-            window = children(worker.process.pid)
-            if len(window) != 1:
-                raise RuntimeError(f"expected one window process under the worker, not {window}")
+        with contextlib.ExitStack() as stack:
+            started_workers = [
+                stack.enter_context(worker_process(
+                    settings.replace(web_port=free_port()) if i else settings,
+                    RUN_DIR / "scale" / f"worker-{tag}-{i}.log",
+                ))
+                for i in range(workers)
+            ]  # fmt: skip
+            windows = [children(w.process.pid) for w in started_workers]
+            if any(len(window) != 1 for window in windows):
+                raise RuntimeError(f"expected one window process per worker, not {windows}")
             pids = {
-                "worker": worker.process.pid,
-                "window process": window[0],
-                "redis-server": redis_server.process.pid,
-                "tansu": kafka.process.pid,
+                "worker": [w.process.pid for w in started_workers],
+                "window process": [window[0] for window in windows],
+                "redis-server": [redis_server.process.pid],
+                "tansu": [kafka.process.pid],
             }
 
+            def alive() -> None:
+                for each in started_workers:
+                    each.check_alive()
+
             time.sleep(1.0)  # past start-up
-            idle0 = {name: cpu_s(pid) for name, pid in pids.items()}
+            idle0 = {name: cpu_sum(ids) for name, ids in pids.items()}
             time.sleep(idle_s)
-            idle = {name: (cpu_s(pid) - idle0[name]) / idle_s * 1000 for name, pid in pids.items()}
+            idle = {
+                name: (cpu_sum(ids) - idle0[name]) / idle_s * 1000 for name, ids in pids.items()
+            }
 
             client.config_resetstat()
             tansu_rss0 = rss_mb(kafka.process.pid)
             speed_before = python_speed()
-            before = {name: cpu_s(pid) for name, pid in pids.items()}
+            before = {name: cpu_sum(ids) for name, ids in pids.items()}
             started = time.monotonic()
             spent: list[float] = []
             loading = replay_in_thread(history, kafka.address, topics, spent)
@@ -237,12 +262,12 @@ def measure(
                     partitions,
                     transactions,
                     labels,
-                    worker.check_alive,
+                    alive,
                     loading,
                 )
             )
             elapsed = time.monotonic() - started
-            after = {name: cpu_s(pid) for name, pid in pids.items()}
+            after = {name: cpu_sum(ids) for name, ids in pids.items()}
             profile = worker_profile(settings)
             loading.join()
             speed_after = python_speed()
@@ -274,6 +299,7 @@ def measure(
     return Run(
         partitions=partitions,
         scores_published=publish_scores,
+        workers=workers,
         transactions=n,
         labels=order.labels,
         events_per_s=n / elapsed,
@@ -299,8 +325,9 @@ PROCESSES = ("worker", "window process", "redis-server", "tansu", "load generato
 def print_run(run: Run) -> None:
     """The figures of one run as a table."""
     what = "every score published" if run.scores_published else "alerts only (default)"
+    workers = f", {run.workers} workers" if run.workers > 1 else ""
     print(
-        f"\n== {run.partitions} partitions, {what}: {run.transactions:,} transactions + "
+        f"\n== {run.partitions} partitions{workers}, {what}: {run.transactions:,} transactions + "
         f"{run.labels:,} labels, {run.events_per_s:,.0f} transactions/s end to end; "
         f"yardstick {run.yardsticks[0]:.1f} / {run.yardsticks[1]:.1f}"
     )
@@ -331,6 +358,30 @@ def print_run(run: Run) -> None:
     print(run.profile)
 
 
+def print_coordination_cost(one: Run, several: Run) -> None:
+    """What ``several`` workers (sharing terminals: the cross-worker coordination) cost
+    beyond one worker owning every partition, per transaction and idle."""
+    print(
+        f"\n== cross-worker coordination: {several.workers} workers - 1 worker, "
+        f"{one.partitions} partitions: {several.events_per_s:,.0f} vs "
+        f"{one.events_per_s:,.0f} transactions/s end to end (all of it on 2 cores)"
+    )
+    print(f"{'process':<18}{'Δ CPU µs/tx':>13}{'Δ idle ms/s':>13}")
+    for name in PROCESSES:
+        delta = several.cpu_us[name] - one.cpu_us[name]
+        idle = several.idle_cpu_ms_per_s.get(name)
+        extra = "-" if idle is None else f"{idle - one.idle_cpu_ms_per_s[name]:.2f}"
+        print(f"{name:<18}{delta:>13.1f}{extra:>13}")
+    total = sum(several.cpu_us.values()) - sum(one.cpu_us.values())
+    print(
+        f"{'all':<18}{total:>13.1f}; Redis commands {several.redis_command_us:.2f} vs "
+        f"{one.redis_command_us:.2f} µs/tx (scripts), "
+        + ", ".join(
+            f"{name} {several.redis_commands.get(name, 0.0):.2f}" for name in ("hmget", "hset")
+        )
+    )
+
+
 def print_partition_cost(few: Run, many: Run) -> None:
     """What ``many`` partitions cost beyond ``few``, per transaction and idle."""
     extra = many.partitions - few.partitions
@@ -352,9 +403,6 @@ def print_partition_cost(few: Run, many: Run) -> None:
 class Assumptions:
     """What the projection assumes beyond the measured figures."""
 
-    coordination_us: float
-    """CPU µs per transaction per worker of the cross-worker coordination (issue 14 part 2,
-    being built): 0 until measured."""
     utilisation: float = 0.7
     """Fraction of a core a process may use at the planned peak."""
     customers: int = 50_000_000
@@ -386,8 +434,7 @@ def project(
     # process also pays its partitions' idle cost (fetch requests), per second.
     main_budget = per_core - (idle_us_per_partition or 0.0) * assume.partitions_per_worker
     per_worker = min(
-        main_budget / (run.cpu_us["worker"] + assume.coordination_us),
-        per_core / run.cpu_us["window process"],
+        main_budget / run.cpu_us["worker"], per_core / run.cpu_us["window process"]
     )
     per_shard_cpu = per_core / run.cpu_us["redis-server"]
     customer_per_tx = run.redis_bytes_per_customer * run.windows["customers"] / run.transactions
@@ -421,8 +468,9 @@ def project(
             "brokers_bytes": brokers_bytes, "brokers_partitions": brokers_partitions,
         })  # fmt: skip
     print(
-        f"\n== projection from the {run.partitions}-partition run "
-        f"({'scores published' if run.scores_published else 'alerts only'})"
+        f"\n== projection from the {run.partitions}-partition run with {run.workers} "
+        f"worker(s) ({'scores published' if run.scores_published else 'alerts only'}"
+        f"{'; the cross-worker coordination included' if run.workers > 1 else ''})"
     )
     idle = (
         "not measured: one partition count"
@@ -442,10 +490,6 @@ def project(
         f"{assume.customer_bytes:,.0f} B; broker replication {assume.replication}, "
         f"{assume.broker_mb_per_s:.0f} MB/s and {assume.partitions_per_broker:,} partition "
         "replicas per broker (Apache Kafka; tansu's figures above are not a broker's)"
-    )
-    print(
-        f"cross-worker coordination: {assume.coordination_us:.1f} µs/tx per worker "
-        "(ISSUE 14 PART 2: NOT MEASURED YET; pass --coordination-us once it is)"
     )
     capacity = {
         "worker CPU": per_worker,
@@ -487,21 +531,24 @@ def main() -> None:
     parser.add_argument("--sample-keys", type=int, default=2_000)
     parser.add_argument("--no-scores-run", action="store_true")
     parser.add_argument(
-        "--coordination-us",
-        type=float,
-        default=0.0,
-        help="CPU µs/tx per worker of the cross-worker coordination",
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="worker counts of the smallest partition count, alerts only (default 1 2)",
     )
     parser.add_argument("--bundle", type=Path, default=None)
     args = parser.parse_args()
     bundle = args.bundle or default_bundle()
     history = bench_history(args.events, seed=5)
     print(f"{len(history):,} simulated transactions, bundle {bundle}")
-    plan = [(p, False) for p in args.partitions]
+    few_partitions = min(args.partitions)
+    plan = [(p, False, 1) for p in args.partitions]
     if not args.no_scores_run:
-        plan.append((min(args.partitions), True))
+        plan.append((few_partitions, True, 1))
+    plan += [(few_partitions, False, w) for w in args.workers if w > 1]
     runs = []
-    for partitions, scores in plan:
+    for partitions, scores, workers in plan:
         runs.append(
             measure(
                 history,
@@ -510,18 +557,22 @@ def main() -> None:
                 publish_scores=scores,
                 idle_s=args.idle_s,
                 sample_keys=args.sample_keys,
+                workers=workers,
             )
         )
         print_run(runs[-1])
-    alerts_only = [r for r in runs if not r.scores_published]
+    alerts_only = [r for r in runs if not r.scores_published and r.workers == 1]
     few, many = alerts_only[0], alerts_only[-1]
+    shared = [r for r in runs if r.workers > 1]
+    for several in shared:
+        print_coordination_cost(few, several)
     idle_us_per_partition = None
     if many.partitions > few.partitions:
         print_partition_cost(few, many)
         idle_us_per_partition = max(0.0, (many.idle_cpu_ms_per_s["worker"]
                                           - few.idle_cpu_ms_per_s["worker"]) * 1000
                                     / (many.partitions - few.partitions))  # fmt: skip
-    rows = project(few, Assumptions(args.coordination_us), idle_us_per_partition)
+    rows = project(shared[-1] if shared else few, Assumptions(), idle_us_per_partition)
     print(json.dumps({"runs": [asdict(r) for r in runs], "projection": rows}))
 
 
