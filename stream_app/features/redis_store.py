@@ -83,8 +83,9 @@ KEY_LAYOUT = "v2"
 WRITE_SCRIPT = files("stream_app.features").joinpath("redis_windows.lua").read_text()
 READ_SCRIPT = files("stream_app.features").joinpath("redis_windows_read.lua").read_text()
 DEFAULT_MAX_CACHED_WINDOWS = 2_000_000
-PROGRESS_POLL_S = 0.002
-"""How often a batch waiting for the other workers' progress asks Redis again."""
+PROGRESS_POLL_S = (0.001, 0.008)
+"""A batch waiting for the other workers' progress asks Redis again after the first delay,
+doubled after each answer that is not yet enough, up to the second."""
 
 W = TypeVar("W", CustomerWindow, TerminalWindow)
 # Keys, versions and sizes go to and from the scripts as msgpack (Redis's Lua has cmsgpack
@@ -449,11 +450,13 @@ class RedisWindowStore:
     async def _await_progress(self, t: int, progress: Progress) -> None:
         """Return once every partition's claim ``c:<p>`` is at or after ``t``."""
         fields = [f"c:{p}" for p in range(progress.total_partitions)]
+        delay, longest = PROGRESS_POLL_S
         while True:
             claims = await self._client.hmget(self._progress_key, fields)
             if min(_claim(value) for value in claims) >= t:
                 return
-            await asyncio.sleep(PROGRESS_POLL_S)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
             self._check_current(progress)
 
     # -- reading ---------------------------------------------------------------------------
