@@ -356,15 +356,15 @@ class RedisWindowStore:
         windows drop what is a horizon older than the smallest).
         """
         self._check_current(progress)
-        if transactions or labels:
-            await self._insert(transactions, labels, progress)
-            claim = progress.through_us
-        else:
-            claim = await self._idle_claim(progress)
-        if claim > self._claimed_us:
-            self._claimed_us = claim
+        if not (transactions or labels):
+            await self._claim_idle(progress)
+            return self._compute((), ())
+        await self._insert(transactions, labels, progress)
+        if progress.through_us > self._claimed_us:
+            self._claimed_us = progress.through_us
             await self._client.hset(
-                self._progress_key, mapping={f"c:{p}": repr(claim) for p in progress.partitions}
+                self._progress_key,
+                mapping={f"c:{p}": repr(self._claimed_us) for p in progress.partitions},
             )
         progress = dataclasses.replace(progress, through_us=self._claimed_us)
         if transactions:
@@ -383,11 +383,12 @@ class RedisWindowStore:
             customers, terminals = self._missing(transactions, labels)
         return self._compute(transactions, labels, progress)
 
-    async def _idle_claim(self, progress: Progress) -> float:
-        """What a caught-up, quiet worker claims: the largest claim of the other partitions
-        seen at least ``idle_grace_s`` ago. Another worker's progress is a wake-up, as a
-        record of a quiet partition is for the aligner: records of this worker's
-        partitions of that time may still be in flight."""
+    async def _claim_idle(self, progress: Progress) -> None:
+        """Claim for a caught-up, quiet worker (nothing in flight, every write stored): the
+        largest claim of the other partitions seen at least ``idle_grace_s`` ago, as
+        ``c`` and ``d`` both. Another worker's progress is a wake-up, as a record of a quiet
+        partition is for the aligner: records of this worker's partitions of that time
+        may still be in flight."""
         claims = await self._client.hmget(
             self._progress_key, [f"c:{p}" for p in range(progress.total_partitions)]
         )
@@ -398,7 +399,13 @@ class RedisWindowStore:
         seen.append((now, max(others, default=-math.inf)))
         while len(seen) > 1 and now - seen[1][0] >= progress.idle_grace_s:
             seen.popleft()
-        return seen[0][1] if now - seen[0][0] >= progress.idle_grace_s else -math.inf
+        claim = seen[0][1] if now - seen[0][0] >= progress.idle_grace_s else -math.inf
+        if claim > self._claimed_us:
+            self._claimed_us = self._stored_claim_us = claim
+            await self._client.hset(
+                self._progress_key,
+                mapping={f"{kind}:{p}": repr(claim) for p in progress.partitions for kind in "cd"},
+            )
 
     def _check_current(self, progress: Progress) -> None:
         if progress.generation < self._superseded_before:

@@ -224,9 +224,8 @@ class StreamRuntime(Service):
             loops=[("commit", committer.loop)],
         )
         return BatchWorker(
-            settings, topics, fetcher, decoder, alignment, barrier, committer, runner,
-            windows.reset, windows.supersede,
-        )  # fmt: skip
+            settings, topics, fetcher, decoder, alignment, barrier, committer, runner, windows
+        )
 
     @Service.task
     async def _run(self) -> None:

@@ -14,7 +14,8 @@ import asyncio
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
@@ -29,16 +30,12 @@ from stream_app.worker.decode import Decoder
 from stream_app.worker.fetch import Fetched, Fetcher
 from stream_app.worker.retry import Backoff
 from stream_app.worker.runner import Runner
+from stream_app.worker.windows import Windows
 
 log = logging.getLogger(__name__)
 
 _STOP_DRAIN_S = 10.0
 
-OnAssigned = Callable[[int, bool], None]
-"""Called on every assignment with the new generation, and True when other workers own
-some transactions partitions."""
-OnRevoking = Callable[[], None]
-"""Called first when partitions are about to move."""
 
 
 class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -54,8 +51,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         barrier: LabelBarrier,
         committer: Committer,
         runner: Runner,
-        on_assigned: OnAssigned,
-        on_revoking: OnRevoking,
+        windows: Windows,
     ) -> None:
         self._settings = settings
         self._topics = topics
@@ -65,8 +61,8 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._barrier = barrier
         self._committer = committer
         self._runner = runner
-        self._on_assigned = on_assigned
-        self._on_revoking = on_revoking
+        self._windows = windows
+        self._idle_claimed_at = -math.inf
         self._generation = 0
         self._owned: tuple[int, ...] = ()
         self._shared = False
@@ -105,8 +101,8 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         """Finish and commit every batch already fetched before the partitions move (those
-        waiting for other workers' progress are dropped: ``on_revoking``)."""
-        self._on_revoking()
+        waiting for other workers' progress are dropped: :meth:`Windows.supersede`)."""
+        self._windows.supersede()
         await self._runner.idle()
         await self._committer.commit()
 
@@ -120,7 +116,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             sorted(tp.partition for tp in assigned if tp.topic == self._topics.transactions)
         )
         self._shared = len(self._owned) < self._settings.topic_partitions
-        self._on_assigned(self._generation, self._shared)
+        self._windows.reset(self._generation, self._shared)
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
     # -- the source ------------------------------------------------------------------------
@@ -130,9 +126,7 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         while True:
             fetched = await self._fetcher.fetch(min(max_wait_s, self._alignment.release_in))
             if not fetched and not self._alignment.buffered:
-                if self._shared and not self._runner.busy and await self._caught_up():
-                    async with self._runner.hand_over() as submit:  # claims progress anyway
-                        await submit(self._claim(Batch(self._generation, 0.0), math.inf))
+                await self._claim_idle()
                 continue
             async with self._runner.hand_over() as submit:
                 batch = await self._prepare(fetched)
@@ -160,6 +154,20 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self._alignment.grace_s,
         )  # fmt: skip
         return dataclasses.replace(batch, progress=progress)
+
+    async def _claim_idle(self) -> None:
+        """While other workers share the terminals, nothing is in flight and the owned
+        partitions are caught up and quiet: tell the store, at most once an idle grace,
+        so the others' rows need not wait for this worker's partitions."""
+        now = time.monotonic()
+        if (
+            self._shared
+            and not self._runner.busy
+            and now - self._idle_claimed_at >= self._alignment.grace_s
+            and await self._caught_up()
+        ):
+            self._idle_claimed_at = now
+            await self._windows.claim_idle(self._claim(Batch(self._generation, 0.0), math.inf))
 
     async def _caught_up(self) -> bool:
         """Whether no owned partition can deliver a transaction or a label now: nothing

@@ -4,10 +4,12 @@ are acknowledged, its window changes made durable (store)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from stream_app.errors import Superseded
 from stream_app.features.store import ComputedWindows, WindowStore
 from stream_app.worker.batches import Batch, Sent, Windowed
 from stream_app.worker.metrics import WorkerMetrics
@@ -45,6 +47,15 @@ class Windows:
         if not self._store.computes_in_order:
             await asyncio.wait([computing])
         return Windowed(batch, computing)
+
+    async def claim_idle(self, batch: Batch) -> None:
+        """Tell the store that a batch without events (its ``progress`` says caught up and
+        quiet) leaves this worker's partitions idle; outside the lanes: nothing to score,
+        publish or write."""
+        if batch.generation != self.generation:
+            return
+        with contextlib.suppress(Superseded):
+            await self._redis.call(lambda: self._store.compute((), (), batch.progress))
 
     async def store(self, sent: Sequence[Sent]) -> list[Batch]:
         """Write acknowledged batches' windows (in processing order: each write expects the
