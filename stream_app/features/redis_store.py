@@ -357,7 +357,8 @@ class RedisWindowStore:
         """
         self._check_current(progress)
         if not (transactions or labels):
-            await self._claim_idle(progress)
+            if progress.through_us == math.inf:
+                await self._claim_idle(progress)
             return self._compute((), ())
         await self._insert(transactions, labels, progress)
         if progress.through_us > self._claimed_us:

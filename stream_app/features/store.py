@@ -126,9 +126,9 @@ class WindowStore(Protocol[C]):
 
         ``progress`` (while terminals are shared): the batch's terminal changes are
         stored first, then the rows wait until every partition's owner stored its
-        terminal changes up to the batch's newest transaction; a batch without events
-        only publishes ``progress``. Raises :class:`~stream_app.errors.Superseded` when
-        :meth:`supersede` ends the wait.
+        terminal changes up to the batch's newest transaction; a call without events
+        whose ``progress`` says caught up and quiet only claims progress. Raises
+        :class:`~stream_app.errors.Superseded` when :meth:`supersede` ends the wait.
         """
         ...
 

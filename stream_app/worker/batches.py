@@ -59,10 +59,7 @@ class Batch:
     @property
     def empty(self) -> bool:
         """Nothing to apply, publish or commit."""
-        return not (
-            self.transactions or self.labels or self.dead_letters or self.offsets
-            or self.progress
-        )  # fmt: skip
+        return not (self.transactions or self.labels or self.dead_letters or self.offsets)
 
 
 @dataclass(frozen=True, eq=False, slots=True)

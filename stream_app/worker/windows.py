@@ -49,8 +49,8 @@ class Windows:
         return Windowed(batch, computing)
 
     async def claim_idle(self, batch: Batch) -> None:
-        """Tell the store that a batch without events (its ``progress`` says caught up and
-        quiet) leaves this worker's partitions idle; outside the lanes: nothing to score,
+        """Tell the store that this worker's partitions are idle (``batch`` has no events;
+        its ``progress`` says caught up and quiet); outside the lanes: nothing to score,
         publish or write."""
         if batch.generation != self.generation:
             return
@@ -66,9 +66,9 @@ class Windows:
         return [s.scored.batch for s in sent]
 
     async def _compute(self, batch: Batch) -> ComputedWindows | None:
-        """The batch's windows; None without events and progress. Raises
+        """The batch's windows; None without events. Raises
         :class:`~stream_app.errors.Superseded` (see :meth:`supersede`)."""
-        if not (batch.transactions or batch.labels or batch.progress):
+        if not (batch.transactions or batch.labels):
             return None
         start = time.perf_counter()
         computed: ComputedWindows = await self._redis.call(
