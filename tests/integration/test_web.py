@@ -135,10 +135,15 @@ async def test_a_worker_without_partitions_is_alive_but_not_ready(
             async with running_worker(second, bundle):
                 # the join of the second: a new generation, assigned to both workers
                 await wait_for(lambda: assignments.count >= alone + 2, TIMEOUT_S, "a rebalance")
-                ready = sorted([await get(first, "/ready"), await get(second, "/ready")],
-                               key=lambda answer: answer[0])  # fmt: skip
+                deadline = time.monotonic() + TIMEOUT_S
+                while True:  # the owner answers 200 once its first fetch response came
+                    ready = sorted([await get(first, "/ready"), await get(second, "/ready")],
+                                   key=lambda answer: answer[0])  # fmt: skip
+                    if ready[0][0] == 200 or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.1)
                 health = [await get(first, "/health"), await get(second, "/health")]
-    assert [status for status, _ in ready] == [200, 503]
+    assert [status for status, _ in ready] == [200, 503], ready
     assert list(ready[1][1]["failing"]) == ["partitions"]
     assert [status for status, _ in health] == [200, 200]
 
