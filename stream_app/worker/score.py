@@ -30,15 +30,23 @@ class Score:
         self._emitter = emitter
         self._metrics = metrics
         self._honor_warmup = honor_warmup
+        self._dropped_generation = -1
 
     async def __call__(self, windowed: Windowed) -> Scored | None:
-        """Wait for the batch's windows, score it; its dead letters go out with it. None
-        (the batch is dropped, never committed) when a rebalance superseded it."""
+        """Wait for the batch's windows, score it; its dead letters go out with it.
+
+        None (the batch is dropped, never committed, so redelivered) when a rebalance
+        superseded it, and for every later batch of its generation: one of them committed
+        would commit offsets past the dropped batch's records.
+        """
+        batch = windowed.batch
         try:
             computed = await windowed.computed
         except Superseded:
+            self._dropped_generation = max(self._dropped_generation, batch.generation)
             return None
-        batch = windowed.batch
+        if batch.generation <= self._dropped_generation:
+            return None
         records = list(batch.dead_letters)
         if computed is not None and batch.transactions:
             records.extend(await self._score(batch, computed))

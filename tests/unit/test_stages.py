@@ -27,12 +27,13 @@ from stream_app.contracts import (
     encode_label,
     encode_transaction,
 )
+from stream_app.errors import Superseded
 from stream_app.features.store import InMemoryWindowStore
 from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.topics import WARMUP, stream_topics
 from stream_app.worker import emit as dlq
-from stream_app.worker.batches import Batch
+from stream_app.worker.batches import Batch, Windowed
 from stream_app.worker.commit import Publish
 from stream_app.worker.decode import Decoder
 from stream_app.worker.emit import Emitter
@@ -287,3 +288,29 @@ def test_redelivered_transactions_are_not_scored_again() -> None:
     asyncio.run(run())
     assert sum(r.topic == TOPICS.scores for r in publisher.records) == 3
     assert metrics.registry.get_sample_value("fraudstream_duplicates_total") == 3
+
+
+def test_a_superseded_batch_and_every_later_one_of_its_generation_are_dropped() -> None:
+    """A later batch of the generation committed would commit offsets past the records of
+    the dropped one; the next generation's batches are scored again."""
+    stages, _, _ = _stages()
+
+    def windowed(generation: int, result: Any) -> Windowed:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+        return Windowed(Batch(generation, 0.0), future)
+
+    async def run() -> list[Any]:
+        return [
+            await stages.score(windowed(1, None)),
+            await stages.score(windowed(1, Superseded("rebalance"))),
+            await stages.score(windowed(1, None)),  # no events: nothing to wait for
+            await stages.score(windowed(2, None)),
+        ]
+
+    kept, dropped, after, next_generation = asyncio.run(run())
+    assert kept is not None and next_generation is not None
+    assert dropped is None and after is None
