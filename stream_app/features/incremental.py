@@ -313,8 +313,8 @@ class IncrementalFeatures:
         A label of a transaction older than a window's horizon is not recorded there.
         """
         label = (transaction_id, event_time_us, label_time_us, is_fraud)
-        _record_label(customer, self._customer_horizon_us, *label)
-        _record_label(terminal, self._terminal_horizon_us, *label)
+        self.apply_customer_label(customer, *label)
+        self.insert_terminal_label(terminal, *label)
 
     def apply_customer_label(
         self,
@@ -361,20 +361,8 @@ class IncrementalFeatures:
             here = _position(terminal, transaction_id, t)
             if here < 0:
                 return False
-        if times and times[0] <= cutoff_us:
-            stale = bisect_right(times, cutoff_us, 0, here)
-            _drop_ids(terminal, stale)
-            del times[:stale]
-            here -= stale
-        if terminal.fraud_labels:
-            _drop_labels(terminal, cutoff_us)
-        if here == len(times):
-            times.append(t)
-            terminal.id_text += transaction_id
-            terminal.id_lengths.append(len(transaction_id))
-        else:
-            times.insert(here, t)
-            _insert_id(terminal, here, transaction_id)
+        here = _prune_terminal(terminal, cutoff_us, here)
+        _put_terminal(terminal, here, t, transaction_id)
         return True
 
     def is_late(self, customer: CustomerWindow, terminal: TerminalWindow, t: int) -> bool:
@@ -460,14 +448,8 @@ class IncrementalFeatures:
             here -= stale
         if customer.fraud_labels:
             _drop_labels(customer, cutoff)
-        cutoff = t - terminal_horizon  # a shared terminal's window is only read (see above)
-        if terminal_here and not terminal_inserted and terminal_times[0] <= cutoff:
-            stale = bisect_right(terminal_times, cutoff, 0, terminal_here)
-            _drop_ids(terminal, stale)
-            del terminal_times[:stale]
-            terminal_here -= stale
-        if terminal.fraud_labels and not terminal_inserted:
-            _drop_labels(terminal, cutoff)
+        if not terminal_inserted:  # a shared terminal's window is only read (see above)
+            terminal_here = _prune_terminal(terminal, t - terminal_horizon, terminal_here)
         days, within_day = divmod(t, MICROS_PER_DAY)
         row = [
             amount,
@@ -498,13 +480,7 @@ class IncrementalFeatures:
         append(longest_mean)
 
         if not terminal_inserted:
-            if terminal_here == len(terminal_times):  # the terminal's newest event
-                terminal_times.append(t)
-                terminal.id_text += transaction_id
-                terminal.id_lengths.append(len(transaction_id))
-            else:
-                terminal_times.insert(terminal_here, t)
-                _insert_id(terminal, terminal_here, transaction_id)
+            _put_terminal(terminal, terminal_here, t, transaction_id)
         delayed = t - delay
         delayed_end = bisect_right(
             terminal_times, delayed, 0, terminal_here + (not terminal_inserted)
@@ -561,6 +537,32 @@ class IncrementalFeatures:
             del recent_ids[0]
             del recent_rows[: self.row_bytes]
         return APPLIED
+
+
+def _prune_terminal(terminal: TerminalWindow, cutoff_us: float, here: int) -> int:
+    """Drop the terminal's transactions before position ``here`` and its fraud labels at or
+    before ``cutoff_us``: where ``here`` is now."""
+    times = terminal.times
+    if here and times[0] <= cutoff_us:
+        stale = bisect_right(times, cutoff_us, 0, here)
+        _drop_ids(terminal, stale)
+        del times[:stale]
+        here -= stale
+    if terminal.fraud_labels:
+        _drop_labels(terminal, cutoff_us)
+    return here
+
+
+def _put_terminal(terminal: TerminalWindow, here: int, t: int, transaction_id: str) -> None:
+    """Add a transaction at position ``here`` of the terminal's window."""
+    times = terminal.times
+    if here == len(times):  # the terminal's newest event
+        times.append(t)
+        terminal.id_text += transaction_id
+        terminal.id_lengths.append(len(transaction_id))
+    else:
+        times.insert(here, t)
+        _insert_id(terminal, here, transaction_id)
 
 
 def _redelivered(customer: CustomerWindow, transaction_id: str, t: int, amount: float) -> int:

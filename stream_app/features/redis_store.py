@@ -277,11 +277,7 @@ class RedisWindowStore:
         """
         if progress is not None and self._shared_terminals:
             return await self._compute_shared(tuple(transactions), tuple(labels), progress)
-        customers, terminals = self._missing(transactions, labels)
-        while customers or terminals:
-            replies = await self._read(customers, terminals)
-            self._install(customers, terminals, replies)
-            customers, terminals = self._missing(transactions, labels)
+        await self._load(transactions, labels)
         return self._compute(tuple(transactions), tuple(labels))
 
     async def write_all(self, batches: Sequence[ComputedBatch]) -> None:
@@ -300,10 +296,8 @@ class RedisWindowStore:
             await self._write_in_order(batches)
         stored = [computed.progress for computed in batches if computed.progress is not None]
         if stored and stored[-1].through_us > self._stored_claim_us:
-            self._stored_claim_us = claim = stored[-1].through_us
-            await self._client.hset(
-                self._progress_key, mapping={f"d:{p}": repr(claim) for p in stored[-1].partitions}
-            )
+            self._stored_claim_us = stored[-1].through_us
+            await self._write_claims("d", stored[-1].partitions, self._stored_claim_us)
 
     async def _write_in_order(self, batches: Sequence[ComputedBatch]) -> None:
         """:meth:`write_all` on a single Redis: one script call a batch."""
@@ -363,25 +357,16 @@ class RedisWindowStore:
         await self._insert(transactions, labels, progress)
         if progress.through_us > self._claimed_us:
             self._claimed_us = progress.through_us
-            await self._client.hset(
-                self._progress_key,
-                mapping={f"c:{p}": repr(self._claimed_us) for p in progress.partitions},
-            )
+            await self._write_claims("c", progress.partitions, self._claimed_us)
         progress = dataclasses.replace(progress, through_us=self._claimed_us)
         if transactions:
             await self._await_progress(max(e.event_time_us for e in transactions), progress)
-        customers, terminals = self._missing(transactions, labels)
         cached = self._terminals
-        held = [
-            (terminal_id, cached[terminal_id].stored)
-            for terminal_id in dict.fromkeys(map(_TERMINAL_ID, transactions))
-            if terminal_id in cached
-        ]
-        while customers or terminals or held:
-            replies = await self._read(customers, terminals, held)
-            self._install(customers, [*terminals, *(t for t, _ in held)], replies)
-            held = []
-            customers, terminals = self._missing(transactions, labels)
+        await self._load(
+            transactions, labels,
+            [(t, cached[t].stored) for t in dict.fromkeys(map(_TERMINAL_ID, transactions))
+             if t in cached],
+        )  # fmt: skip
         return self._compute(transactions, labels, progress)
 
     async def _claim_idle(self, progress: Progress) -> None:
@@ -390,11 +375,9 @@ class RedisWindowStore:
         ``c`` and ``d`` both. Another worker's progress is a wake-up, as a record of a quiet
         partition is for the aligner: records of this worker's partitions of that time
         may still be in flight."""
-        claims = await self._client.hmget(
-            self._progress_key, [f"c:{p}" for p in range(progress.total_partitions)]
-        )
+        claims = await self._read_claims("c", progress.total_partitions)
         owned = set(progress.partitions)
-        others = [_claim(value) for p, value in enumerate(claims) if p not in owned]
+        others = [claim for p, claim in enumerate(claims) if p not in owned]
         now = time.monotonic()
         seen = self._seen_claims
         seen.append((now, max(others, default=-math.inf)))
@@ -403,10 +386,7 @@ class RedisWindowStore:
         claim = seen[0][1] if now - seen[0][0] >= progress.idle_grace_s else -math.inf
         if claim > self._claimed_us:
             self._claimed_us = self._stored_claim_us = claim
-            await self._client.hset(
-                self._progress_key,
-                mapping={f"{kind}:{p}": repr(claim) for p in progress.partitions for kind in "cd"},
-            )
+            await self._write_claims("cd", progress.partitions, claim)
 
     def _check_current(self, progress: Progress) -> None:
         if progress.generation < self._superseded_before:
@@ -423,10 +403,8 @@ class RedisWindowStore:
     ) -> None:
         """Add the batch to its terminals' windows in Redis (compare-and-set; read again
         and redone when another worker moved one)."""
-        done = await self._client.hmget(
-            self._progress_key, [f"d:{p}" for p in range(progress.total_partitions)]
-        )
-        cutoff = min(_claim(value) for value in done) - self._terminal_horizon_us
+        done = await self._read_claims("d", progress.total_partitions)
+        cutoff = min(done) - self._terminal_horizon_us
         ids = list(dict.fromkeys(chain(map(_TERMINAL_ID, labels), map(_TERMINAL_ID, transactions))))
         cached = self._terminals
         while True:
@@ -447,6 +425,20 @@ class RedisWindowStore:
             for t in stale:  # another worker moved it: start again from the stored state
                 cached.pop(t, None)
 
+    async def _read_claims(self, kind: str, partitions: int) -> list[float]:
+        """The claims ``<kind>:<p>`` of every partition (-inf where there is none yet)."""
+        values = await self._client.hmget(
+            self._progress_key, [f"{kind}:{p}" for p in range(partitions)]
+        )
+        return [-math.inf if value is None else float(value) for value in values]
+
+    async def _write_claims(self, kinds: str, partitions: Sequence[int], claim: float) -> None:
+        """Set the claims of each of ``kinds`` (``c``, ``d``) of ``partitions`` to ``claim``."""
+        await self._client.hset(
+            self._progress_key,
+            mapping={f"{kind}:{p}": repr(claim) for p in partitions for kind in kinds},
+        )
+
     async def _write_now(self, writes: Sequence[_Write]) -> list[_Write]:
         """Store ``writes`` with compare-and-set at once: those stored (on a single Redis
         all or, when one is stale, none; on a cluster per slot)."""
@@ -457,17 +449,28 @@ class RedisWindowStore:
 
     async def _await_progress(self, t: int, progress: Progress) -> None:
         """Return once every partition's claim ``c:<p>`` is at or after ``t``."""
-        fields = [f"c:{p}" for p in range(progress.total_partitions)]
         delay, longest = PROGRESS_POLL_S
         while True:
-            claims = await self._client.hmget(self._progress_key, fields)
-            if min(_claim(value) for value in claims) >= t:
+            if min(await self._read_claims("c", progress.total_partitions)) >= t:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, longest)
             self._check_current(progress)
 
     # -- reading ---------------------------------------------------------------------------
+
+    async def _load(
+        self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent],
+        held: Sequence[tuple[str, int]] = (),
+    ) -> None:  # fmt: skip
+        """Cache the batch's windows not cached yet, and the ``held`` terminals (id, version
+        cached) that moved; again while a redone write drops some meanwhile."""
+        customers, terminals = self._missing(transactions, labels)
+        while customers or terminals or held:
+            replies = await self._read(customers, terminals, held)
+            self._install(customers, [*terminals, *(t for t, _ in held)], replies)
+            held = ()
+            customers, terminals = self._missing(transactions, labels)
 
     def _missing(
         self, transactions: Sequence[TransactionEvent], labels: Sequence[LabelEvent]
@@ -678,11 +681,6 @@ async def _until_stale_async(script: Any, arg_lists: Sequence[list[Any]]) -> tup
         if reply:
             return index, reply
     return len(arg_lists), None
-
-
-def _claim(value: bytes | str | None) -> float:
-    """A progress claim as stored (``repr`` of a float); -inf when there is none yet."""
-    return float("-inf") if value is None else float(value)
 
 
 def _labelled(window: CustomerWindow | TerminalWindow, transaction_id: str) -> bool:
