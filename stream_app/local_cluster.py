@@ -45,6 +45,11 @@ class RunningCluster:
         """``redis://host:port`` of the first node: a cluster client finds the others."""
         return f"redis://{self.nodes[0].address}"
 
+    def replicas_in_sync(self) -> int:
+        """How many replicas are in sync with their master (``online``: a ``WAIT`` can
+        count them)."""
+        return sum(map(_online_replicas, self.nodes))
+
     def node(self, port: int) -> RunningService:
         """The node listening on ``port``."""
         return next(node for node in self.nodes if node.port == port)
@@ -112,7 +117,7 @@ def _wait_ok(cluster: RunningCluster, replicas: int) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if all(_state(node) == expected for node in cluster.nodes) and (
-            sum(map(_online_replicas, cluster.nodes)) == replicas
+            cluster.replicas_in_sync() == replicas
         ):
             return
         time.sleep(0.1)

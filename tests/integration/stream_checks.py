@@ -1,14 +1,20 @@
 """Checks of what a worker left behind: every transaction of a history in Redis exactly
-once, and an alert for each on the topic."""
+once, an alert for each on the topic, and scores and alerts equal to the backtest's."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
+
+from stream_app.cli import main as fraudstream
 from stream_app.contracts import Alert, alert_id, decode_alert
 from stream_app.features.incremental import (
     CustomerWindow,
@@ -21,8 +27,12 @@ from stream_app.features.redis_store import KEY_LAYOUT
 from stream_app.pseudonyms import CUSTOMER, TERMINAL, Pseudonymizer
 from stream_app.scoring.bundle import ModelBundle
 from stream_app.sources.history import TransactionHistory
+from stream_app.sources.jsonl import write_jsonl
 from stream_app.topics import stream_topics
 from tests.integration.worker_support import read_all
+
+TOLERANCE = 1e-6
+"""How far a stream score may be from the backtest's."""
 
 
 def _expected_windows(
@@ -124,3 +134,36 @@ def pseudonymous_keys(
         *(f"{prefix}{CUSTOMER}:{pseudonym(CUSTOMER, c)}".encode() for c in history.customer_id),
         *(f"{prefix}{TERMINAL}:{pseudonym(TERMINAL, t)}".encode() for t in history.terminal_id),
     }
+
+
+def backtest_of(
+    history: TransactionHistory, bundle: Path, tmp_path: Path, start: dt.datetime | None = None
+) -> tuple[dict[str, float], set[str]]:
+    """``fraudstream backtest`` of ``history`` (``--from start``): scores and alerted ids."""
+    path, out = tmp_path / "history.jsonl", tmp_path / "backtest.parquet"
+    write_jsonl(history, path)
+    since = [] if start is None else ["--from", start.isoformat()]
+    args = ["--input", str(path), "--models", str(bundle), "--out", str(out), *since]
+    assert fraudstream(["backtest", *args, "--no-progress"]) == 0
+    table = pq.read_table(out).to_pydict()
+    alerts = {t for t, a in zip(table["transaction_id"], table["is_alert"], strict=True) if a}
+    return dict(zip(table["transaction_id"], table["score"], strict=True)), alerts
+
+
+def assert_scores_equal(
+    scores: dict[str, float],
+    alerts: set[str],
+    expected: dict[str, float],
+    expected_alerts: set[str],
+) -> None:
+    """Every transaction scored, each score within :data:`TOLERANCE` of the backtest's
+    (``expected``), and the same alerts (some, not all)."""
+    assert set(scores) == set(expected)
+    ids = sorted(expected)
+    difference = np.abs(np.array([scores[t] for t in ids]) - np.array([expected[t] for t in ids]))
+    assert float(difference.max()) <= TOLERANCE, (
+        f"{int((difference > TOLERANCE).sum())} of {len(ids)} scores differ by more than "
+        f"{TOLERANCE}; worst {float(difference.max()):.3g}"
+    )
+    assert 0 < len(expected_alerts) < len(ids)
+    assert alerts == expected_alerts

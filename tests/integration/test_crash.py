@@ -25,14 +25,12 @@ import redis
 
 from stream_app.contracts import alert_id
 from stream_app.pseudonyms import Pseudonymizer
-from stream_app.sources.history import TransactionHistory
-from stream_app.tools.replay import replay, replay_order
 from stream_app.tools.worker_process import worker_process
-from stream_app.topics import stream_topics
 from tests.integration.stream_checks import pseudonymous_keys, settled_alerts
 from tests.integration.worker_support import (
     bundle_alerting_on_all,
     create_topics,
+    replay_at_rate,
     small_history,
     worker_settings,
 )
@@ -44,20 +42,6 @@ KILLS = 3
 TRANSACTIONS_PER_S = 150.0
 FINISH_TIMEOUT_S = 120.0
 KEY = CRASH_PSEUDONYM_KEY
-
-
-def _replay_in_background(history: TransactionHistory, bootstrap: str, namespace: str) -> None:
-    asyncio.run(
-        replay(
-            history,
-            replay_order(history, None, None),
-            bootstrap,
-            stream_topics(namespace),
-            None,
-            events_per_s=TRANSACTIONS_PER_S,
-            progress=False,
-        )
-    )
 
 
 @pytest.mark.parametrize("pseudonyms", [False, True], ids=["ids", "pseudonyms"])
@@ -73,7 +57,8 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(
     history = small_history(seed=9, n_days=14)
     asyncio.run(create_topics(settings))
     producer = threading.Thread(
-        target=_replay_in_background, args=(history, kafka_bootstrap, settings.namespace)
+        target=replay_at_rate,
+        args=(history, kafka_bootstrap, settings.namespace, TRANSACTIONS_PER_S),
     )
     producer.start()
     rng = random.Random(20261123)

@@ -27,11 +27,9 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from aiokafka import TopicPartition
 
-from stream_app.cli import main as fraudstream
 from stream_app.connections import kafka_admin, kafka_consumer
 from stream_app.contracts import TransactionScore, decode_alert, to_epoch_us
 from stream_app.features.horizon import warmup_us
@@ -40,11 +38,11 @@ from stream_app.scoring.bundle import load_bundle
 from stream_app.settings import Settings
 from stream_app.sources.events import ReplayOrder
 from stream_app.sources.history import TransactionHistory
-from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.tools.replay import replay, replay_order
 from stream_app.tools.worker_process import worker_process
 from stream_app.topics import StreamTopics, ensure_topics, stream_topics
+from tests.integration.stream_checks import assert_scores_equal, backtest_of
 from tests.integration.worker_support import (
     create_topics,
     read_all,
@@ -56,7 +54,6 @@ from tests.unit.model_bundles import tiny_bundle
 pytestmark = [pytest.mark.integration, pytest.mark.train]
 
 MANY = 64
-TOLERANCE = 1e-6
 TIMEOUT_S = 120
 MOVE_AT = dt.datetime(2018, 4, 9, tzinfo=dt.UTC)  # day 8 of 14
 _SCORE = msgspec.json.Decoder(TransactionScore)
@@ -66,20 +63,6 @@ def _history() -> TransactionHistory:
     # ~3,000 transactions of 120 customers over 14 days (labels 7 days later): about two
     # customers per partition of 64, a few partitions empty.
     return simulate(120, 60, 14, dt.date(2018, 4, 1), seed=17, label_delay_days=7)
-
-
-def _backtest(
-    history: TransactionHistory, bundle: Path, tmp_path: Path, start: dt.datetime | None = None
-) -> tuple[dict[str, float], set[str]]:
-    """``fraudstream backtest`` of ``history`` (``--from start``): scores and alerted ids."""
-    path, out = tmp_path / "history.jsonl", tmp_path / "backtest.parquet"
-    write_jsonl(history, path)
-    since = [] if start is None else ["--from", start.isoformat()]
-    args = ["--input", str(path), "--models", str(bundle), "--out", str(out), *since]
-    assert fraudstream(["backtest", *args, "--no-progress"]) == 0
-    table = pq.read_table(out).to_pydict()
-    alerts = {t for t, a in zip(table["transaction_id"], table["is_alert"], strict=True) if a}
-    return dict(zip(table["transaction_id"], table["score"], strict=True)), alerts
 
 
 async def _committed(settings: Settings, topic: str) -> int:
@@ -139,23 +122,6 @@ async def _score(
     return {s.transaction_id: s.score for s in scores}, {a.transaction_id for a in alerts}
 
 
-def _assert_equal(
-    scores: dict[str, float],
-    alerts: set[str],
-    expected: dict[str, float],
-    expected_alerts: set[str],
-) -> None:
-    assert set(scores) == set(expected)
-    ids = sorted(expected)
-    difference = np.abs(np.array([scores[t] for t in ids]) - np.array([expected[t] for t in ids]))
-    assert float(difference.max()) <= TOLERANCE, (
-        f"{int((difference > TOLERANCE).sum())} of {len(ids)} scores differ by more than "
-        f"{TOLERANCE}; worst {float(difference.max()):.3g}"
-    )
-    assert 0 < len(expected_alerts) < len(ids)
-    assert alerts == expected_alerts
-
-
 def test_a_worker_on_64_partitions_scores_what_the_backtest_scores(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -171,7 +137,7 @@ def test_a_worker_on_64_partitions_scores_what_the_backtest_scores(
     )
     asyncio.run(create_topics(settings))
     scores, alerts = asyncio.run(_score(history, replay_order(history), settings))
-    _assert_equal(scores, alerts, *_backtest(history, bundle, tmp_path))
+    assert_scores_equal(scores, alerts, *backtest_of(history, bundle, tmp_path))
 
 
 async def _recreate_topics(settings: Settings, partitions: int) -> None:
@@ -216,8 +182,8 @@ def test_a_drained_namespace_moves_to_more_partitions_with_its_windows(
     later_scores, later_alerts = asyncio.run(_score(history, rest, after, logs=logs))
 
     assert not set(scores) & set(later_scores)  # each transaction scored once
-    _assert_equal(
-        scores | later_scores, alerts | later_alerts, *_backtest(history, bundle, tmp_path)
+    assert_scores_equal(
+        scores | later_scores, alerts | later_alerts, *backtest_of(history, bundle, tmp_path)
     )
 
 
@@ -242,4 +208,4 @@ def test_a_new_64_partition_namespace_warmed_by_replay_scores_what_the_backtest_
     order = replay_order(history, start_us - warmup_us(settings.label_delay_days), None)
     asyncio.run(create_topics(settings))
     scores, alerts = asyncio.run(_score(history, order, settings, warmup_until_us=start_us))
-    _assert_equal(scores, alerts, *_backtest(history, bundle, tmp_path, start))
+    assert_scores_equal(scores, alerts, *backtest_of(history, bundle, tmp_path, start))

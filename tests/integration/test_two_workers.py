@@ -16,23 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import redis
 from aiokafka import TopicPartition
 
-from stream_app.cli import main as fraudstream
 from stream_app.contracts import TransactionScore, decode_alert
 from stream_app.local_services import free_port
 from stream_app.settings import Settings
-from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.tools.replay import replay, replay_order
 from stream_app.tools.topic_reader import read_topic
 from stream_app.tools.worker_process import WorkerProcess, worker_process
 from stream_app.topics import stream_topics
-from tests.integration.stream_checks import settled_alerts
+from tests.integration.stream_checks import assert_scores_equal, backtest_of, settled_alerts
 from tests.integration.worker_support import (
     bundle_alerting_on_all,
     create_topics,
@@ -43,7 +39,6 @@ from tests.unit.model_bundles import tiny_bundle
 pytestmark = [pytest.mark.integration, pytest.mark.train]
 
 FINISH_TIMEOUT_S = 120.0
-TOLERANCE = 1e-6
 _SCORE = msgspec.json.Decoder(TransactionScore)
 
 
@@ -138,15 +133,7 @@ def test_two_workers_at_full_speed_score_exactly_what_the_backtest_scores(
     )  # fmt: skip
     history = simulate(n_customers=300, n_terminals=12, n_days=16,
                        start_date=dt.date(2018, 4, 1), seed=5, label_delay_days=7)  # fmt: skip
-    path = tmp_path / "history.jsonl"
-    write_jsonl(history, path)
-    out = tmp_path / "backtest.parquet"
-    assert fraudstream(["backtest", "--input", str(path), "--models", str(bundle),
-                        "--out", str(out), "--no-progress"]) == 0  # fmt: skip
-    table = pq.read_table(out).to_pydict()
-    expected = dict(zip(table["transaction_id"], table["score"], strict=True))
-    expected_alerts = {t for t, a in zip(table["transaction_id"], table["is_alert"],
-                                         strict=True) if a}  # fmt: skip
+    expected, expected_alerts = backtest_of(history, bundle, tmp_path)
 
     asyncio.run(create_topics(first))
     with contextlib.ExitStack() as stack:
@@ -161,11 +148,4 @@ def test_two_workers_at_full_speed_score_exactly_what_the_backtest_scores(
         )  # fmt: skip
         scores, alerts = asyncio.run(_scores_of(first, len(expected), workers))
 
-    assert set(scores) == set(expected)
-    ids = sorted(expected)
-    difference = np.abs(np.array([scores[t] for t in ids]) - np.array([expected[t] for t in ids]))
-    assert float(difference.max()) <= TOLERANCE, (
-        f"{int((difference > TOLERANCE).sum())} of {len(ids)} scores differ by more than "
-        f"{TOLERANCE}; worst {float(difference.max()):.3g}")  # fmt: skip
-    assert 0 < len(expected_alerts) < len(ids)
-    assert alerts == expected_alerts
+    assert_scores_equal(scores, alerts, expected, expected_alerts)

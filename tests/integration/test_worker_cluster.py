@@ -20,25 +20,24 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from stream_app.cli import main as fraudstream
 from stream_app.contracts import alert_id
 from stream_app.local_cluster import RunningCluster
-from stream_app.sources.history import TransactionHistory
-from stream_app.sources.jsonl import write_jsonl
-from stream_app.tools.replay import replay, replay_order
 from stream_app.tools.worker_process import worker_process
-from stream_app.topics import stream_topics
-from tests.integration.stream_checks import settled_alerts, window_key
-from tests.integration.test_stream_parity import TOLERANCE, _history, _stream_scores
+from tests.integration.stream_checks import (
+    assert_scores_equal,
+    backtest_of,
+    settled_alerts,
+    window_key,
+)
+from tests.integration.test_stream_parity import _history, _stream_scores
 from tests.integration.worker_support import (
     bundle_alerting_on_all,
     create_topics,
+    replay_at_rate,
     small_history,
     worker_settings,
 )
@@ -63,39 +62,11 @@ def test_stream_on_a_cluster_scores_what_the_backtest_scores(
         model_dir=str(bundle), batch_max_events=128, topic_partitions=3,
     )  # fmt: skip
     scores, alerts = asyncio.run(_stream_scores(history, settings))
-    path = tmp_path / "history.jsonl"
-    write_jsonl(history, path)
-    out = tmp_path / "backtest.parquet"
-    assert fraudstream(["backtest", "--input", str(path), "--models", str(bundle),
-                        "--out", str(out), "--no-progress"]) == 0  # fmt: skip
-    table = pq.read_table(out).to_pydict()
-    expected = dict(zip(table["transaction_id"], table["score"], strict=True))
-    expected_alerts = {
-        t for t, a in zip(table["transaction_id"], table["is_alert"], strict=True) if a
-    }
-    assert set(scores) == set(expected)
-    ids = sorted(expected)
-    difference = np.abs(
-        np.array([scores[t].score for t in ids]) - np.array([expected[t] for t in ids])
-    )
-    assert float(difference.max()) <= TOLERANCE
-    assert set(alerts) == expected_alerts and 0 < len(expected_alerts) < len(ids)
+    expected, expected_alerts = backtest_of(history, bundle, tmp_path)
+    assert_scores_equal({t: s.score for t, s in scores.items()}, set(alerts), expected,
+                        expected_alerts)  # fmt: skip
     customer = str(history.customer_id[0])
     assert cluster_client.exists(window_key(settings.namespace, "cust", customer, cluster=True))
-
-
-def _replay_in_background(history: TransactionHistory, bootstrap: str, namespace: str) -> None:
-    asyncio.run(
-        replay(
-            history,
-            replay_order(history, None, None),
-            bootstrap,
-            stream_topics(namespace),
-            None,
-            events_per_s=TRANSACTIONS_PER_S,
-            progress=False,
-        )
-    )
 
 
 def _fail_over(cluster: RunningCluster, rng: random.Random) -> None:
@@ -111,21 +82,6 @@ def _fail_over(cluster: RunningCluster, rng: random.Random) -> None:
         time.sleep(0.05)
 
 
-def _online(cluster: RunningCluster) -> bool:
-    """Every master has its replica in sync again (the demoted master re-synced)."""
-    online = 0
-    for node in cluster.nodes:
-        info = redis.Redis(port=node.port).info("replication")
-        online += sum(
-            1
-            for name, value in info.items()
-            if name.startswith("slave")
-            and isinstance(value, dict)
-            and value.get("state") == "online"
-        )
-    return online == len(cluster.nodes) // 2
-
-
 @pytest.mark.parametrize("fault", ["kill-9", "failover"])
 def test_a_worker_on_a_cluster_loses_and_doubles_nothing(
     kafka_bootstrap: str, redis_cluster: RunningCluster, cluster_client: RedisCluster,
@@ -139,7 +95,8 @@ def test_a_worker_on_a_cluster_loses_and_doubles_nothing(
     history = small_history(seed=11, n_days=14)
     asyncio.run(create_topics(settings))
     producer = threading.Thread(
-        target=_replay_in_background, args=(history, kafka_bootstrap, settings.namespace)
+        target=replay_at_rate,
+        args=(history, kafka_bootstrap, settings.namespace, TRANSACTIONS_PER_S),
     )
     producer.start()
     rng = random.Random(20261206)
@@ -165,7 +122,10 @@ def test_a_worker_on_a_cluster_loses_and_doubles_nothing(
     finally:
         producer.join()
         deadline = time.monotonic() + PROMOTED_TIMEOUT_S
-        while not _online(redis_cluster) and time.monotonic() < deadline:
+        while (  # every master has its replica in sync again (the demoted one re-synced)
+            redis_cluster.replicas_in_sync() < len(redis_cluster.nodes) // 2
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
     for alert in alerts:  # a repeated alert is the same alert
         assert alert.alert_id == alert_id(alert.transaction_id, bundle.model_version)

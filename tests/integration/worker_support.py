@@ -91,6 +91,17 @@ async def replay_history(history: TransactionHistory, settings: Settings) -> Non
     )
 
 
+def replay_at_rate(
+    history: TransactionHistory, bootstrap: str, namespace: str, events_per_s: float
+) -> None:
+    """Replay ``history`` into ``namespace`` at ``events_per_s`` transactions/s (blocks: run
+    it in a thread beside a worker that is killed or failed over)."""
+    asyncio.run(
+        replay(history, replay_order(history, None, None), bootstrap, stream_topics(namespace),
+               None, events_per_s=events_per_s, progress=False)
+    )  # fmt: skip
+
+
 async def read_all(bootstrap: Kafka, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` up to its high watermark."""
     records: list[ConsumerRecord[bytes, bytes]] = []
