@@ -24,6 +24,7 @@ How long a caught-up partition stays "not yet quiet" is the *idle grace*
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -180,7 +181,7 @@ class EventTimeAligner(Generic[T]):
         """Release what no owned partition holding back can still precede; ``behind`` are
         the owned partitions with records on the broker not fetched yet."""
         self._caught_up = set(owned).difference(behind)
-        strict = _time_bound(self._watermark(owned, behind, now))
+        strict = _time_bound(self.watermark(owned, behind, now))
         bound = max(strict, self._overdue_bound(now), self._overflow_bound())
         taken: list[tuple[int, float, T]] = []
         for p, state in self._partitions.items():
@@ -206,14 +207,9 @@ class EventTimeAligner(Generic[T]):
             state = self._partitions[partition] = _Partition()
         return state
 
-    def holds_back(self, owned: Collection[int], behind: Collection[int], now: float) -> int | None:
-        """An owned partition that holds back the watermark, None if none does."""
-        for p in owned:
-            if p in behind or not self._activity.quiet(p, now):
-                return p
-        return None
-
-    def _watermark(self, owned: Collection[int], behind: Collection[int], now: float) -> float:
+    def watermark(self, owned: Collection[int], behind: Collection[int], now: float) -> float:
+        """The smallest newest-fetched event time over the owned partitions holding back
+        (-inf for one that delivered nothing yet; inf when none holds back)."""
         newest: list[float] = []
         for p in owned:
             if p in behind or not self._activity.quiet(p, now):
@@ -316,7 +312,7 @@ class Alignment:
         owned = self._fetcher.owned(self._topic)
         behind = [tp.partition for tp in owned if await self._fetcher.is_behind(tp)]
         partitions = [tp.partition for tp in owned]
-        return self._aligner.holds_back(partitions, behind, self._fetcher.broker_time()) is None
+        return self._aligner.watermark(partitions, behind, self._fetcher.broker_time()) == math.inf
 
     async def __call__(self, batch: Batch) -> Batch | None:
         """``batch`` with the released transactions in event-time order; None if empty."""
