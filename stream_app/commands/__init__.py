@@ -42,6 +42,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "train the models on a history and write a model bundle", "train"),
     Command("evaluate", "run the handbook's prequential protocol and write a report", "train"),
     Command("backtest", "replay a history through the stream's features and a model bundle"),
+    Command("compare", "the serving bundle beside challengers on a history: alerts, "
+            "catches, metrics, time to detection, workload", "train"),
     Command("worker", "run the stream worker: score transactions, publish alerts"),
     Command("replay", "publish a history to Kafka in event-time order"),
     Command("alerts", "print alerts"),
