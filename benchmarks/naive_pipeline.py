@@ -35,6 +35,7 @@ from stream_app.worker.commit import Publish
 from stream_app.worker.decode import Decoder
 from stream_app.worker.emit import Emitter
 from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.models import Models
 from stream_app.worker.publisher import BatchPublisher
 from stream_app.worker.retry import Backoff
 from stream_app.worker.score import Score
@@ -79,9 +80,12 @@ async def run_naive(
     )  # fmt: skip
     windows = Windows(store, Backoff("redis", metrics), metrics)
     emitter = Emitter(
-        topics, metrics, scorer, publish_scores=True, dlq_partitions=settings.topic_partitions
+        topics, metrics, publish_scores=True, dlq_partitions=settings.topic_partitions
     )
-    score = Score(scorer, emitter, metrics, honor_warmup=False)
+    score = Score(
+        Models.of(scorer, metrics), emitter, metrics, Backoff("redis", metrics),
+        honor_warmup=False,
+    )
     publish = Publish(BatchPublisher(producer), Backoff("kafka", metrics), metrics)
     await producer.start()
     await consumer.start()

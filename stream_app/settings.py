@@ -43,7 +43,9 @@ class Settings:
     namespace: str = "live"
     label_delay_days: int = 7
     feature_set: str = "default"
-    model_dir: str = "models/current"
+    model_dir: str = "models/current"  # a bundle, or a model store (scoring.model_store)
+    model_poll_ms: int = 1000  # how often a model store's pointers and the policy are read
+    alert_policy: str = ""  # a policy.v1 file (scoring.policy); empty: the bundle's threshold
     batch_max_events: int = 4000
     batch_max_wait_ms: int = 20
     fetch_max_wait_ms: int = 10
@@ -211,6 +213,7 @@ class Settings:
 _LEAST: dict[str, float] = {
     "label_delay_days": 0,
     "batch_max_events": 1,
+    "model_poll_ms": 10,
     "batch_max_wait_ms": 0,
     "fetch_max_wait_ms": 0,
     "fetch_max_wait_busy_ms": 0,

@@ -1,8 +1,9 @@
 """Topic names, consumer group and Redis key prefix of a namespace, and explicit topic creation.
 
 The default namespace ``live`` uses the bare names (``transactions``, ``labels``,
-``fraud-alerts``, ``transaction-scores``, ``transactions-dlq``); any other namespace
-prefixes them (``replay-x.transactions``), so a replay never mixes with live traffic::
+``fraud-alerts``, ``transaction-scores``, ``transactions-dlq``, ``shadow-scores``); any
+other namespace prefixes them (``replay-x.transactions``), so a replay never mixes with
+live traffic::
 
     topics = stream_topics("replay-x")
     await ensure_topics(kafka, topics.all, partitions=4, replication=1)
@@ -36,6 +37,7 @@ LABELS = "labels"
 ALERTS = "fraud-alerts"
 SCORES = "transaction-scores"
 DLQ = "transactions-dlq"
+SHADOW = "shadow-scores"
 
 ADMIN_REQUEST_TIMEOUT_MS = 10_000
 _TOPIC_ALREADY_EXISTS = 36
@@ -51,13 +53,14 @@ class StreamTopics:
     alerts: str
     scores: str
     dlq: str
+    shadow: str
     consumer_group: str
     redis_key_prefix: str
 
     @property
     def all(self) -> tuple[str, ...]:
         """Every topic of the namespace (inputs first)."""
-        return (self.transactions, self.labels, self.alerts, self.scores, self.dlq)
+        return (self.transactions, self.labels, self.alerts, self.scores, self.dlq, self.shadow)
 
 
 def validate_namespace(namespace: str) -> str:
@@ -81,6 +84,7 @@ def stream_topics(namespace: str = DEFAULT_NAMESPACE) -> StreamTopics:
         alerts=prefix + ALERTS,
         scores=prefix + SCORES,
         dlq=prefix + DLQ,
+        shadow=prefix + SHADOW,
         consumer_group=f"fraudstream-{namespace}",
         redis_key_prefix=f"fraudstream:{namespace}:",
     )

@@ -6,7 +6,8 @@ batches by the bundle's ONNX models. The events of the window horizon before --f
 days with a 7-day label delay) only warm the windows and older ones are not read, as in
 `fraudstream replay --from` (its warm-up); events from --to on are not read. The output
 has one row per scored transaction: transaction_id, event_time, score (0..1, higher =
-more suspicious), is_alert (score >= the bundle's threshold), autoencoder_error,
+more suspicious), threshold and policy (the alert policy's: --policy, else the bundle's
+threshold), is_alert (score >= threshold), autoencoder_error,
 sequence_probability and reasons (the three features with the largest autoencoder
 errors: feature, contribution, value).
 """
@@ -23,6 +24,7 @@ from stream_app.commands.output import output_path, replacing
 from stream_app.errors import ConfigError
 from stream_app.scoring.backtest import DEFAULT_BATCH, ScoredHistory, backtest
 from stream_app.scoring.bundle import load_bundle
+from stream_app.scoring.policy import AlertPolicy, load_policy
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
 from stream_app.sources.load import FORMATS, load_history
@@ -55,6 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="input format (default: from the file name)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
                         help="transactions scored per ONNX call (default %(default)s)")
+    parser.add_argument("--policy", type=Path, metavar="FILE",
+                        default=Path(settings.alert_policy) if settings.alert_policy else None,
+                        help="alert policy (policy.v1 JSON) to decide alerts with, as the "
+                             "worker does (default FRAUDSTREAM_ALERT_POLICY, else the "
+                             "bundle's threshold)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -71,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.models)
     scorer = Scorer.from_settings(bundle, settings)
     history = load_history(args.data, args.format, bundle.manifest.label_delay_days)
+    policy = AlertPolicy() if args.policy is None else load_policy(args.policy)
     scored = backtest(history, scorer, start_us=start, stop_us=stop,
-                      batch_size=args.batch_size, progress=not args.no_progress)
+                      batch_size=args.batch_size, progress=not args.no_progress, policy=policy)
     write_scores(scored, bundle.model_version, bundle.threshold, out)
     print(f"{scored.summary(bundle.model_version)} -> {out}", flush=True)
     return 0

@@ -20,6 +20,7 @@ REPORT_FILE: Final = "report.md"
 JSON_FILE: Final = "comparison.json"
 PLOTS: Final = ("catches.png", "time_to_detection.png", "alerts_per_day.png",
                 "precision_recall.png")
+_STYLES: Final = ("-", "--", "-.", ":")
 _FLOOR_HOURS: Final = 1 / 60
 """Time-to-detection plot: delays under a minute (the first fraud alerted) sit here."""
 
@@ -206,9 +207,10 @@ def _plot_catches(c: Comparison) -> Figure:
                                 zip(counts, widths, strict=True)], label_type="center",
                          fontsize=8)
             left += widths
-        ax.set(xlim=(0, 1), xlabel="share of the labelled fraud transactions",
-               title=f"Frauds alerted: {o.serving} vs {o.challenger}")
-        ax.legend(ncols=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35),
+        ax.set(xlim=(0, 1), xlabel="share of the labelled fraud transactions (counts on "
+               "the bars)")
+        ax.set_title(f"Frauds alerted: {o.serving} vs {o.challenger}", pad=24)
+        ax.legend(ncols=4, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0),
                   frameon=False)
     return figure
 
@@ -224,16 +226,17 @@ def _plot_time_to_detection(c: Comparison) -> Figure:
             if d.compromised:
                 x = np.r_[_FLOOR_HOURS, found, span]
                 y = np.r_[0.0, np.arange(1, len(found) + 1), len(found)] / d.compromised
-                ax.step(x, y, where="post", color=_colour(i),
-                        label=f"{m.name} ({d.detected}/{d.compromised} detected)")
-        for hours, text in ((1.0, "1 h"), (24.0, "1 day")):
+                ax.step(x, y, where="post", color=_colour(i), linestyle=_STYLES[i % 4],
+                        linewidth=1.6, label=f"{m.name} ({d.detected}/{d.compromised} detected)")
+        for hours, text in ((1.0, "1 h"), (24.0, "1 day"), (168.0, "7 days")):
             ax.axvline(hours, color="0.6", linestyle=":", linewidth=1)
-            ax.annotate(text, (hours, 1.0), xytext=(3, -12), textcoords="offset points",
+            ax.annotate(text, (hours, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
                         fontsize=8, color="0.4")
         ax.set(xscale="log", xlim=(_FLOOR_HOURS, span), ylim=(0, 1.03),
                xlabel="hours from the first fraud to the first alerted fraud (log; "
-               "≤ 1 min at the left edge)", ylabel=f"share of compromised {kind} detected",
-               title=f"Time to detection, compromised {kind}")
+               "≤ 1 min at the left edge)", ylabel=f"share of compromised {kind} detected")
+        ax.set_title(f"Time to detection, compromised {kind}", pad=16)
         ax.xaxis.label.set_fontsize(8)
         ax.legend(loc="upper left", fontsize=8)
     return figure
@@ -253,8 +256,10 @@ def _plot_alerts_per_day(c: Comparison) -> Figure:
     ax.plot(x, c.frauds_per_day, color="black", marker=".", linewidth=1,
             label="labelled frauds")
     ax.set_xticks(x, [day[5:] for day in c.days], rotation=45, fontsize=8)
-    ax.set(xlabel="day (UTC, MM-DD)", ylabel="transactions", title="Analyst workload per day")
-    ax.legend(fontsize=8, ncols=2)
+    top = max([1, *c.frauds_per_day, *(a for m in c.models for a in m.alerts_per_day)])
+    ax.set(xlabel="day (UTC, MM-DD)", ylabel="transactions", ylim=(0, top * 1.45),
+           title="Analyst workload per day")
+    ax.legend(fontsize=8, ncols=3, loc="upper center")
     return figure
 
 

@@ -45,6 +45,7 @@ from stream_app.contracts.records import (
     TIMESTAMP_PATTERN,
     Alert,
     Label,
+    ShadowScore,
     Transaction,
     TransactionScore,
     to_epoch_us,
@@ -80,18 +81,25 @@ class _ScoreSpelling(msgspec.Struct, frozen=True):
     event_time: _Spelled
 
 
+class _ShadowSpelling(msgspec.Struct, frozen=True):
+    schema: Literal["shadow.v1"]
+    event_time: _Spelled
+
+
 _TRANSACTION: Final = msgspec.json.Decoder(Transaction)
 _LABEL: Final = msgspec.json.Decoder(Label)
 _ALERT: Final = msgspec.json.Decoder(Alert)
 _SCORE: Final = msgspec.json.Decoder(TransactionScore)
+_SHADOW: Final = msgspec.json.Decoder(ShadowScore)
 _EVENT: Final[msgspec.json.Decoder[Transaction | Label]] = msgspec.json.Decoder(Transaction | Label)
 _TRANSACTION_SPELLING: Final = msgspec.json.Decoder(_TransactionSpelling)
 _LABEL_SPELLING: Final = msgspec.json.Decoder(_LabelSpelling)
 _ALERT_SPELLING: Final = msgspec.json.Decoder(_AlertSpelling)
 _SCORE_SPELLING: Final = msgspec.json.Decoder(_ScoreSpelling)
+_SHADOW_SPELLING: Final = msgspec.json.Decoder(_ShadowSpelling)
 _ENCODER: Final = msgspec.json.Encoder()
 _FAILURES: Final = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
-_Record = TypeVar("_Record", Alert, TransactionScore)
+_Record = TypeVar("_Record", Alert, TransactionScore, ShadowScore)
 
 
 def decode_transaction(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Transaction:
@@ -199,6 +207,11 @@ def decode_score(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Tran
     return record
 
 
+def decode_shadow(raw: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> ShadowScore:
+    """Decode and validate one ``shadow.v1`` payload (a challenger's score)."""
+    return _decode_output(raw, max_bytes, _SHADOW, _SHADOW_SPELLING, "shadow.v1")
+
+
 def _decode_output(
     raw: bytes,
     max_bytes: int,
@@ -292,9 +305,9 @@ def _fewest_quotes(record: Transaction | Label | Alert | TransactionScore) -> in
         return fast.LABEL_QUOTES
     late = 2 if record.late else 0
     if isinstance(record, TransactionScore):
-        return 2 * (8 + 5) + late  # 8 keys; schema, 2 ids, model_version, event_time
-    # 14 keys and 10 strings; a reason's 3 keys and feature; a feature's name
-    return 2 * (14 + 10 + 4 * len(record.reasons) + len(record.features)) + late
+        return 2 * (9 + 6) + late  # 9 keys; schema, 2 ids, model_version, policy, event_time
+    # 15 keys and 11 strings; a reason's 3 keys and feature; a feature's name
+    return 2 * (15 + 11 + 4 * len(record.reasons) + len(record.features)) + late
 
 
 def _check_label_order(label: Label) -> None:

@@ -151,6 +151,7 @@ class Alert(
     score: Probability
     threshold: Probability
     model_version: Id
+    policy: Id
     reasons: tuple[Reason, ...]
     features: dict[FeatureName, float]
     event_time: Timestamp
@@ -165,6 +166,7 @@ class Alert(
         score: float,
         threshold: float,
         model_version: str,
+        policy: str,
         reasons: tuple[Reason, ...],
         features: dict[str, float],
         processed_at: datetime,
@@ -181,6 +183,7 @@ class Alert(
             score=score,
             threshold=threshold,
             model_version=model_version,
+            policy=policy,
             reasons=reasons,
             features=features,
             event_time=transaction.event_time,
@@ -207,5 +210,31 @@ class TransactionScore(
     threshold: Probability
     is_alert: bool
     model_version: Id
+    policy: Id
+    event_time: Timestamp
+    late: bool = False
+
+
+class ShadowScore(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    tag_field="schema",
+    tag="shadow.v1",
+):
+    """A challenger's score of one transaction (``shadow.v1``), beside the serving model's,
+    published to the shadow topic; never an alert."""
+
+    transaction_id: Id
+    customer_id: Id
+    model_version: Id
+    score: Probability
+    threshold: Probability
+    would_alert: bool
+    serving_model_version: Id
+    serving_score: Probability
+    serving_alert: bool
+    policy: Id
     event_time: Timestamp
     late: bool = False

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
@@ -31,6 +31,7 @@ from stream_app.features.batch import compute_features
 from stream_app.features.horizon import warmup_us
 from stream_app.features.spec import FeatureSet, feature_set
 from stream_app.features.store import FeatureBatch, InMemoryWindowStore, transaction_events
+from stream_app.scoring.policy import DEFAULT_POLICY, AlertPolicy, history_thresholds
 from stream_app.scoring.scorer import ScoreBatch, Scorer
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 
@@ -47,6 +48,10 @@ class ScoredHistory:
     event_time_us: npt.NDArray[np.int64]
     is_fraud: npt.NDArray[np.int8]
     scores: ScoreBatch
+    """Their scores; ``scores.is_alert`` is the alert policy's decision."""
+    thresholds: npt.NDArray[np.float64]
+    """The threshold the alert policy held each score to."""
+    policy: str
     warmed: int
     """Rows applied to the windows before the first scored one (the warm-up of ``--from``)."""
     seconds: float
@@ -55,7 +60,8 @@ class ScoredHistory:
         return len(self.rows)
 
     def to_arrow(self) -> pa.Table:
-        """transaction_id, event_time (UTC, µs), score, is_alert, autoencoder_error,
+        """transaction_id, event_time (UTC, µs), score, threshold, policy, is_alert,
+        autoencoder_error,
         sequence_probability, reasons (list of {feature, contribution, value})."""
         s = self.scores
         n, k = s.reason_columns.shape
@@ -75,6 +81,8 @@ class ScoredHistory:
                 "transaction_id": pa.array(self.transaction_id, type=pa.string()),
                 "event_time": pa.array(self.event_time_us, type=pa.timestamp("us", tz="UTC")),
                 "score": pa.array(s.score),
+                "threshold": pa.array(self.thresholds),
+                "policy": pa.array([self.policy] * n, type=pa.string()),
                 "is_alert": pa.array(s.is_alert),
                 "autoencoder_error": pa.array(s.autoencoder_error),
                 "sequence_probability": pa.array(s.sequence_probability),
@@ -115,8 +123,10 @@ def backtest(
     stop_us: int | None = None,
     batch_size: int = DEFAULT_BATCH,
     progress: bool = False,
+    policy: AlertPolicy = DEFAULT_POLICY,
 ) -> ScoredHistory:
-    """Replay ``history`` through the incremental features and score ``[start_us, stop_us)``.
+    """Replay ``history`` through the incremental features and score ``[start_us, stop_us)``;
+    ``policy`` decides the alerts, as in the stream.
 
     Re-delivered transaction ids (``FeatureBatch.duplicate``) and ids seen with other
     content (``conflict``) change no window and are not scored; late transactions are
@@ -155,13 +165,16 @@ def backtest(
         scored.append(_score(scorer, parts))
     scored_rows = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     return _scored_history(
-        history, scored_rows, _concat(scored, scorer), first - begin,
+        history, scored_rows, _concat(scored, scorer), policy, scorer.threshold, first - begin,
         time.perf_counter() - started,
     )
 
 
 def score_history_batch(
-    history: TransactionHistory, scorer: Scorer, batch_size: int = DEFAULT_BATCH
+    history: TransactionHistory,
+    scorer: Scorer,
+    batch_size: int = DEFAULT_BATCH,
+    policy: AlertPolicy = DEFAULT_POLICY,
 ) -> ScoredHistory:
     """Score every row of ``history`` with the batch feature code and the same scorer."""
     started = time.perf_counter()
@@ -176,7 +189,7 @@ def score_history_batch(
         for i in range(0, n, batch_size)
     ]
     return _scored_history(
-        history, np.arange(n, dtype=np.int64), _concat(scored, scorer), 0,
+        history, np.arange(n, dtype=np.int64), _concat(scored, scorer), policy, scorer.threshold, 0,
         time.perf_counter() - started,
     )
 
@@ -250,14 +263,25 @@ def _concat(batches: list[ScoreBatch], scorer: Scorer) -> ScoreBatch:
 
 
 def _scored_history(
-    history: TransactionHistory, rows: Rows, scores: ScoreBatch, warmed: int, seconds: float
+    history: TransactionHistory,
+    rows: Rows,
+    scores: ScoreBatch,
+    policy: AlertPolicy,
+    bundle_threshold: float,
+    warmed: int,
+    seconds: float,
 ) -> ScoredHistory:
+    times = history.event_time_us[rows]
+    thresholds = history_thresholds(policy, bundle_threshold, scores.score, times)
+    decided = replace(scores, is_alert=scores.score.astype(np.float64) >= thresholds)
     return ScoredHistory(
         rows=rows,
         transaction_id=history.transaction_id[rows],
-        event_time_us=history.event_time_us[rows],
+        event_time_us=times,
         is_fraud=history.is_fraud[rows],
-        scores=scores,
+        scores=decided,
+        thresholds=thresholds,
+        policy=policy.name,
         warmed=warmed,
         seconds=seconds,
     )

@@ -17,6 +17,7 @@ Run it in-process (tests, benchmarks) with::
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import tempfile
@@ -34,6 +35,9 @@ from stream_app.features.redis_store import RedisStoreConfig
 from stream_app.features.spec import feature_set
 from stream_app.features.store import WindowStore
 from stream_app.scoring.bundle import ModelBundle
+from stream_app.scoring.model_store import is_store, load_compatible, read_selection
+from stream_app.scoring.policy import AlertPolicy, DailyThresholds, load_policy
+from stream_app.scoring.redis_day_scores import RedisDayScores
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
 from stream_app.topics import DEFAULT_NAMESPACE, StreamTopics, ensure_topics, stream_topics
@@ -47,6 +51,7 @@ from stream_app.worker.emit import Emitter
 from stream_app.worker.fetch import Fetcher, FetchPacing, batch_consumer
 from stream_app.worker.grace import ArrivalSkew
 from stream_app.worker.metrics import CONTENT_TYPE, WorkerMetrics
+from stream_app.worker.models import Models, ServedModel, Serving
 from stream_app.worker.publisher import BatchPublisher
 from stream_app.worker.readiness import Failing, Readiness, RedisPing
 from stream_app.worker.retry import Backoff
@@ -102,12 +107,14 @@ class StreamRuntime(Service):
         self._worker: BatchWorker | None = None
         self._producer: Any = None
         self._store: WindowStore[Any] | None = None
+        self._day_scores_client: Any = None
+        self.models: Models | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
         """Check topics and bundle, connect Redis and the broker, start consuming."""
         settings, topics, metrics = self.settings, self.topics, self.metrics
-        scorer = Scorer.from_settings(self.bundle, settings)
+        self.models = await asyncio.to_thread(self._models)
         kafka, redis = Backoff("kafka", metrics), Backoff("redis", metrics)
         await kafka.call(
             lambda: ensure_topics(
@@ -127,16 +134,58 @@ class StreamRuntime(Service):
             max_batch_size=_PRODUCER_BATCH_BYTES,
         )
         await self._producer.start()
-        self._worker = self._batch_worker(scorer, self._store, kafka, redis)
+        self._worker = self._batch_worker(self.models, self._store, kafka, redis)
         await self._worker.start(kafka)
         gc.freeze()  # what start-up built lives as long as the worker: out of every collection
         gc.set_threshold(*_GC_THRESHOLDS)
         self.ready = True
+        serving = self.models.serving
         log.info(
-            "fraudstream worker: namespace %s, model %s, topics %s",
+            "fraudstream worker: namespace %s, model %s, challengers [%s], %s, topics %s",
             topics.namespace,
-            self.bundle.model_version,
+            serving.model.version,
+            ", ".join(c.version for c in serving.challengers),
+            serving.policy.describe(),
             ", ".join(topics.all),
+        )
+
+    def _models(self) -> Models:
+        """The bundle, the challengers of a model store and the policy in force at start (a
+        bad challenger or policy file stops the start with its error)."""
+        settings = self.settings
+        location = Path(settings.model_dir)
+        policy_file = Path(settings.alert_policy) if settings.alert_policy else None
+        policy = load_policy(policy_file) if policy_file else AlertPolicy()
+        self._day_scores_client = self._redis_connection.async_client(
+            socket_timeout=_REDIS_TIMEOUT_S, socket_connect_timeout=_REDIS_TIMEOUT_S
+        )
+
+        def build(path: Path, bundle: ModelBundle, policy: AlertPolicy) -> ServedModel:
+            days = RedisDayScores(
+                self._day_scores_client,
+                self.topics.redis_key_prefix,
+                bundle.model_version,
+                settings.redis_key_ttl_days,
+            )
+            return ServedModel(
+                path,
+                Scorer.from_settings(bundle, settings),
+                DailyThresholds(policy, bundle.threshold, days),
+            )
+
+        challengers = read_selection(location).challengers if is_store(location) else ()
+        serving = Serving(
+            build(self.bundle.path, self.bundle, policy),
+            tuple(build(p, load_compatible(p, self.bundle), policy) for p in challengers),
+            policy,
+        )
+        return Models(
+            serving,
+            build,
+            self.metrics,
+            location=location,
+            policy_file=policy_file,
+            poll_s=settings.model_poll_ms / 1000,
         )
 
     async def _open_store(self, redis: Backoff) -> WindowStore[Any]:
@@ -158,7 +207,7 @@ class StreamRuntime(Service):
         return config.open()
 
     def _batch_worker(
-        self, scorer: Scorer, store: WindowStore[Any], kafka: Backoff, redis: Backoff
+        self, models: Models, store: WindowStore[Any], kafka: Backoff, redis: Backoff
     ) -> BatchWorker:
         """The stages, wired: fetch -> decode -> align -> barrier (the worker's source),
         then windows -> score, publish -> acknowledge -> store, then commit."""
@@ -197,12 +246,11 @@ class StreamRuntime(Service):
         emitter = Emitter(
             topics,
             metrics,
-            scorer,
             publish_scores=settings.publish_scores,
             dlq_partitions=settings.topic_partitions,
         )
         warmups_silent = settings.namespace != DEFAULT_NAMESPACE
-        score = Score(scorer, emitter, metrics, honor_warmup=warmups_silent)
+        score = Score(models, emitter, metrics, redis, honor_warmup=warmups_silent)
         publish = Publish(BatchPublisher(self._producer), kafka, metrics)
 
         async def score_and_publish(windowed: Windowed) -> Sent | None:
@@ -232,6 +280,12 @@ class StreamRuntime(Service):
         if self._worker is not None:
             await self._worker.run()
 
+    @Service.task
+    async def _watch_models(self) -> None:
+        """Swap the bundles or the policy when the model store or the policy file changes."""
+        if self.models is not None and self.models.watched:
+            await self.models.watch()
+
     async def drained(self) -> None:
         """Return once every record consumed so far is scored, written and committed."""
         if self._worker is not None:
@@ -254,6 +308,8 @@ class StreamRuntime(Service):
             await self._producer.stop()
         if self._store is not None:
             await self._store.close()
+        if self._day_scores_client is not None:
+            await self._day_scores_client.aclose()
         await self.readiness.close()
 
 

@@ -18,7 +18,9 @@ not score outside the ``live`` namespace.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -26,9 +28,16 @@ import numpy as np
 import numpy.typing as npt
 from aiokafka.structs import ConsumerRecord
 
-from stream_app.contracts import Alert, Reason, Transaction, TransactionScore, encode_alert
+from stream_app.contracts import (
+    Alert,
+    Reason,
+    ShadowScore,
+    Transaction,
+    TransactionScore,
+    encode_alert,
+)
 from stream_app.errors import ContractError
-from stream_app.scoring.scorer import ScoreBatch, Scorer
+from stream_app.scoring.scorer import ScoreBatch
 from stream_app.time import MICROS_PER_MS
 from stream_app.topics import WARMUP, StreamTopics
 from stream_app.worker.batches import Source
@@ -66,28 +75,38 @@ def dead_letter(
     )
 
 
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """One model's scores of a batch's scored transactions under the alert policy:
+    ``thresholds[i]`` is what ``scores.score[i]`` was held to, ``alerts`` the outcome."""
+
+    model_version: str
+    policy: str
+    scores: ScoreBatch
+    thresholds: npt.NDArray[np.float64]
+
+    @cached_property
+    def alerts(self) -> npt.NDArray[np.bool_]:
+        return np.asarray(self.scores.score.astype(np.float64) >= self.thresholds)
+
+
 class Emitter:
-    """Builds the alert records (score at or above the threshold) and, with
-    ``publish_scores``, a score record per scored transaction."""
+    """Builds the alert records (the serving model's alerts), with ``publish_scores`` a
+    score record per scored transaction, and the challengers' shadow records."""
 
     def __init__(
         self,
         topics: StreamTopics,
         metrics: WorkerMetrics,
-        scorer: Scorer,
         *,
         publish_scores: bool,
         dlq_partitions: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        """``scorer``: the model version, threshold and feature columns the records name;
-        ``clock``: the alerts' ``processed_at``."""
+        """``clock``: the alerts' ``processed_at``."""
         self._topics = topics
         self._dlq_partitions = dlq_partitions
         self._metrics = metrics
-        self._model_version = scorer.bundle.model_version
-        self._threshold = scorer.threshold
-        self._columns = scorer.columns
         self._publish_scores = publish_scores
         self._clock = clock
 
@@ -103,14 +122,14 @@ class Emitter:
         transactions: Sequence[Transaction],
         times_us: Sequence[int],
         late: Sequence[bool],
-        scores: ScoreBatch,
+        serving: Decision,
         values: npt.NDArray[np.float64],
     ) -> list[OutRecord]:
         """The records of scored ``transactions`` (``values``: their feature rows; ``late``:
         which were scored against windows they could not join)."""
-        records = self._alerts(transactions, times_us, late, scores, values)
+        records = self._alerts(transactions, times_us, late, serving, values)
         if self._publish_scores:
-            records.extend(self._scores(transactions, times_us, late, scores))
+            records.extend(self._scores(transactions, times_us, late, serving))
         return records
 
     def _alerts(
@@ -118,23 +137,25 @@ class Emitter:
         transactions: Sequence[Transaction],
         times_us: Sequence[int],
         late: Sequence[bool],
-        scores: ScoreBatch,
+        serving: Decision,
         values: npt.NDArray[np.float64],
     ) -> list[OutRecord]:
-        alerts = np.flatnonzero(scores.is_alert)
+        alerts = np.flatnonzero(serving.alerts)
         if not len(alerts):
             return []
         processed_at = self._clock()
+        scores = serving.scores
         records = []
         for row, row_reasons in zip(alerts.tolist(), scores.reasons_for(alerts), strict=True):
             tx = transactions[row]
             alert = Alert.for_transaction(
                 tx,
                 score=float(scores.score[row]),
-                threshold=self._threshold,
-                model_version=self._model_version,
+                threshold=float(serving.thresholds[row]),
+                model_version=serving.model_version,
+                policy=serving.policy,
                 reasons=tuple(Reason(f, c, v) for f, c, v in row_reasons),
-                features=dict(zip(self._columns, values[row].tolist(), strict=True)),
+                features=dict(zip(scores.columns, values[row].tolist(), strict=True)),
                 processed_at=processed_at,
                 late=late[row],
             )
@@ -154,10 +175,10 @@ class Emitter:
         transactions: Sequence[Transaction],
         times_us: Sequence[int],
         late: Sequence[bool],
-        scores: ScoreBatch,
+        serving: Decision,
     ) -> list[OutRecord]:
         encode = msgspec.json.encode  # TransactionScore holds only validated values
-        topic, threshold, model_version = self._topics.scores, self._threshold, self._model_version
+        topic, model_version, policy = self._topics.scores, serving.model_version, serving.policy
         out = [
             OutRecord(
                 topic,
@@ -170,22 +191,75 @@ class Emitter:
                         threshold,
                         alert,
                         model_version,
+                        policy,
                         tx.event_time,
                         is_late,
                     )
                 ),
                 t // MICROS_PER_MS,
             )
-            for tx, t, is_late, score, alert in zip(
+            for tx, t, is_late, score, threshold, alert in zip(
                 transactions,
                 times_us,
                 late,
-                scores.score.tolist(),
-                scores.is_alert.tolist(),
+                serving.scores.score.tolist(),
+                serving.thresholds.tolist(),
+                serving.alerts.tolist(),
                 strict=True,
             )
         ]
         self._metrics.scores_out.inc(len(out))
+        return out
+
+    def shadow(
+        self,
+        transactions: Sequence[Transaction],
+        times_us: Sequence[int],
+        late: Sequence[bool],
+        serving: Decision,
+        challenger: Decision,
+    ) -> list[OutRecord]:
+        """A challenger's records for the shadow topic: its score and would-be alert beside
+        the serving model's, for every scored transaction."""
+        encode = msgspec.json.encode  # ShadowScore holds only validated values
+        topic, version, policy = self._topics.shadow, challenger.model_version, challenger.policy
+        serving_version = serving.model_version
+        out = [
+            OutRecord(
+                topic,
+                tx.customer_id.encode(),
+                encode(
+                    ShadowScore(
+                        tx.transaction_id,
+                        tx.customer_id,
+                        version,
+                        score,
+                        threshold,
+                        would_alert,
+                        serving_version,
+                        serving_score,
+                        serving_alert,
+                        policy,
+                        tx.event_time,
+                        is_late,
+                    )
+                ),
+                t // MICROS_PER_MS,
+            )
+            for tx, t, is_late, score, threshold, would_alert, serving_score, serving_alert
+            in zip(
+                transactions,
+                times_us,
+                late,
+                challenger.scores.score.tolist(),
+                challenger.thresholds.tolist(),
+                challenger.alerts.tolist(),
+                serving.scores.score.tolist(),
+                serving.alerts.tolist(),
+                strict=True,
+            )
+        ]
+        self._metrics.shadow_out.inc(len(out))
         return out
 
 

@@ -48,6 +48,30 @@ class WorkerMetrics:
         self.alerts_out = Counter(
             "fraudstream_alerts_out", "Alerts published to the alerts topic.", registry=r
         )
+        self.shadow_out = Counter(
+            "fraudstream_shadow_scores_out",
+            "Challenger scores published to the shadow topic.",
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "fraudstream_model_info",
+            "The bundles in use (value 1): role serving or challenger, model version, policy.",
+            ["role", "model_version", "policy"],
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "fraudstream_model_swaps", "Switches to a new model or policy choice.", registry=r
+        )
+        self.model_refusals = Counter(
+            "fraudstream_model_refusals",
+            "Bundles or policies refused at a swap (the old choice kept serving).",
+            registry=r,
+        )
+        self.alert_threshold = Gauge(
+            "fraudstream_alert_threshold",
+            "The serving model's alert threshold for the newest scored batch.",
+            registry=r,
+        )
         self.scores_out = Counter(
             "fraudstream_scores_out", "Scores published to the scores topic.", registry=r
         )

@@ -1,32 +1,46 @@
-"""The score stage: one scorer call per batch for its new transactions, then the records
-to publish (dead letters, alerts, scores)."""
+"""The score stage: one scorer call per model per batch for its new transactions, the alert
+policy's decision, then the records to publish (dead letters, alerts, scores, shadow
+scores of the challengers)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from stream_app.errors import Superseded
 from stream_app.features.store import ComputedWindows
-from stream_app.scoring.scorer import Scorer
+from stream_app.scoring.scorer import ScoreBatch
 from stream_app.time import MICROS_PER_SECOND
 from stream_app.worker.batches import Batch, Scored, Windowed
-from stream_app.worker.emit import Emitter, is_warmup
+from stream_app.worker.emit import Decision, Emitter, is_warmup
 from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.models import Models, ServedModel
 from stream_app.worker.publisher import OutRecord
+from stream_app.worker.retry import Backoff
 
 
 class Score:
-    """Scores windowed batches with one bundle."""
+    """Scores windowed batches with the serving model and the challengers of the moment."""
 
     def __init__(
-        self, scorer: Scorer, emitter: Emitter, metrics: WorkerMetrics, *, honor_warmup: bool
+        self,
+        models: Models,
+        emitter: Emitter,
+        metrics: WorkerMetrics,
+        redis: Backoff,
+        *,
+        honor_warmup: bool,
     ) -> None:
-        """``honor_warmup``: warm-up transactions (a replay's) are applied to the windows but
-        not scored, so they raise no alert (never in ``live``: no input may silence it)."""
-        self._scorer = scorer
+        """``models``: read once per batch, so a swap happens between batches; ``redis``:
+        the retries of a daily budget's day scores. ``honor_warmup``: warm-up transactions
+        (a replay's) are applied to the windows but not scored, so they raise no alert
+        (never in ``live``: no input may silence it)."""
+        self._models = models
+        self._redis = redis
         self._emitter = emitter
         self._metrics = metrics
         self._honor_warmup = honor_warmup
@@ -76,9 +90,12 @@ class Score:
                 fresh = np.array(kept, dtype=np.intp)
         if not len(fresh):
             return conflicts
+        serving = self._models.serving
+        models = (serving.model, *serving.challengers)
         start = time.perf_counter()
-        scores = await asyncio.to_thread(
-            self._scorer.score_batch,
+        scored = await asyncio.to_thread(
+            _score_all,
+            models,
             features.values[fresh],
             features.sequences[fresh],
             features.mask[fresh],
@@ -86,10 +103,39 @@ class Score:
         self._metrics.stage_seconds.labels("scoring").observe(time.perf_counter() - start)
         self._metrics.event_time_lag.set(time.time() - batch.max_event_time_us / MICROS_PER_SECOND)
         picked = fresh.tolist()
-        return conflicts + self._emitter.records(
-            [batch.transactions[i] for i in picked],
-            [batch.events[i].event_time_us for i in picked],
-            features.late[fresh].tolist(),
-            scores,
-            features.values[fresh],
+        transactions = [batch.transactions[i] for i in picked]
+        times_us = [batch.events[i].event_time_us for i in picked]
+        ids = [tx.transaction_id for tx in transactions]
+        decisions = [
+            await self._decide(model, scores, ids, times_us)
+            for model, scores in zip(models, scored, strict=True)
+        ]
+        late = features.late[fresh].tolist()
+        first, *challengers = decisions
+        self._metrics.alert_threshold.set(float(first.thresholds[-1]))
+        records = conflicts + self._emitter.records(
+            transactions, times_us, late, first, features.values[fresh]
         )
+        for challenger in challengers:
+            records.extend(self._emitter.shadow(transactions, times_us, late, first, challenger))
+        return records
+
+    async def _decide(
+        self, model: ServedModel, scores: ScoreBatch, ids: list[str], times_us: list[int]
+    ) -> Decision:
+        """The policy's thresholds for a model's scores (a daily budget reads and records the
+        day scores in Redis, retried while it is down: recording is idempotent)."""
+        thresholds = await self._redis.call(
+            lambda: model.thresholds.decide(ids, scores.score, times_us)
+        )
+        return Decision(model.version, model.thresholds.policy.name, scores, thresholds)
+
+
+def _score_all(
+    models: tuple[ServedModel, ...],
+    values: npt.NDArray[np.floating[Any]],
+    sequences: npt.NDArray[np.floating[Any]],
+    mask: npt.NDArray[np.floating[Any]],
+) -> list[ScoreBatch]:
+    """Every model's scores of the same rows (one thread hop; ONNX Runtime releases the GIL)."""
+    return [model.scorer.score_batch(values, sequences, mask) for model in models]

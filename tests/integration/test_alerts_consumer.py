@@ -38,7 +38,7 @@ def _alert(i: int) -> Alert:
         amount=f"{100 + i}.25", currency="EUR", event_time=START + dt.timedelta(minutes=i),
     )
     return Alert.for_transaction(
-        tx, score=0.9, threshold=0.42, model_version="m-test",
+        tx, score=0.9, threshold=0.42, model_version="m-test", policy="bundle",
         reasons=(Reason(feature="amount", contribution=0.51, value=100.25 + i),
                  Reason(feature="customer_nb_tx_1d", contribution=0.2, value=7.0),
                  Reason(feature="terminal_risk_7d", contribution=0.1, value=0.5),

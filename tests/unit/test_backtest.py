@@ -147,9 +147,16 @@ def test_cli_backtest_writes_scores_and_a_summary(
     expected = np.flatnonzero((times >= lo) & (times < hi))
     assert table.num_rows == len(expected)
     assert table.column_names == [
-        "transaction_id", "event_time", "score", "is_alert", "autoencoder_error",
-        "sequence_probability", "reasons",
+        "transaction_id", "event_time", "score", "threshold", "policy", "is_alert",
+        "autoencoder_error", "sequence_probability", "reasons",
     ]
+    bundle_threshold = load_bundle(tiny_bundle().path).threshold
+    assert set(table.column("threshold").to_pylist()) == {bundle_threshold}
+    assert set(table.column("policy").to_pylist()) == {"bundle"}
+    np.testing.assert_array_equal(
+        table.column("is_alert").to_numpy(),
+        table.column("score").to_numpy().astype(np.float64) >= bundle_threshold,
+    )
     assert str(table.schema.field("event_time").type) == "timestamp[us, tz=UTC]"
     reasons_type = table.schema.field("reasons").type
     assert pa.types.is_list(reasons_type)

@@ -25,6 +25,7 @@ from stream_app.contracts import (
     Alert,
     Label,
     Reason,
+    ShadowScore,
     Transaction,
     TransactionScore,
     alert_id,
@@ -35,6 +36,7 @@ from stream_app.contracts import (
     decode_label_fields,
     decode_label_us,
     decode_score,
+    decode_shadow,
     decode_transaction,
     decode_transaction_us,
     encode_alert,
@@ -53,7 +55,7 @@ AGREEMENT_SETTINGS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
-CONTRACTS = ("transaction.v1", "label.v1", "alert.v1", "score.v1")
+CONTRACTS = ("transaction.v1", "label.v1", "alert.v1", "score.v1", "shadow.v1")
 
 TRANSACTION: dict[str, Any] = {
     "schema": "transaction.v1",
@@ -84,6 +86,7 @@ ALERT: dict[str, Any] = {
     "score": 0.93,
     "threshold": 0.5,
     "model_version": "2026.11.1",
+    "policy": "bundle",
     "reasons": [{"feature": "customer_amount_mean_7d", "contribution": 2.5, "value": 412.0}],
     "features": {"customer_amount_mean_7d": 412.0, "terminal_risk_28d": 0.25},
     "event_time": "2018-04-01T00:00:31Z",
@@ -97,20 +100,43 @@ SCORE: dict[str, Any] = {
     "threshold": 0.5,
     "is_alert": False,
     "model_version": "2026.11.1",
+    "policy": "bundle",
     "event_time": "2018-04-01T00:00:31Z",
 }
-BASE = {"transaction.v1": TRANSACTION, "label.v1": LABEL, "alert.v1": ALERT, "score.v1": SCORE}
+SHADOW: dict[str, Any] = {
+    "schema": "shadow.v1",
+    "transaction_id": "1234567",
+    "customer_id": "4961",
+    "model_version": "2026.12.1",
+    "score": 0.75,
+    "threshold": 0.6,
+    "would_alert": True,
+    "serving_model_version": "2026.11.1",
+    "serving_score": 0.25,
+    "serving_alert": False,
+    "policy": "top-100",
+    "event_time": "2018-04-01T00:00:31Z",
+}
+BASE = {
+    "transaction.v1": TRANSACTION,
+    "label.v1": LABEL,
+    "alert.v1": ALERT,
+    "score.v1": SCORE,
+    "shadow.v1": SHADOW,
+}
 DECODERS: dict[str, Callable[[bytes], object]] = {
     "transaction.v1": decode_transaction,
     "label.v1": decode_label,
     "alert.v1": decode_alert,
     "score.v1": decode_score,
+    "shadow.v1": decode_shadow,
 }
 RECORDS: dict[str, type[msgspec.Struct]] = {
     "transaction.v1": Transaction,
     "label.v1": Label,
     "alert.v1": Alert,
     "score.v1": TransactionScore,
+    "shadow.v1": ShadowScore,
 }
 MISSING = object()
 _R = TypeVar("_R")
@@ -179,14 +205,19 @@ def test_schema_defaults_are_the_record_defaults(contract: str) -> None:
     }
     properties = load_schema(contract)["properties"]
     assert defaults == {name: s["default"] for name, s in properties.items() if "default" in s}
-    assert defaults == ({"late": False} if contract in ("alert.v1", "score.v1") else {})
+    assert defaults == (
+        {"late": False} if contract in ("alert.v1", "score.v1", "shadow.v1") else {}
+    )
 
 
 ID_FIELDS = {
     "transaction.v1": ["transaction_id", "customer_id", "terminal_id"],
     "label.v1": ["transaction_id", "customer_id", "terminal_id"],
-    "alert.v1": ["transaction_id", "customer_id", "terminal_id", "model_version"],
-    "score.v1": ["transaction_id", "customer_id", "model_version"],
+    "alert.v1": ["transaction_id", "customer_id", "terminal_id", "model_version", "policy"],
+    "score.v1": ["transaction_id", "customer_id", "model_version", "policy"],
+    "shadow.v1": [
+        "transaction_id", "customer_id", "model_version", "serving_model_version", "policy"
+    ],
 }
 
 
@@ -227,6 +258,7 @@ def test_schema_path_and_names() -> None:
         ("alert.v1", "event_time", records.TIMESTAMP_PATTERN),
         ("alert.v1", "processed_at", records.TIMESTAMP_PATTERN),
         ("score.v1", "event_time", records.TIMESTAMP_PATTERN),
+        ("shadow.v1", "event_time", records.TIMESTAMP_PATTERN),
     ],
 )
 def test_record_patterns_are_the_schema_patterns(contract: str, field: str, pattern: str) -> None:
@@ -270,6 +302,7 @@ def test_alert_round_trip_and_for_transaction() -> None:
         score=0.93,
         threshold=0.5,
         model_version="2026.11.1",
+        policy="bundle",
         reasons=(Reason("customer_amount_mean_7d", 2.5, 412.0),),
         features={"customer_amount_mean_7d": 412.0, "terminal_risk_28d": 0.25},
         processed_at=datetime(2018, 4, 1, 0, 0, 31, 12345, tzinfo=UTC),
@@ -286,12 +319,33 @@ def test_score_round_trip() -> None:
         threshold=0.5,
         is_alert=False,
         model_version="2026.11.1",
+        policy="bundle",
         event_time=datetime(2018, 4, 1, 0, 0, 31, tzinfo=UTC),
     )
     raw = encode_score(record)
     assert json.loads(raw) == SCORE
     assert decode_score(raw) == record
     assert raw == msgspec.json.encode(record)  # what the worker publishes, unvalidated
+
+
+def test_shadow_round_trip() -> None:
+    record = decode_shadow(payload("shadow.v1"))
+    assert record == ShadowScore(
+        transaction_id="1234567",
+        customer_id="4961",
+        model_version="2026.12.1",
+        score=0.75,
+        threshold=0.6,
+        would_alert=True,
+        serving_model_version="2026.11.1",
+        serving_score=0.25,
+        serving_alert=False,
+        policy="top-100",
+        event_time=datetime(2018, 4, 1, 0, 0, 31, tzinfo=UTC),
+    )
+    raw = msgspec.json.encode(record)  # what the worker publishes
+    assert json.loads(raw) == SHADOW
+    assert decode_shadow(raw) == record
 
 
 def test_decode_event_picks_the_record_type_from_schema() -> None:
@@ -973,6 +1027,7 @@ _UNIT = st.floats(0.0, 1.0)
         threshold=_UNIT,
         is_alert=st.booleans(),
         model_version=_VALID_IDS,
+        policy=_VALID_IDS,
         event_time=st.datetimes(
             min_value=datetime(1, 1, 2),
             max_value=datetime(9999, 12, 30),

@@ -306,6 +306,7 @@ def test_late_defaults_to_false_and_is_written_only_when_true() -> None:
             score=0.93,
             threshold=0.5,
             model_version="2026.11.1",
+            policy="bundle",
             reasons=(Reason("customer_amount_mean_7d", 2.5, 412.0),),
             features={"customer_amount_mean_7d": 412.0},
             processed_at=datetime(2018, 4, 1, 0, 0, 32, tzinfo=UTC),

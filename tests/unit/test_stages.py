@@ -38,6 +38,7 @@ from stream_app.worker.commit import Publish
 from stream_app.worker.decode import Decoder
 from stream_app.worker.emit import Emitter
 from stream_app.worker.metrics import WorkerMetrics
+from stream_app.worker.models import Models
 from stream_app.worker.publisher import OutRecord
 from stream_app.worker.retry import Backoff
 from stream_app.worker.score import Score
@@ -86,7 +87,7 @@ def _stages(
     metrics = WorkerMetrics()
     scorer = Scorer(load_bundle(tiny_bundle().path))
     emitter = Emitter(
-        TOPICS, metrics, scorer, publish_scores=publish_scores, dlq_partitions=2, clock=lambda: T0
+        TOPICS, metrics, publish_scores=publish_scores, dlq_partitions=2, clock=lambda: T0
     )
     store = InMemoryWindowStore(tiny_bundle().feature_set)
     stages = Stages(
@@ -98,7 +99,10 @@ def _stages(
             ahead=AheadLimit("watermark", max_ahead_s=86_400),
         ),
         Windows(store, Backoff("redis", metrics), metrics),
-        Score(scorer, emitter, metrics, honor_warmup=honor_warmup),
+        Score(
+            Models.of(scorer, metrics), emitter, metrics, Backoff("redis", metrics),
+            honor_warmup=honor_warmup,
+        ),
         Publish(publisher, Backoff("kafka", metrics), metrics),  # type: ignore[arg-type]
         store,
     )

@@ -13,6 +13,7 @@ def test_live_namespace_uses_bare_topic_names() -> None:
     assert topics.namespace == "live"
     assert topics.all == (
         "transactions", "labels", "fraud-alerts", "transaction-scores", "transactions-dlq",
+        "shadow-scores",
     )
     assert topics.consumer_group == "fraudstream-live"
     assert topics.redis_key_prefix == "fraudstream:live:"
@@ -25,6 +26,7 @@ def test_other_namespace_prefixes_every_name() -> None:
     assert topics.alerts == "replay-x.fraud-alerts"
     assert topics.scores == "replay-x.transaction-scores"
     assert topics.dlq == "replay-x.transactions-dlq"
+    assert topics.shadow == "replay-x.shadow-scores"
     assert topics.consumer_group == "fraudstream-replay-x"
     assert topics.redis_key_prefix == "fraudstream:replay-x:"
 
