@@ -1,6 +1,7 @@
 # fraudstream: every target sets up what it needs (idempotently) before it runs.
 #   make demo   the main job: local broker + redis-server, replay, scoring, alerts
 #   make test   set-up, lint (ruff + mypy), then the whole test suite
+#   make compare-report   the handbook model comparison in docs/results/compare-handbook
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
@@ -14,7 +15,7 @@ TORCH_VERSION := 2.13.0
 PYTEST_ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup system-deps test lint demo bench clean distclean
+.PHONY: setup system-deps test lint demo bench compare-report clean distclean
 
 setup: $(STAMP) system-deps
 
@@ -64,6 +65,27 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/bench_stream.py
+
+# The serving bundle and each challenger are trained on the handbook data before 2018-08-15
+# (once: an existing bundle is kept), then compared on 2018-08-22..2018-09-04, after the
+# 7-day label gap. A new challenger: a rule that writes $(COMPARE_MODELS)/NAME/manifest.json
+# and NAME added to COMPARE_CHALLENGERS.
+HANDBOOK ?= ../shared/data/handbook/transactions.parquet
+COMPARE_MODELS ?= .run/compare
+COMPARE_CHALLENGERS ?= challenger-seed1-3ep
+COMPARE_OUT ?= docs/results/compare-handbook
+COMPARE_TRAIN = $(VENV)/bin/fraudstream train --data $(HANDBOOK) --until 2018-08-15
+
+$(COMPARE_MODELS)/serving/manifest.json: | $(STAMP)
+	$(COMPARE_TRAIN) --out $(@D)
+
+$(COMPARE_MODELS)/challenger-seed1-3ep/manifest.json: | $(STAMP)
+	$(COMPARE_TRAIN) --seed 1 --epochs 3 --out $(@D)
+
+compare-report: $(STAMP) $(foreach m,serving $(COMPARE_CHALLENGERS),$(COMPARE_MODELS)/$(m)/manifest.json)
+	$(VENV)/bin/fraudstream compare --data $(HANDBOOK) --serving $(COMPARE_MODELS)/serving \
+	  $(foreach m,$(COMPARE_CHALLENGERS),--challenger $(COMPARE_MODELS)/$(m)) \
+	  --from 2018-08-22 --until 2018-09-05 --out $(COMPARE_OUT) --no-progress
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info $(STAMP)

@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     rows, runs = score_models(history, models, policy, start_us=start, stop_us=stop,
                               batch_size=args.batch_size, progress=not args.no_progress)
     comparison = compare(history, rows, runs, command=command_line(args),
-                         policy=policy.describe())
+                         policy=policy.describe(),
+                         settle_days=bundles[0][2].manifest.label_delay_days + 1)
     written = write_report(comparison, args.out)
     print(summary(comparison))
     print(f"wrote {', '.join(p.name for p in written)} to {args.out}")

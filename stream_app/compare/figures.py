@@ -13,7 +13,9 @@
   missed. Only entities whose first fraud falls in the window count (one compromised
   before it started its clock earlier). A card is compromised by any fraud; a terminal by
   the compromised-terminal scenario (2) when the history records scenarios, else by any
-  fraud.
+  fraud. Detection is cut off at the window's end, so the entities compromised at least
+  ``settle_days`` (the label delay + 1) before it are counted apart: they had time for
+  their first labels to reach the windows.
 """
 
 from __future__ import annotations
@@ -54,9 +56,15 @@ class Detection:
     p90_hours: float | None
     within_1h: float | None
     within_1d: float | None
+    settle_days: int
+    settled: int
+    """Entities compromised at least ``settle_days`` before the end of the window."""
+    settled_detected: int
     hours: dict[str, float | None]
     """Entity id -> hours from its first fraud to its first alerted fraud (None: missed),
     in order of first fraud."""
+    first_fraud: dict[str, str]
+    """Entity id -> the time of its first fraud (ISO 8601, UTC)."""
 
 
 @dataclass(frozen=True)
@@ -135,9 +143,10 @@ class Comparison:
 
 def compare(
     history: TransactionHistory, rows: npt.NDArray[np.int64], runs: list[ModelRun],
-    *, command: str, policy: str,
+    *, command: str, policy: str, settle_days: int,
 ) -> Comparison:
-    """The figures of ``runs`` (serving first) over the history rows ``rows`` (ascending)."""
+    """The figures of ``runs`` (serving first) over the history rows ``rows`` (ascending);
+    ``settle_days``: see :class:`Detection`."""
     fraud = history.is_fraud[rows] == 1
     scenario = history.fraud_scenario[rows]
     day = history.event_time_us[rows] // MICROS_PER_DAY
@@ -160,7 +169,8 @@ def compare(
             if scenarios_known else "a terminal with a labelled fraud"
         ),
         models=[
-            _model_figures(history, rows, run, day_index, len(days), scenarios_known)
+            _model_figures(history, rows, run, day_index, len(days), scenarios_known,
+                           settle_days)
             for run in runs
         ],
         overlaps=[
@@ -173,9 +183,10 @@ def compare(
 def detection_hours(
     entity: npt.NDArray[np.object_], event_time_us: npt.NDArray[np.int64], fraud: Bools,
     alert: Bools, already_compromised: set[str],
-) -> dict[str, float | None]:
+) -> tuple[dict[str, float | None], dict[str, int]]:
     """Per entity with a fraud among these rows (time order) and not ``already_compromised``:
-    hours from its first fraud to its first alerted fraud, None when no fraud was alerted."""
+    hours from its first fraud to its first alerted fraud (None when no fraud was alerted),
+    and the time of its first fraud."""
     hours: dict[str, float | None] = {}
     first_us: dict[str, int] = {}
     for key, time_us, alerted in zip(entity[fraud].tolist(), event_time_us[fraud].tolist(),
@@ -187,12 +198,16 @@ def detection_hours(
             first_us[name], hours[name] = time_us, None
         if alerted and hours[name] is None:
             hours[name] = (time_us - first_us[name]) / MICROS_PER_HOUR
-    return hours
+    return hours, first_us
 
 
-def summarise_detection(hours: dict[str, float | None]) -> Detection:
-    """Counts, median and p90 (missed = never) and the shares detected within 1 h and 1 day."""
+def summarise_detection(
+    hours: dict[str, float | None], first_us: dict[str, int], end_us: int, settle_days: int
+) -> Detection:
+    """Counts, median and p90 (missed = never), the shares detected within 1 h and 1 day,
+    and the counts of those compromised ``settle_days`` or more before ``end_us``."""
     values = np.sort([np.inf if h is None else h for h in hours.values()])
+    settled = [k for k, t in first_us.items() if t <= end_us - settle_days * MICROS_PER_DAY]
     n = len(values)
 
     def quantile(q: float) -> float | None:
@@ -211,7 +226,11 @@ def summarise_detection(hours: dict[str, float | None]) -> Detection:
         p90_hours=quantile(0.9),
         within_1h=within(1.0),
         within_1d=within(24.0),
+        settle_days=settle_days,
+        settled=len(settled),
+        settled_detected=sum(hours[k] is not None for k in settled),
         hours=hours,
+        first_fraud={k: _iso(t) for k, t in first_us.items()},
     )
 
 
@@ -254,7 +273,7 @@ def _overlap(
 
 def _model_figures(
     history: TransactionHistory, rows: npt.NDArray[np.int64], run: ModelRun,
-    day_index: npt.NDArray[np.intp], n_days: int, scenarios_known: bool,
+    day_index: npt.NDArray[np.intp], n_days: int, scenarios_known: bool, settle_days: int,
 ) -> ModelFigures:
     labels = history.is_fraud[rows].astype(np.int64)
     fraud = labels == 1
@@ -270,6 +289,7 @@ def _model_figures(
     terminal_fraud = fraud & (history.fraud_scenario[rows] == TERMINAL_SCENARIO) \
         if scenarios_known else fraud
     before = slice(0, int(rows[0]))
+    end_us = (int(times[-1]) // MICROS_PER_DAY + 1) * MICROS_PER_DAY
     earlier_fraud = history.is_fraud[before] == 1
     earlier_terminal_fraud = earlier_fraud & (
         history.fraud_scenario[before] == TERMINAL_SCENARIO if scenarios_known else True
@@ -290,16 +310,20 @@ def _model_figures(
         card_precision_daily=daily,
         alerts_per_day=_per_day(day_index, n_days, alert),
         alerted_frauds_per_day=_per_day(day_index, n_days, alert & fraud),
-        cards=summarise_detection(detection_hours(
+        cards=summarise_detection(*detection_hours(
             history.customer_id[rows], times, fraud, alert,
             set(history.customer_id[before][earlier_fraud].tolist()),
-        )),
-        terminals=summarise_detection(detection_hours(
+        ), end_us, settle_days),
+        terminals=summarise_detection(*detection_hours(
             history.terminal_id[rows], times, terminal_fraud, alert,
             set(history.terminal_id[before][earlier_terminal_fraud].tolist()),
-        )),
+        ), end_us, settle_days),
         precision_recall=_precision_recall(fraud, run.scores),
     )
+
+
+def _iso(time_us: int) -> str:
+    return np.datetime_as_string(np.datetime64(time_us, "us"), unit="s") + "Z"
 
 
 def _per_day(day_index: npt.NDArray[np.intp], n_days: int, rows: Bools) -> list[int]:

@@ -44,6 +44,7 @@ def write_report(comparison: Comparison, out_dir: Path) -> list[Path]:
 def markdown(c: Comparison) -> str:
     """The report text (the plots are linked by file name)."""
     names = [m.name for m in c.models]
+    settle = c.models[0].cards.settle_days
     scenarios = ", ".join(f"{n:,} {s}" for s, n in c.frauds_by_scenario.items())
     lines = [
         f"# Model comparison: {' vs '.join(names)}",
@@ -53,7 +54,7 @@ def markdown(c: Comparison) -> str:
         f"Window {c.days[0]} .. {c.days[-1]} ({len(c.days)} days, UTC): "
         f"{c.transactions:,} transactions scored by the backtest (the stream's incremental "
         f"features, windows warmed before the window), {c.frauds:,} labelled frauds"
-        + (f" ({scenarios})" if scenarios else "") + f". Alert policy: {c.policy}.",
+        + (f" ({scenarios})" if scenarios else "") + f". Alert {c.policy}.",
         "",
         "| model | role | model_version | trained on | bundle threshold |",
         "|---|---|---|---|---|",
@@ -108,13 +109,16 @@ def markdown(c: Comparison) -> str:
         "its fraudulent transactions. Only cards and terminals whose first fraud falls in "
         "the window count; a compromised card is a card with a labelled fraud, a compromised "
         f"terminal is {c.terminal_definition}. Median and p90 count missed ones as never "
-        "detected (\"missed\": the quantile falls on one).",
+        "detected (\"missed\": the quantile falls on one). Detection stops at the window's "
+        f"end: the last column counts only those compromised {settle} days or more before "
+        "it (the label delay + 1 day: time for their first labels to reach the features).",
         "",
     ]
     for kind in ("cards", "terminals"):
         lines += [
-            f"| {kind} | compromised | detected | median | p90 | within 1 h | within 1 day |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| {kind} | compromised | detected | median | p90 | within 1 h | within 1 day "
+            f"| detected, of those compromised ≥ {settle} days before the end |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
             *(_detection_row(m.name, getattr(m, kind)) for m in c.models),
             "",
         ]
@@ -167,7 +171,8 @@ def duration(hours: float | None) -> str:
 
 def _detection_row(name: str, d: Detection) -> str:
     return _row(name, [f"{d.compromised:,}", f"{d.detected:,}", duration(d.median_hours),
-                       duration(d.p90_hours), _share(d.within_1h), _share(d.within_1d)])
+                       duration(d.p90_hours), _share(d.within_1h), _share(d.within_1d),
+                       f"{d.settled_detected:,} of {d.settled:,}"])
 
 
 def _colour(index: int) -> str:
@@ -227,7 +232,9 @@ def _plot_time_to_detection(c: Comparison) -> Figure:
                 x = np.r_[_FLOOR_HOURS, found, span]
                 y = np.r_[0.0, np.arange(1, len(found) + 1), len(found)] / d.compromised
                 ax.step(x, y, where="post", color=_colour(i), linestyle=_STYLES[i % 4],
-                        linewidth=1.6, label=f"{m.name} ({d.detected}/{d.compromised} detected)")
+                        linewidth=1.6, label=f"{m.name}: {d.detected} of {d.compromised} detected\n"
+                        f"({d.settled_detected} of the {d.settled} compromised "
+                        f"≥ {d.settle_days} days before the end)")
         for hours, text in ((1.0, "1 h"), (24.0, "1 day"), (168.0, "7 days")):
             ax.axvline(hours, color="0.6", linestyle=":", linewidth=1)
             ax.annotate(text, (hours, 1.0), xycoords=("data", "axes fraction"),
@@ -238,7 +245,7 @@ def _plot_time_to_detection(c: Comparison) -> Figure:
                "≤ 1 min at the left edge)", ylabel=f"share of compromised {kind} detected")
         ax.set_title(f"Time to detection, compromised {kind}", pad=16)
         ax.xaxis.label.set_fontsize(8)
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper left", fontsize=7.5)
     return figure
 
 

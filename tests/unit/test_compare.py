@@ -68,7 +68,7 @@ def _hand_built(scenarios_known: bool = True) -> tuple[TransactionHistory, list[
 def _compare_hand_built(scenarios_known: bool = True) -> Comparison:
     history, runs = _hand_built(scenarios_known)
     return compare(history, np.arange(2, len(HAND_BUILT), dtype=np.int64), runs,
-                   command="fraudstream compare ...", policy="policy 'bundle'")
+                   command="fraudstream compare ...", policy="policy 'bundle'", settle_days=1)
 
 
 def test_alert_overlap_and_the_frauds_each_model_alone_caught() -> None:
@@ -109,6 +109,11 @@ def test_time_to_detection_per_card_and_terminal() -> None:
     # terminals: only the compromised-terminal scenario's frauds (T3 and T5 had others)
     assert serving.terminals.hours == {"T1": 1.0}
     assert challenger.terminals.hours == {"T1": 0.0}
+    assert serving.cards.first_fraud == {"C1": "2018-08-02T01:00:00Z",
+                                         "C2": "2018-08-02T01:30:00Z"}
+    # the window ends 2018-08-04 00:00: both cards were compromised over a day before it
+    assert (s.settle_days, s.settled, s.settled_detected) == (1, 2, 2)
+    assert (h.settled, h.settled_detected) == (2, 1)
 
 
 def test_without_scenarios_every_fraud_compromises_its_terminal() -> None:
@@ -122,12 +127,14 @@ def test_without_scenarios_every_fraud_compromises_its_terminal() -> None:
 
 def test_detection_quantiles_count_missed_entities_as_never() -> None:
     hours: dict[str, float | None] = {"a": 0.5, "b": 2.0, "c": 30.0, "d": None, "e": None}
-    d = summarise_detection(hours)
+    first = {"a": 0, "b": 0, "c": 0, "d": 0, "e": 2 * MICROS_PER_DAY}
+    d = summarise_detection(hours, first, end_us=3 * MICROS_PER_DAY, settle_days=2)
     assert (d.compromised, d.detected) == (5, 3)
+    assert (d.settled, d.settled_detected) == (4, 3)  # "e": compromised a day before the end
     assert d.median_hours == 30.0
     assert d.p90_hours is None
     assert (d.within_1h, d.within_1d) == (0.2, 0.4)
-    empty = summarise_detection({})
+    empty = summarise_detection({}, {}, end_us=0, settle_days=8)
     assert (empty.compromised, empty.median_hours, empty.within_1h) == (0, None, None)
 
 
@@ -136,16 +143,16 @@ def test_detection_ignores_alerts_on_genuine_transactions() -> None:
     times = np.array([0, MICROS_PER_HOUR, 3 * MICROS_PER_HOUR], dtype=np.int64)
     fraud = np.array([True, False, True])
     alert = np.array([False, True, True])
-    assert detection_hours(entity, times, fraud, alert, set()) == {"k": 3.0}
-    assert detection_hours(entity, times, fraud, alert, {"k"}) == {}
+    assert detection_hours(entity, times, fraud, alert, set()) == ({"k": 3.0}, {"k": 0})
+    assert detection_hours(entity, times, fraud, alert, {"k"}) == ({}, {})
 
 
 def test_report_shows_the_figures() -> None:
     text = markdown(_compare_hand_built())
     assert text.startswith("# Model comparison: serving vs challenger\n")
     assert "| all | 6 | 1 | 2 | 2 | 1 |" in text
-    assert "| serving | 2 | 2 | 1.0 h | 23.5 h | 50% | 100% |" in text
-    assert "| challenger | 2 | 1 | 0 min | missed | 50% | 50% |" in text
+    assert "| serving | 2 | 2 | 1.0 h | 23.5 h | 50% | 100% | 2 of 2 |" in text
+    assert "| challenger | 2 | 1 | 0 min | missed | 50% | 50% | 1 of 2 |" in text
     assert "| 2018-08-03 | 2 | 1 (1) | 2 (1) |" in text
 
 
@@ -190,7 +197,7 @@ def test_score_models_applies_each_bundles_threshold_to_the_backtest_scores() ->
     np.testing.assert_array_equal(runs[0].alerts, score >= serving.threshold)
     np.testing.assert_array_equal(runs[1].alerts, score >= _stricter_threshold())
     assert 0 < runs[1].alerts.sum() < runs[0].alerts.sum()
-    (o,) = compare(history, rows, runs, command="c", policy="p").overlaps
+    (o,) = compare(history, rows, runs, command="c", policy="p", settle_days=8).overlaps
     assert o.alerts_challenger_only == 0
     assert o.alerts_both == int(runs[1].alerts.sum())
     assert o.alerts_serving_only == int(runs[0].alerts.sum() - runs[1].alerts.sum())
