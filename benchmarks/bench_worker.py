@@ -9,6 +9,7 @@ of its window process, Redis's µs per window-write call, and the worker's per-s
 seconds (from its metrics).
 
     .venv/bin/python benchmarks/bench_worker.py --models DIR [--days 10] [--batch 2000]
+        [--challengers N]  (N shadow challengers: copies of the bundle in a model store)
         [--profile PATH]   (cProfile of the worker phase only; slows it down)
 """
 
@@ -19,13 +20,17 @@ import asyncio
 import cProfile
 import datetime as dt
 import resource
+import shutil
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import redis
 
 from stream_app.local_services import free_port, start_redis, start_tansu
 from stream_app.scoring.bundle import load_bundle
+from stream_app.scoring.model_store import CHALLENGERS, CURRENT
 from stream_app.settings import Settings
 from stream_app.sources.simulator import simulate
 from stream_app.tools.replay import replay, replay_order
@@ -42,9 +47,13 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--challengers", type=int, default=0,
+                        help="shadow challengers scoring every batch beside the bundle")
     parser.add_argument("--profile", metavar="PATH", help="write a cProfile of the worker phase")
     args = parser.parse_args()
-    bundle = load_bundle(args.models)
+    store = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    model_dir = _model_store(Path(args.models), store, args.challengers)
+    bundle = load_bundle(store / "serving")
     history = simulate(args.customers, args.terminals, args.days, dt.date(2018, 4, 1), seed=1)
     n = len(history)
     with start_tansu() as kafka, start_redis() as redis_server:
@@ -56,6 +65,7 @@ def main() -> None:
             topic_partitions=args.partitions,
             batch_max_events=args.batch,
             web_port=free_port(),
+            model_dir=str(model_dir),
         )
 
         async def run() -> None:
@@ -95,7 +105,8 @@ def main() -> None:
             windows_cpu = _children_cpu_s() - reaped0
             stats = redis.Redis.from_url(redis_server.url).info("commandstats")
             evalsha = stats.get("cmdstat_evalsha", {})
-            print(f"transactions: {n:,} (+{consumed('label'):,.0f} labels), batch {args.batch}")
+            print(f"transactions: {n:,} (+{consumed('label'):,.0f} labels), batch {args.batch}, "
+                  f"{args.challengers} challengers")
             print(
                 f"worker: {n / wall:,.0f} transactions/s, {(n + consumed('label')) / wall:,.0f} "
                 f"records/s, {cpu / n * 1e6:.0f} µs CPU per transaction in the worker process "
@@ -115,6 +126,18 @@ def main() -> None:
             )
 
         asyncio.run(run())
+    shutil.rmtree(store)
+
+
+def _model_store(bundle: Path, store: Path, challengers: int) -> Path:
+    """A model store serving a copy of ``bundle``, with ``challengers`` more copies."""
+    shutil.copytree(bundle, store / "serving")
+    names = [f"challenger-{i}" for i in range(challengers)]
+    for name in names:
+        shutil.copytree(bundle, store / name)
+    (store / CURRENT).write_text("serving\n", encoding="utf-8")
+    (store / CHALLENGERS).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+    return store
 
 
 def _children_cpu_s() -> float:

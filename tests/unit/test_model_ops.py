@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream_app.cli import main
 from stream_app.errors import BundleError, ConfigError
 from stream_app.scoring.bundle import ModelBundle, load_bundle
 from stream_app.scoring.model_store import (
@@ -168,3 +169,19 @@ def test_a_swap_happens_on_refresh_and_a_bad_bundle_is_refused_once(
         "fraudstream_model_info",
         {"role": "serving", "model_version": models.serving.model.version, "policy": "bundle"},
     ) == 1
+
+
+def test_the_models_command_promotes_and_sets_challengers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = _store(tmp_path)
+    assert main(["models", "promote", "--models", str(store), "a"]) == 0
+    assert main(["models", "challengers", "--models", str(store), "b"]) == 0
+    out = capsys.readouterr().out
+    assert "serving     a: " in out and "challenger  b: " in out
+    assert (store / CURRENT).read_text() == "a\n" and (store / CHALLENGERS).read_text() == "b\n"
+    assert main(["models", "clear-challengers", "--models", str(store)]) == 0
+    assert (store / CHALLENGERS).read_text() == ""
+    assert main(["models", "promote", "--models", str(store), "nope"]) == 2
+    assert "model bundle directory" in capsys.readouterr().err
+    assert (store / CURRENT).read_text() == "a\n"
