@@ -17,6 +17,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from stream_app.errors import InputDataError
+from training.cnn import SequenceCNN
 from training.datasets import Dataset, TensorView
+from training.gan import GanDetector, train_gan
 from training.models import (
     Autoencoder,
     FeatureNormaliser,
@@ -34,6 +37,11 @@ from training.models import (
     log_columns,
 )
 
+AnomalyModel = Literal["autoencoder", "gan"]
+SequenceModel = Literal["lstm", "cnn", "lstm+cnn"]
+ANOMALY_MODELS: Final[tuple[str, ...]] = get_args(AnomalyModel)
+SEQUENCE_MODELS: Final[tuple[str, ...]] = get_args(SequenceModel)
+"""``lstm+cnn``: an ensemble alternating LSTM and CNN members (LSTM first)."""
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str], None]
@@ -48,6 +56,10 @@ class TrainConfig:
     """Hyper-parameters of one training run (the defaults are the product's run)."""
 
     seed: int = 0
+    anomaly_model: AnomalyModel = "autoencoder"
+    """Model in the ``autoencoder`` role: the dense autoencoder or the GANomaly generator."""
+    sequence_model: SequenceModel = "lstm"
+    """Architecture of the sequence members (``training.cnn`` for the 1-D CNN)."""
     threads: int = 1
     """Intra-op threads: the models are small, and one thread per process avoids
     oversubscription on a shared 2-core machine (benchmarks/bench_training.py)."""
@@ -73,6 +85,12 @@ class TrainConfig:
             raise InputDataError(
                 f"calibration_share={self.calibration_share} must be strictly between 0 and 1"
             )
+        if self.anomaly_model not in ANOMALY_MODELS:
+            raise InputDataError(f"anomaly_model={self.anomaly_model!r}; choose one of "
+                                 f"{', '.join(ANOMALY_MODELS)}")
+        if self.sequence_model not in SEQUENCE_MODELS:
+            raise InputDataError(f"sequence_model={self.sequence_model!r}; choose one of "
+                                 f"{', '.join(SEQUENCE_MODELS)}")
         if self.sequence_members < 1:
             raise InputDataError(f"sequence_members={self.sequence_members} must be at least 1")
         if self.cross_fit_folds < 2:
@@ -85,11 +103,13 @@ class FittedModels:
 
     columns: tuple[str, ...]
     normaliser: FeatureNormaliser
-    autoencoder: Autoencoder
-    sequence: SequenceClassifier | SequenceEnsemble
+    autoencoder: Autoencoder | GanDetector
+    sequence: SequenceClassifier | SequenceCNN | SequenceEnsemble
     stacker: Stacker
     threshold: float
     threshold_rule: str
+    architecture: dict[str, str | int] = field(default_factory=dict)
+    """What fills each role (for the manifest's ``metrics``)."""
     losses: dict[str, list[float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of each training stage."""
@@ -163,11 +183,22 @@ def _require_rows(rows: IntArray, what: str) -> None:
 def fit_autoencoder(
     dataset: Dataset, rows: IntArray, normaliser: FeatureNormaliser, config: TrainConfig,
     progress: Progress | None = None,
-) -> tuple[Autoencoder, list[float]]:
-    """Train on the genuine transactions among ``rows`` (mean squared error)."""
+) -> tuple[Autoencoder | GanDetector, list[float]]:
+    """Train ``config.anomaly_model`` on the genuine transactions among ``rows`` (the
+    autoencoder on mean squared error, the GAN adversarially: ``training.gan``)."""
     genuine = rows[dataset.is_fraud[rows] == 0]
-    _require_rows(genuine, "autoencoder (genuine transactions)")
+    _require_rows(genuine, f"{config.anomaly_model} (genuine transactions)")
     torch.manual_seed(config.seed)
+    if config.anomaly_model == "gan":
+        generator = _generator(config.seed)
+        genuine_tensor = torch.from_numpy(genuine)
+        return train_gan(
+            normaliser, TensorView(dataset).features,
+            lambda: [_epoch_batches(genuine_tensor, config, generator)
+                     for _ in range(config.autoencoder_epochs)],
+            config.autoencoder_hidden, config.autoencoder_code, config.learning_rate,
+            _epoch_reporter(progress, "gan", config.autoencoder_epochs),
+        )
     model = Autoencoder(
         copy.deepcopy(normaliser), config.autoencoder_hidden, config.autoencoder_code
     )
@@ -189,12 +220,16 @@ def fit_autoencoder(
 
 def fit_sequence(
     dataset: Dataset, rows: IntArray, normaliser: FeatureNormaliser, config: TrainConfig,
-    progress: Progress | None = None, label: str = "sequence",
-) -> tuple[SequenceClassifier, list[float]]:
-    """Train the LSTM on ``rows`` (binary cross-entropy on the latest transaction)."""
+    progress: Progress | None = None, label: str = "sequence", architecture: str = "lstm",
+) -> tuple[SequenceClassifier | SequenceCNN, list[float]]:
+    """Train an LSTM (or with ``architecture="cnn"`` a 1-D CNN) on ``rows`` (binary
+    cross-entropy on the latest transaction)."""
     _require_rows(rows, "sequence model")
     torch.manual_seed(config.seed)
-    model = SequenceClassifier(copy.deepcopy(normaliser), config.sequence_hidden)
+    model: SequenceClassifier | SequenceCNN = (
+        SequenceCNN(copy.deepcopy(normaliser), config.sequence_hidden) if architecture == "cnn"
+        else SequenceClassifier(copy.deepcopy(normaliser), config.sequence_hidden)
+    )
     view = TensorView(dataset)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -218,7 +253,7 @@ def _batched(rows: IntArray, size: int) -> list[Tensor]:
 
 @torch.no_grad()
 def autoencoder_errors(
-    model: Autoencoder, dataset: Dataset, rows: IntArray, config: TrainConfig
+    model: Autoencoder | GanDetector, dataset: Dataset, rows: IntArray, config: TrainConfig
 ) -> FloatArray:
     """Reconstruction errors of ``rows``."""
     view = TensorView(dataset)
@@ -228,7 +263,7 @@ def autoencoder_errors(
 
 @torch.no_grad()
 def sequence_probabilities(
-    model: SequenceClassifier | SequenceEnsemble, dataset: Dataset, rows: IntArray,
+    model: SequenceClassifier | SequenceCNN | SequenceEnsemble, dataset: Dataset, rows: IntArray,
     config: TrainConfig,
 ) -> FloatArray:
     """Fraud probabilities of ``rows``."""
@@ -253,20 +288,28 @@ def combined_scores(
 def fit_sequence_members(
     dataset: Dataset, rows: IntArray, normaliser: FeatureNormaliser, config: TrainConfig,
     progress: Progress | None = None,
-) -> tuple[SequenceClassifier | SequenceEnsemble, list[float]]:
-    """The served sequence model: one LSTM, or an ensemble of ``sequence_members``."""
-    members, losses = [], []
+) -> tuple[SequenceClassifier | SequenceCNN | SequenceEnsemble, list[float]]:
+    """The served sequence model: one member, or an ensemble of ``sequence_members``."""
+    members: list[SequenceClassifier | SequenceCNN] = []
+    losses: list[float] = []
     for i in range(config.sequence_members):
         member_config = dataclasses.replace(config, seed=config.seed + i)
         label = "sequence" if config.sequence_members == 1 else (
             f"sequence member {i + 1}/{config.sequence_members}")
         model, member_losses = fit_sequence(dataset, rows, normaliser, member_config,
-                                            progress, label)
+                                            progress, label, member_architecture(config, i))
         members.append(model)
         losses.append(member_losses[-1])
     if len(members) == 1:
         return members[0], member_losses
     return SequenceEnsemble(members), losses
+
+
+def member_architecture(config: TrainConfig, index: int) -> str:
+    """``lstm`` or ``cnn``: the architecture of sequence member ``index``."""
+    if config.sequence_model == "lstm+cnn":
+        return "lstm" if index % 2 == 0 else "cnn"
+    return config.sequence_model
 
 
 def cross_fitted_probabilities(
@@ -283,7 +326,8 @@ def cross_fitted_probabilities(
     for g in range(config.cross_fit_folds):
         held_out = group == g
         model, _ = fit_sequence(dataset, rows[~held_out], normaliser, config, progress,
-                                label=f"cross-fit {g + 1}/{config.cross_fit_folds}")
+                                f"cross-fit {g + 1}/{config.cross_fit_folds}",
+                                member_architecture(config, 0))
         out[held_out] = sequence_probabilities(model, dataset, rows[held_out], config)
     return out
 
@@ -400,6 +444,9 @@ def fit_models(
         stacker=stacker,
         threshold=threshold,
         threshold_rule=THRESHOLD_RULE.format(share=config.calibration_share),
+        architecture={"anomaly_model": config.anomaly_model,
+                      "sequence_model": config.sequence_model,
+                      "sequence_members": config.sequence_members},
         losses={"autoencoder": ae_losses, "sequence": seq_losses, "stacker": stack_losses},
         seconds=seconds,
     )

@@ -7,7 +7,8 @@ weights into the ONNX graph. Scores: higher means more suspicious.
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Sequence
+from typing import Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -125,19 +126,26 @@ class SequenceClassifier(nn.Module):
         return torch.sigmoid(self.logits(sequence, mask))
 
 
+class SequenceMember(Protocol):
+    """A sequence model with pre-sigmoid scores (LSTM or ``training.cnn.SequenceCNN``)."""
+
+    def logits(self, sequence: Tensor, mask: Tensor) -> Tensor: ...
+
+
 class SequenceEnsemble(nn.Module):
-    """Several :class:`SequenceClassifier` (different seeds): the sigmoid of their mean logit.
+    """Several sequence models (different seeds or architectures): the sigmoid of their mean
+    logit.
 
     Same inputs and output as one classifier, so it exports to the same ONNX contract.
     """
 
-    def __init__(self, members: list[SequenceClassifier]) -> None:
+    def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
 
     def logits(self, sequence: Tensor, mask: Tensor) -> Tensor:
         """Mean of the members' logits [batch]."""
-        members = [cast(SequenceClassifier, m) for m in self.members]
+        members = [cast(SequenceMember, m) for m in self.members]
         return torch.stack([m.logits(sequence, mask) for m in members]).mean(dim=0)
 
     def forward(self, sequence: Tensor, mask: Tensor) -> Tensor:

@@ -48,6 +48,7 @@ class TrainedRun:
             "training_rows": len(self.train_rows),
             "training_frauds": int(np.count_nonzero(labels)),
             "threshold": self.models.threshold,
+            "architecture": self.models.architecture,
             "final_losses": {name: values[-1] for name, values in self.models.losses.items()},
             "seconds": {name: round(value, 1) for name, value in self.seconds.items()},
         }

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from training.evaluate import METRICS, MODELS, Evaluation
+from training.evaluate import METRICS, Evaluation
 
 REPORT_FILE = "report.md"
 PUBLISHED_SOURCE = (
@@ -33,7 +33,23 @@ PUBLISHED_AUTOENCODER = (
 )
 _LABELS = {"autoencoder": "Autoencoder (reconstruction error)",
            "lstm": "LSTM over the last 5 transactions",
-           "combined": "Combined (calibrated stacker)"}
+           "combined": "Combined (calibrated stacker)",
+           "gan": "GAN anomaly detector (GANomaly score)",
+           "cnn": "1-D CNN over the last 5 transactions"}
+_SEQUENCE_LABELS = {"lstm": "LSTM", "cnn": "1-D CNN", "lstm+cnn": "LSTM and 1-D CNN"}
+_ERROR_MODELS = ("autoencoder", "gan")
+
+
+def label(evaluation: Evaluation, model: str) -> str:
+    """The row label of ``model``; the two roles say which architecture filled them."""
+    config = evaluation.config
+    if model == "autoencoder" and config.anomaly_model == "gan":
+        return "GAN anomaly detector in the autoencoder role"
+    if model == "lstm" and (config.sequence_model != "lstm" or config.sequence_members > 1):
+        members = "" if config.sequence_members == 1 else (
+            f", ensemble of {config.sequence_members}")
+        return f"{_SEQUENCE_LABELS[config.sequence_model]} over the last 5 transactions{members}"
+    return _LABELS[model]
 
 
 def _cell(summary: dict[str, dict[str, object]], metric: str) -> str:
@@ -58,10 +74,10 @@ def markdown(evaluation: Evaluation, plots: list[str]) -> str:
         "| model | training | AUC ROC | AP | CP@100 |",
         "|---|---|---|---|---|",
     ]
-    for model in MODELS:
+    for model in evaluation.models:
         for training, by_metric in summary[model].items():
             cells = " | ".join(_cell(by_metric, m) for m in METRICS)
-            lines.append(f"| **ours: {_LABELS[model]}** | {training} | {cells} |")
+            lines.append(f"| **ours: {label(evaluation, model)}** | {training} | {cells} |")
     lines += ["", "Published (handbook protocol, 7-day training):", "",
               "| model | AUC ROC | AP | CP@100 |", "|---|---|---|---|"]
     for name, auc, ap, cp in (*PUBLISHED, PUBLISHED_AUTOENCODER):
@@ -71,7 +87,8 @@ def markdown(evaluation: Evaluation, plots: list[str]) -> str:
         for r in results:
             f = r.fold
             figures = "; ".join(
-                f"{m} " + "/".join(f"{r.metrics[m][k]:.3f}" for k in METRICS) for m in MODELS
+                f"{m} " + "/".join(f"{r.metrics[m][k]:.3f}" for k in METRICS)
+                for m in evaluation.models
             )
             lines.append(
                 f"- {training} fold {f.index + 1}: train {f.train_start}..{f.train_end}, test "
@@ -97,10 +114,10 @@ def plot_precision_recall(evaluation: Evaluation, out_dir: Path) -> list[str]:
     for training, results in evaluation.folds.items():
         labels = np.concatenate([r.labels for r in results])
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        for model in MODELS:
+        for model in evaluation.models:
             scores = np.concatenate([r.scores[model] for r in results])
             recall, precision = _precision_recall(labels, scores)
-            ax.plot(recall, precision, label=_LABELS[model])
+            ax.plot(recall, precision, label=label(evaluation, model))
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
                title=f"Precision-recall, {training} training (test folds pooled)")
         ax.legend(loc="lower left")
@@ -117,16 +134,18 @@ def plot_score_distributions(evaluation: Evaluation, out_dir: Path) -> list[str]
     names = []
     for training, results in evaluation.folds.items():
         labels = np.concatenate([r.labels for r in results]) != 0
-        fig, axes = plt.subplots(1, len(MODELS), figsize=(12, 3.5))
-        for ax, model in zip(axes, MODELS, strict=True):
+        models = evaluation.models
+        fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.5))
+        for ax, model in zip(axes, models, strict=True):
             scores = np.concatenate([r.scores[model] for r in results])
-            if model == "autoencoder":
+            if model in _ERROR_MODELS:
                 scores = np.log10(scores + 1e-6)
             bins = np.linspace(float(scores.min()), float(scores.max()) + 1e-9, 50)
             ax.hist(scores[~labels], bins=bins, density=True, alpha=0.6, label="genuine")
             ax.hist(scores[labels], bins=bins, density=True, alpha=0.6, label="fraud")
-            xlabel = "log10 reconstruction error" if model == "autoencoder" else "score"
-            ax.set(title=_LABELS[model], xlabel=xlabel, yscale="log")
+            xlabel = "log10 reconstruction error" if model in _ERROR_MODELS else "score"
+            ax.set(xlabel=xlabel, yscale="log")
+            ax.set_title(label(evaluation, model), fontsize=9)
             ax.legend()
         name = f"score_distribution_{training}.png"
         fig.tight_layout()
@@ -151,7 +170,7 @@ def table(evaluation: Evaluation) -> str:
     """A plain-text table of the means, for the terminal."""
     summary = evaluation.summary()
     rows = [f"{'model':<12} {'training':<12} {'AUC ROC':>8} {'AP':>8} {'CP@100':>8}"]
-    for model in MODELS:
+    for model in evaluation.models:
         for training, by_metric in summary[model].items():
             means = [by_metric[m]["mean"] for m in METRICS]
             rows.append(f"{model:<12} {training:<12} " + " ".join(f"{v:>8.3f}" for v in means))

@@ -3,8 +3,9 @@
 Trains and tests the autoencoder, the LSTM and the combined score on each fold, with two
 training variants: ``handbook`` (the 7 days before the delay window) and ``all_history``
 (all history before it), and writes ``metrics.json``, ``protocol.json``, ``report.md``
-(our rows beside the published table) and PNG plots to ``--out``. Needs the ``[train]``
-extra (torch).
+(our rows beside the published table) and PNG plots to ``--out``. ``--challengers gan cnn``
+adds rows for a GAN anomaly detector and a 1-D CNN, each trained alone on every fold.
+Needs the ``[train]`` extra (torch).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from stream_app.sources.load import load_history
 
 NAME = "evaluate"
 PROTOCOLS = ("handbook",)
+CHALLENGERS = ("gan", "cnn")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         "test window ends on the last day of the data)")
     parser.add_argument("--training", choices=("handbook", "all_history", "both"),
                         default="both", help="training variants to run (default both)")
+    parser.add_argument("--challengers", nargs="+", choices=CHALLENGERS, default=[],
+                        help="also train and score these models alone on every fold")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="directory for metrics.json, report.md and the plots")
 
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     progress(f"read {len(history)} transactions from {args.data}")
     dataset = build_dataset(history, args.feature_set)
     progress(f"features: {len(dataset)} rows x {len(dataset.columns)} ({args.feature_set})")
-    evaluation = evaluate(dataset, params, train_config(args), trainings, progress)
+    evaluation = evaluate(dataset, params, train_config(args), trainings, progress,
+                          tuple(dict.fromkeys(args.challengers)))
     metrics_path, _ = write_metrics(evaluation, args.out)
     report_path = write_report(evaluation, args.out)
     print(table(evaluation))

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from training.fit import TrainConfig
 
 NAME = "train"
+# the choices without importing torch (training.fit checks them against its own)
+ANOMALY_MODELS = ("autoencoder", "gan")
+SEQUENCE_MODELS = ("lstm", "cnn", "lstm+cnn")
 
 
 def parse_date(text: str) -> dt.date:
@@ -52,19 +55,34 @@ def add_history_arguments(parser: argparse.ArgumentParser, settings: Settings) -
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--epochs", type=int, metavar="N",
                         help="epochs of the autoencoder and the LSTM (default: the product's)")
+    parser.add_argument("--anomaly-model", choices=ANOMALY_MODELS,
+                        help="model in the autoencoder role: the dense autoencoder or the "
+                        "GANomaly-style GAN (default: the product's)")
+    parser.add_argument("--sequence-model", choices=SEQUENCE_MODELS,
+                        help="sequence members: LSTM, 1-D CNN, or alternating LSTM and CNN "
+                        "(default: the product's)")
+    parser.add_argument("--sequence-members", type=int, metavar="N",
+                        help="ensemble size of the sequence model (default: the product's)")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The product's training configuration with ``--seed`` and ``--epochs`` applied."""
+    """The product's training configuration with the command line's choices applied."""
     from training.fit import TrainConfig
 
     config = TrainConfig(seed=args.seed)
-    if args.epochs is None:
-        return config
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs {args.epochs}: use 1 or more")
-    return dataclasses.replace(config, autoencoder_epochs=args.epochs,
-                               sequence_epochs=args.epochs)
+    for flag, value in (("--epochs", args.epochs), ("--sequence-members", args.sequence_members)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: use 1 or more")
+    if args.epochs is not None:
+        config = dataclasses.replace(config, autoencoder_epochs=args.epochs,
+                                     sequence_epochs=args.epochs)
+    if args.sequence_members is not None:
+        config = dataclasses.replace(config, sequence_members=args.sequence_members)
+    if args.anomaly_model is not None:
+        config = dataclasses.replace(config, anomaly_model=args.anomaly_model)
+    if args.sequence_model is not None:
+        config = dataclasses.replace(config, sequence_model=args.sequence_model)
+    return config
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
