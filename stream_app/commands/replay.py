@@ -13,7 +13,7 @@ from stream_app.features.horizon import warmup_us
 from stream_app.settings import Settings
 from stream_app.sources.load import load_history
 from stream_app.tools.replay import replay, replay_order
-from stream_app.tools.timeargs import parse_moment_us, parse_speed
+from stream_app.tools.timeargs import parse_moment_us, parse_rate, parse_speed
 from stream_app.topics import (
     DEFAULT_NAMESPACE,
     ensure_topics_sync,
@@ -25,8 +25,10 @@ DESCRIPTION = """\
 Publish a recorded history to Kafka: transactions (keyed by customer_id, record timestamp =
 event time) and their labels (at event time + label delay), merged in event-time order.
 --speed N replays N times faster than real time relative to the first event; 'max' sends
-as fast as the broker takes it. The namespace isolates the replay: its own topics
-(<namespace>.transactions ...), consumer group and Redis keys. --namespace (or
+as fast as the broker takes it; --rate N sends N transactions per second instead (each
+label goes with the transaction before it), a steady feed for a live stack. The namespace
+isolates the replay: its own topics (<namespace>.transactions ...), consumer group and
+Redis keys. --namespace (or
 FRAUDSTREAM_NAMESPACE) is required: the live topics are written only with --namespace live.
 With --from D, the events of the window horizon before D (37 days with a 7-day label
 delay) go first, marked as warm-up: the worker applies them to the windows without
@@ -47,8 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
                         help="first event time to publish (ISO date/time, UTC by default)")
     parser.add_argument("--to", dest="stop", metavar="DATE",
                         help="publish events before this time (exclusive)")
-    parser.add_argument("--speed", default="max", metavar="max|N",
+    pacing = parser.add_mutually_exclusive_group()
+    pacing.add_argument("--speed", default="max", metavar="max|N",
                         help="'max' (default) or a multiple of real time, e.g. 3600")
+    pacing.add_argument("--rate", default=None, metavar="N",
+                        help="N transactions per second, e.g. 50 (instead of --speed)")
     parser.add_argument("--namespace", default=None, metavar="NAME",
                         help="topics/group/Redis prefix to use (default FRAUDSTREAM_NAMESPACE; "
                         "'live' only when named here)")
@@ -61,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     """Replay ``args.input``; print a summary line."""
     settings = Settings.from_env()
     speed = parse_speed(args.speed)
+    rate = None if args.rate is None else parse_rate(args.rate)
     start = None if args.start is None else parse_moment_us(args.start, "--from")
     stop = None if args.stop is None else parse_moment_us(args.stop, "--to")
     topics = stream_topics(replay_namespace(args.namespace, settings.namespace))
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     kafka = KafkaConnection.from_settings(settings)
     ensure_topics_sync(kafka, topics.all, settings.topic_partitions, settings.topic_replication)
     summary = asyncio.run(replay(history, order, kafka, topics, speed,
-                                 progress=not args.no_progress,
+                                 events_per_s=rate, progress=not args.no_progress,
                                  warmup_until_us=warmup_until))
     print(summary.line(topics), flush=True)
     return 0

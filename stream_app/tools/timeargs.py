@@ -1,4 +1,5 @@
-"""Parse the time arguments of the stream commands: moments, look-back durations, speeds."""
+"""Parse the time arguments of the stream commands: moments, look-back durations, speeds,
+rates."""
 
 from __future__ import annotations
 
@@ -49,3 +50,17 @@ def parse_speed(text: str) -> float | None:
             "multiple of real time such as 1, 60 or 3600"
         )
     return speed
+
+
+def parse_rate(text: str) -> float:
+    """A positive number of transactions per second (``replay --rate``)."""
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or rate <= 0:
+        raise ConfigError(
+            f"--rate {text!r} is not valid; use a positive number of transactions per second "
+            "such as 50 or 200"
+        )
+    return rate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -186,6 +187,30 @@ def test_replay_command_reads_jsonl_filters_and_prints_a_summary(
         in out
 
 
+def test_replay_command_paces_by_rate(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 11 transactions an hour apart at 20 per second: about 0.5 s, not 10 h, nor at once.
+    path = tmp_path / "history.jsonl"
+    write_jsonl(clock_history([i * 3600.0 for i in range(11)], label_delay_s=1), path)
+    namespace = f"cli-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("FRAUDSTREAM_TOPIC_PARTITIONS", str(PARTITIONS))
+    parser = argparse.ArgumentParser()
+    replay_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["replay", "--input", str(path), "--namespace", namespace,
+                              "--rate", "20", "--no-progress"])
+    started = time.monotonic()
+    assert replay_command.run(args) == 0
+    assert 0.5 - 0.02 <= time.monotonic() - started < 10
+    topics = stream_topics(namespace)
+    assert len(_read_topic(kafka_bootstrap, topics.transactions)) == 11
+    assert "replayed 11 transactions and 11 labels" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # one pacing only
+        parser.parse_args(["replay", "--input", str(path), "--rate", "5", "--speed", "60"])
+
+
 def test_replay_command_rejects_a_bad_speed_and_namespace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -196,6 +221,7 @@ def test_replay_command_rejects_a_bad_speed_and_namespace(
     live_warmup = "--namespace live --from 2018-04-05: .* add --no-warmup"
     for flags, message in ((["--speed", "fast"], "--speed 'fast'"),
                            (["--speed", "-2"], "--speed '-2'"),
+                           (["--rate", "0"], "--rate '0'"),
                            (["--namespace", "Bad_NS"], "namespace 'Bad_NS'"),
                            ([], no_namespace),
                            (["--from", "2018-04-05"], no_namespace),

@@ -8,7 +8,7 @@ import pytest
 
 from stream_app.contracts import to_epoch_us
 from stream_app.errors import ConfigError
-from stream_app.tools.timeargs import parse_moment_us, parse_since_us, parse_speed
+from stream_app.tools.timeargs import parse_moment_us, parse_rate, parse_since_us, parse_speed
 
 NOW_US = to_epoch_us(dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC))
 
@@ -58,3 +58,14 @@ def test_speed_is_max_or_a_positive_multiple(text: str, expected: float | None) 
 def test_bad_speed_is_a_config_error(text: str) -> None:
     with pytest.raises(ConfigError, match=f"--speed {text!r}"):
         parse_speed(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("50", 50.0), ("0.5", 0.5), (" 200 ", 200.0)])
+def test_rate_is_a_positive_number_per_second(text: str, expected: float) -> None:
+    assert parse_rate(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "max", "nan", "inf", ""])
+def test_bad_rate_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError, match=f"--rate {text!r}"):
+        parse_rate(text)
