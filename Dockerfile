@@ -11,10 +11,12 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY stream_app ./stream_app
 RUN pip install . \
-    && useradd --system --uid 10001 --no-create-home fraudstream
+    && useradd --system --uid 10001 --no-create-home fraudstream \
+    && install -d -o fraudstream /var/lib/fraudstream
 
 USER fraudstream
-# Model bundles are mounted here (see docker-compose.yml); nothing is baked into the image.
-ENV FRAUDSTREAM_MODEL_DIR=/models/current
+# A model bundle or model store is mounted here (see docker-compose.yml); none is baked in.
+# /var/lib/fraudstream (owned by the fraudstream user) holds the console's audit log.
+ENV FRAUDSTREAM_MODEL_DIR=/models
 ENTRYPOINT ["fraudstream"]
 CMD ["worker"]
