@@ -10,8 +10,12 @@ import argparse
 import dataclasses
 import importlib.resources
 import json
+import os
 import re
 import shlex
+import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +240,26 @@ def test_no_secret_is_written_in_the_compose_file(compose: dict[str, Any]) -> No
         )
         assert f"[ -s {path.name} ] ||" in written, f"init-secrets does not write {path.name}"
         assert f"chmod 0400 {path.name}" in written
+
+
+def test_init_secrets_writes_each_secret_once_for_its_reader_only(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the script gives files to other users: run as root (as CI does)")
+    script = compose["services"]["init-secrets"]["command"][0].replace("$$", "$")
+    script = script.replace("/run/fraudstream-secrets", str(tmp_path))
+    python_dir = str(Path(sys.executable).parent)  # the image's `python`
+    env = {"PATH": f"{python_dir}:/usr/bin:/bin"}
+    subprocess.run(["sh", "-c", script], check=True, env=env, timeout=30)
+    tokens, password = tmp_path / "console_tokens", tmp_path / "grafana_admin_password"
+    assert re.fullmatch(r"analyst:[A-Za-z0-9_-]{32,}\n", tokens.read_text())
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32,}\n", password.read_text())
+    for path, uid in ((tokens, 10001), (password, 472)):
+        assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (uid, 0o400)
+    first = tokens.read_text(), password.read_text()
+    subprocess.run(["sh", "-c", script], check=True, env=env, timeout=30)
+    assert (tokens.read_text(), password.read_text()) == first  # kept on a restart
 
 
 def test_console_environment_names_real_settings(compose: dict[str, Any]) -> None:
