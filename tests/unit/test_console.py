@@ -164,7 +164,7 @@ def test_filters_from_the_query() -> None:
         AlertFilter.from_query({"customer": "x" * 65})
 
 
-def test_the_alert_book_keeps_the_latest_once_newest_first() -> None:
+def test_the_alert_book_keeps_the_latest_arrivals_once_newest_event_first() -> None:
     book = AlertBook(capacity=3)
     alerts = [_alert(f"t{i}", customer=f"c{i % 2}", minutes=i) for i in range(4)]
     assert all(book.add(a) for a in alerts)
@@ -173,6 +173,8 @@ def test_the_alert_book_keeps_the_latest_once_newest_first() -> None:
     assert [a.transaction_id for a in book.latest(AlertFilter(), 10)] == ["t3", "t2", "t1"]
     assert [a.transaction_id for a in book.latest(AlertFilter(customer="c1"), 10)] == ["t3", "t1"]
     assert [a.transaction_id for a in book.latest(AlertFilter(), 2)] == ["t3", "t2"]
+    book.add(_alert("early", minutes=-5))  # arrives last, happened first
+    assert [a.transaction_id for a in book.latest(AlertFilter(), 10)] == ["t3", "t2", "early"]
 
 
 def test_recent_transactions_are_bounded_per_customer_and_in_all() -> None:

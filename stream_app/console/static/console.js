@@ -43,9 +43,9 @@ function scoreBadge(score, threshold) {
   return badge;
 }
 
-function outcomeBadge(outcome) {
+function outcomeBadge(outcome, short) {
   if (!outcome) return el("span", "open", "badge open");
-  const by = outcome.analyst ? " by " + outcome.analyst : "";
+  const by = outcome.analyst && !short ? " by " + outcome.analyst : "";
   return el("span", outcome.decision + by, "badge " + outcome.decision);
 }
 
@@ -210,7 +210,7 @@ function renderDetail(d) {
   $("d-recent").tBodies[0].replaceChildren(...d.recent_transactions.map((t) => {
     const row = document.createElement("tr");
     const cell = el("td");
-    cell.append(outcomeBadge(t.outcome));
+    cell.append(outcomeBadge(t.outcome, true));
     row.append(el("td", when(t.event_time)), el("td", t.transaction_id, "mono"),
       el("td", t.terminal_id, "mono"), el("td", t.amount + " " + t.currency, "num"),
       el("td", t.score === null ? "n/a" : num(t.score, 3), "num"), cell);
