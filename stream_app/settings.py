@@ -93,6 +93,14 @@ class Settings:
     redis_ssl_keyfile: str = ""
     # pseudonymous ids: a key turns customer and terminal ids into keyed HMACs in Redis keys
     pseudonym_key: str = field(default="", metadata=SECRET)
+    # the operations console (`fraudstream console`, stream_app/console)
+    console_host: str = "127.0.0.1"
+    console_port: int = 6067
+    console_metrics_url: str = ""  # the worker's /metrics; empty: http://WEB_HOST:WEB_PORT/metrics
+    # the analysts, one `name:token` line each: pass it as CONSOLE_TOKENS_FILE (a file)
+    console_tokens: str = field(default="", metadata=SECRET)
+    console_audit_log: str = "console-audit.jsonl"  # JSON lines: who decided what, when
+    console_max_alerts: int = 2000  # the latest alerts the console keeps in memory
 
     def __repr__(self) -> str:
         shown = []
@@ -233,6 +241,8 @@ _LEAST: dict[str, float] = {
     "web_port": 0,
     "max_payload_bytes": 64,
     "max_event_ahead_s": 0,
+    "console_port": 0,
+    "console_max_alerts": 1,
 }
 """The smallest value each numeric setting accepts."""
 

@@ -16,6 +16,9 @@ CRASH_PSEUDONYM_KEY = "crash-test-pseudonym-key-0123456789abcdef"
 PARITY_PSEUDONYM_KEY = "parity-pseudonym-key-0123456789abcdef"
 STORE_PSEUDONYM_KEY = "test-pseudonym-key-0123456789abcdef"
 ALERTS_PSEUDONYM_KEY = "alerts-test-pseudonym-key-0123456789"
+CONSOLE_TOKEN = "console-token-7d41c0a9e2b6f3"
+OTHER_CONSOLE_TOKEN = "console-token-bob-5a92e17c"
+WRONG_CONSOLE_TOKEN = "console-token-wrong-c83b1f"
 
 SECRETS = (
     REDIS_PASSWORD,
@@ -27,4 +30,7 @@ SECRETS = (
     PARITY_PSEUDONYM_KEY,
     STORE_PSEUDONYM_KEY,
     ALERTS_PSEUDONYM_KEY,
+    CONSOLE_TOKEN,
+    OTHER_CONSOLE_TOKEN,
+    WRONG_CONSOLE_TOKEN,
 )

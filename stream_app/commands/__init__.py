@@ -48,5 +48,6 @@ COMMANDS: tuple[Command, ...] = (
     Command("worker", "run the stream worker: score transactions, publish alerts"),
     Command("replay", "publish a history to Kafka in event-time order"),
     Command("alerts", "print alerts"),
+    Command("console", "serve the operations console (alerts, labels, live figures)"),
     Command("demo", "run the whole system locally on simulated data (broker, Redis, worker)"),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -14,8 +15,11 @@ Run the whole system on this machine: start a private tansu broker and redis-ser
 loopback ports, train a small model on simulated warm-up days (or reuse the one cached in
 RUN_DIR/demo/bundle), start a worker, replay the warm-up days and one more day at max
 speed, print that day's alerts as they arrive, and close with events, alerts, precision
-and recall against the simulated labels, events/s and ingest-to-alert latency. Everything
-it started is stopped at the end, also on Ctrl-C."""
+and recall against the simulated labels, events/s and ingest-to-alert latency. The
+operations console runs beside it (its URL is printed; the analyst 'demo' logs in with the
+token in RUN_DIR/demo/console-tokens); in a terminal it stays up after the summary until
+Ctrl-C (--no-hold ends the demo there). Everything it started is stopped at the end, also
+on Ctrl-C."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -24,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
                                    description=DESCRIPTION)
     parser.add_argument("--run-dir", type=Path, default=Path(".run"), metavar="RUN_DIR",
                         help="where the demo keeps its model, data and logs (default .run)")
+    parser.add_argument("--no-hold", action="store_true",
+                        help="end after the summary even in a terminal (default: keep the "
+                             "console up until Ctrl-C when stdin is a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        run_demo(args.run_dir, DemoPlan(), print)
+        hold = not args.no_hold and sys.stdin.isatty()
+        run_demo(args.run_dir, DemoPlan(), print, hold_console=hold)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

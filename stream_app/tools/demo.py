@@ -7,9 +7,13 @@
    torch).
 3. Start a private tansu broker and redis-server on free loopback ports and a worker child
    process in the ``demo`` namespace (scores published, so the demo knows when it is done).
-4. Replay the history at max speed, print the demo day's alerts as they arrive, and close
+4. Start the operations console (``fraudstream console``, a child process) on a free
+   loopback port for the analyst ``demo``, whose token it writes to
+   ``.run/demo/console-tokens`` (mode 0600), and print its URL.
+5. Replay the history at max speed, print the demo day's alerts as they arrive, and close
    with events, alerts, precision and recall against the simulated labels, events/s and
-   the ingest-to-alert latency.
+   the ingest-to-alert latency. With ``hold_console`` the console (and the worker, broker
+   and Redis behind it) then stays up until Ctrl-C.
 
 Everything started is stopped at the end, also on Ctrl-C or SIGTERM.
 """
@@ -17,8 +21,11 @@ Everything started is stopped at the end, also on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import os
+import secrets
 import subprocess
 import sys
 import time
@@ -41,6 +48,7 @@ from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.time import MICROS_PER_DAY
 from stream_app.tools.alerts_consumer import consume_alerts, format_alert
+from stream_app.tools.console_process import console_process
 from stream_app.tools.replay import replay, replay_order
 from stream_app.tools.topic_reader import read_topic
 from stream_app.tools.worker_process import WorkerProcess, log_tail, worker_process
@@ -49,6 +57,7 @@ from stream_app.topics import ensure_topics_sync, stream_topics
 DEMO_NAMESPACE = "demo"
 STALL_TIMEOUT_S = 120.0
 ALERT_GRACE_S = 1.0
+CONSOLE_ANALYST = "demo"
 _EPOCH = dt.date(1970, 1, 1)
 
 Out = Callable[[str], None]
@@ -115,7 +124,9 @@ class DemoSummary:
         ]
 
 
-def run_demo(run_dir: Path, plan: DemoPlan, out: Out = print) -> DemoSummary:
+def run_demo(
+    run_dir: Path, plan: DemoPlan, out: Out = print, *, hold_console: bool = False
+) -> DemoSummary:
     """Run the demo described in the module docstring; returns its summary."""
     demo_dir = run_dir / "demo"
     out(
@@ -146,12 +157,47 @@ def run_demo(run_dir: Path, plan: DemoPlan, out: Out = print) -> DemoSummary:
         ensure_topics_sync(
             kafka.address, topics.all, settings.topic_partitions, settings.topic_replication
         )
-        with worker_process(settings, demo_dir / "worker.log") as worker:
+        tokens = _console_tokens(demo_dir / "console-tokens")
+        console_settings = settings.replace(
+            console_tokens=tokens,
+            console_port=free_port(),
+            console_audit_log=str(demo_dir / "console-audit.jsonl"),
+        )
+        with (
+            worker_process(settings, demo_dir / "worker.log") as worker,
+            console_process(console_settings, demo_dir / "console.log") as console_url,
+        ):
             out(f"worker pid {worker.process.pid} healthy (log {worker.log_path})")
+            out(
+                f"console {console_url} (log in as {CONSOLE_ANALYST!r} with the token in "
+                f"{demo_dir / 'console-tokens'})"
+            )
             summary = asyncio.run(_stream(history, plan, worker, out))
-    for line in summary.lines(plan.demo_day):
-        out(line)
+            for line in summary.lines(plan.demo_day):
+                out(line)
+            if hold_console:
+                _hold(console_url, worker, out)
     return summary
+
+
+def _console_tokens(path: Path) -> str:
+    """A fresh token for the analyst ``demo``, written to ``path`` (mode 0600); returns the
+    tokens file's text."""
+    text = f"{CONSOLE_ANALYST}:{secrets.token_urlsafe(24)}\n"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    return text
+
+
+def _hold(console_url: str, worker: WorkerProcess, out: Out) -> None:
+    """Keep everything up for the console until Ctrl-C (or SIGTERM)."""
+    out(f"the console stays up at {console_url}; Ctrl-C stops everything")
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            worker.check_alive()
+            time.sleep(1.0)
 
 
 def demo_bundle(demo_dir: Path, plan: DemoPlan, history: TransactionHistory, out: Out) -> Path:
