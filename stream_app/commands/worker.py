@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--models",
         default=None,
         metavar="DIR",
-        help="model bundle directory (default FRAUDSTREAM_MODEL_DIR)",
+        help="model bundle or model store directory (default FRAUDSTREAM_MODEL_DIR)",
     )
     parser.add_argument(
         "--namespace",
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from stream_app.scoring.bundle import load_bundle
+    from stream_app.scoring.model_store import read_selection
     from stream_app.topics import stream_topics, validate_namespace
     from stream_app.worker.app import create_app
 
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["namespace"] = validate_namespace(args.namespace)
     settings = Settings.from_env(**overrides)
     topics = stream_topics(settings.namespace)
-    bundle = load_bundle(settings.model_dir)  # a bad bundle is an error line, not a crash
+    # A bundle, or a model store's serving bundle; a bad one is an error line, not a crash.
+    bundle = load_bundle(read_selection(settings.model_dir).serving)
     _wait_for_dependencies(settings, topics.all)  # so are a refused login, a bad topic
     app = create_app(settings, bundle)
     worker = faust.Worker(app, loglevel=args.loglevel.upper(), redirect_stdouts=False)
