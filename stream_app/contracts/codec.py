@@ -293,8 +293,8 @@ def _fewest_quotes(record: Transaction | Label | Alert | TransactionScore) -> in
     late = 2 if record.late else 0
     if isinstance(record, TransactionScore):
         return 2 * (8 + 5) + late  # 8 keys; schema, 2 ids, model_version, event_time
-    # 14 keys and 10 strings; a reason's 3 keys and feature; a feature's name
-    return 2 * (14 + 10 + 4 * len(record.reasons) + len(record.features)) + late
+    # 15 keys and 10 strings; a reason's 3 keys and feature; a feature's name
+    return 2 * (15 + 10 + 4 * len(record.reasons) + len(record.features)) + late
 
 
 def _check_label_order(label: Label) -> None:
@@ -339,6 +339,7 @@ _EXPECTED: Final[dict[str, str]] = {
     "late": "true or false",
     "score": "a number from 0 to 1",
     "threshold": "a number from 0 to 1",
+    "reasons_baseline": "a number from 0 to 1",
     "contribution": _NUMBER,
     "value": _NUMBER,
     "alert_id": "a lower-case version-5 UUID made by stream_app.contracts.alert_id()",

@@ -121,7 +121,8 @@ class Label(
 
 
 class Reason(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One explanation of an alert: a feature, its contribution and its value."""
+    """One explanation of an alert: a stacker input (a feature, ``autoencoder_error`` or
+    ``sequence_probability``), its share of ``score - reasons_baseline`` and its raw value."""
 
     feature: FeatureName
     contribution: float
@@ -152,6 +153,7 @@ class Alert(
     threshold: Probability
     model_version: Id
     reasons: tuple[Reason, ...]
+    reasons_baseline: Probability
     features: dict[FeatureName, float]
     event_time: Timestamp
     processed_at: Timestamp
@@ -166,6 +168,7 @@ class Alert(
         threshold: float,
         model_version: str,
         reasons: tuple[Reason, ...],
+        reasons_baseline: float,
         features: dict[str, float],
         processed_at: datetime,
         late: bool = False,
@@ -182,6 +185,7 @@ class Alert(
             threshold=threshold,
             model_version=model_version,
             reasons=reasons,
+            reasons_baseline=reasons_baseline,
             features=features,
             event_time=transaction.event_time,
             processed_at=processed_at,

@@ -31,7 +31,7 @@ from stream_app.features.batch import compute_features
 from stream_app.features.horizon import warmup_us
 from stream_app.features.spec import FeatureSet, feature_set
 from stream_app.features.store import FeatureBatch, InMemoryWindowStore, transaction_events
-from stream_app.scoring.scorer import ScoreBatch, Scorer
+from stream_app.scoring.scorer import Explanation, ScoreBatch, Scorer
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 
 DEFAULT_BATCH: Final = 4096
@@ -56,16 +56,22 @@ class ScoredHistory:
 
     def to_arrow(self) -> pa.Table:
         """transaction_id, event_time (UTC, µs), score, is_alert, autoencoder_error,
-        sequence_probability, reasons (list of {feature, contribution, value})."""
+        sequence_probability, reasons (list of {feature, contribution, value}: the alerts'
+        explanations, empty for other rows), reasons_baseline (the score the contributions
+        are measured from)."""
         s = self.scores
-        n, k = s.reason_columns.shape
-        reasons = pa.ListArray.from_arrays(
-            pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)),
+        explained = s.explained
+        reasons = s.reasons_for(explained.rows)
+        counts = np.zeros(len(s), dtype=np.int32)
+        counts[explained.rows] = [len(r) for r in reasons]
+        flat = [reason for row in reasons for reason in row]
+        column = pa.ListArray.from_arrays(
+            pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32)),
             pa.StructArray.from_arrays(
                 [
-                    pa.array(s.reason_features.reshape(-1), type=pa.string()),
-                    pa.array(s.reason_contributions.reshape(-1)),
-                    pa.array(s.reason_values.reshape(-1)),
+                    pa.array([r[0] for r in flat], type=pa.string()),
+                    pa.array([r[1] for r in flat], type=pa.float32()),
+                    pa.array([r[2] for r in flat], type=pa.float32()),
                 ],
                 names=["feature", "contribution", "value"],
             ),
@@ -78,7 +84,8 @@ class ScoredHistory:
                 "is_alert": pa.array(s.is_alert),
                 "autoencoder_error": pa.array(s.autoencoder_error),
                 "sequence_probability": pa.array(s.sequence_probability),
-                "reasons": reasons,
+                "reasons": column,
+                "reasons_baseline": pa.array(np.full(len(s), s.baseline_score)),
             }
         )
 
@@ -243,10 +250,17 @@ def _concat(batches: list[ScoreBatch], scorer: Scorer) -> ScoreBatch:
         return batches[0]
     joined: dict[str, Any] = {
         name: np.concatenate([getattr(b, name) for b in batches])
-        for name in ("score", "is_alert", "autoencoder_error", "sequence_probability",
-                     "reason_columns", "reason_contributions", "reason_values")
+        for name in ("score", "is_alert", "autoencoder_error", "sequence_probability")
     }
-    return ScoreBatch(columns=batches[0].columns, **joined)
+    starts = np.cumsum([0, *(len(b) for b in batches[:-1])]).tolist()
+    parts = [b.explained.shifted(start) for b, start in zip(batches, starts, strict=True)]
+    explained = Explanation(
+        *(np.concatenate([getattr(p, name) for p in parts])
+          for name in ("rows", "inputs", "contributions", "values"))
+    )
+    first = batches[0]
+    return ScoreBatch(**joined, explained=explained, inputs=first.inputs,
+                      baseline_score=first.baseline_score)
 
 
 def _scored_history(

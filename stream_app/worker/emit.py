@@ -134,6 +134,7 @@ class Emitter:
                 threshold=self._threshold,
                 model_version=self._model_version,
                 reasons=tuple(Reason(f, c, v) for f, c, v in row_reasons),
+                reasons_baseline=scores.baseline_score,
                 features=dict(zip(self._columns, values[row].tolist(), strict=True)),
                 processed_at=processed_at,
                 late=late[row],
