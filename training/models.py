@@ -276,8 +276,9 @@ class StackerExplainer(nn.Module):
 
     def _sigmoid_slope(self, z: Tensor, z0: Tensor) -> Tensor:
         """``(score(z) - score(z0)) / (z - z0)`` of the Platt sigmoid, written as
-        ``a σ(hi) σ(-lo) (1 - exp(-t)) / t`` with ``t = |u - u0|`` (``u = a z + b``), which
-        neither cancels nor overflows and tends to the slope as ``z -> z0``."""
+        ``a sigmoid(hi) sigmoid(-lo) (1 - exp(-t)) / t`` with ``u = a z + b``, ``hi`` and
+        ``lo`` the larger and smaller of ``u`` and ``u0``, ``t = hi - lo``: it neither
+        cancels nor overflows, and tends to the slope as ``z -> z0``."""
         a, b = self.stacker.platt_scale, self.stacker.platt_bias
         u, u0 = a * z + b, a * z0 + b
         hi, lo = torch.maximum(u, u0), torch.minimum(u, u0)

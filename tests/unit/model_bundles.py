@@ -99,12 +99,12 @@ def _exported() -> TinyBundle:
     torch.manual_seed(7)
     fit_rows = random_rows(fs, 256, seed=1)
     normaliser = FeatureNormaliser.fit(fit_rows.values, log_columns(fit_rows.values))
+    autoencoder = Autoencoder(normaliser, hidden=16, code=4)
+    sequence = SequenceClassifier(normaliser, hidden=8, head=8)
     stacker = Stacker(normaliser, hidden=8)
     stacker.sequence_logit_mean.fill_(-2.0)  # a baseline other than p = 0.5
     modules: dict[str, nn.Module] = {
-        "autoencoder": Autoencoder(normaliser, hidden=16, code=4),
-        "sequence": SequenceClassifier(normaliser, hidden=8, head=8),
-        "combined": stacker,
+        "autoencoder": autoencoder, "sequence": sequence, "combined": stacker,
         "explainer": StackerExplainer(stacker),
     }
     root = Path(tempfile.mkdtemp(prefix="fraudstream-test-bundle-"))

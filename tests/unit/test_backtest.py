@@ -172,7 +172,8 @@ def test_cli_backtest_writes_scores_and_a_summary(
         assert all(r["feature"] in _scorer().inputs for r in row)
     assert set(table.column("reasons_baseline").to_pylist()) == {_scorer().baseline_score}
     metadata = table.schema.metadata
-    assert metadata[b"model_version"].decode() == load_bundle(tiny_bundle(ALERTING).path).model_version
+    bundle = load_bundle(tiny_bundle(ALERTING).path)
+    assert metadata[b"model_version"].decode() == bundle.model_version
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"backtest {metadata[b'model_version'].decode()}: scored "
                            f"{len(expected):,} transactions (2018-04-21")
