@@ -125,7 +125,8 @@ def measure(scorer: Scorer, rows: Rows, batch: int, seconds: float) -> list[floa
 
     total = per_event_us(score, batch, seconds)
     graphs = [
-        per_event_us(graph(role), batch, seconds / 2) if len(feeds[role]["features"]) else 0.0
+        per_event_us(graph(role), batch, seconds / 2)
+        if len(next(iter(feeds[role].values()))) else 0.0
         for role in ROLES
     ]
     reasons = per_event_us(reasons_of_the_alerts, batch, seconds / 2)

@@ -99,6 +99,7 @@ class ScoreBatch:
                 "reasons_for got rows that were not explained; pass rows of "
                 "ScoreBatch.explained.rows (the alerts)"
             )
+        # index -1 (fewer than three inputs raised the score) picks the trailing "": dropped
         names = np.asarray((*self.inputs, ""), dtype=object)[explained.inputs[at]]
         return [
             tuple((n, c, v) for n, c, v in zip(*row, strict=True) if n)
@@ -164,7 +165,7 @@ class Scorer:
         n = self._check_shapes(features, sequence, steps)
         if n == 0:
             empty = np.empty(0, dtype=np.float32)
-            return self._batch(empty, empty, empty, no_reasons())
+            return self._batch(empty, np.empty(0, dtype=np.bool_), empty, empty, no_reasons())
         error, _ = self._sessions["autoencoder"].run(None, {"features": features})
         (probability,) = self._sessions["sequence"].run(None, {"sequence": sequence, "mask": steps})
         (score,) = self._sessions["combined"].run(
@@ -172,9 +173,9 @@ class Scorer:
             {"features": features, "reconstruction_error": error,
              "sequence_probability": probability},
         )
-        alerts = np.flatnonzero(score.astype(np.float64) >= self.threshold)
-        return self._batch(score, error, probability,
-                           self.explain(alerts, features, error, probability))
+        is_alert = score.astype(np.float64) >= self.threshold
+        explained = self.explain(np.flatnonzero(is_alert), features, error, probability)
+        return self._batch(score, is_alert, error, probability, explained)
 
     def explain(
         self, rows: IntArray, features: FloatArray, error: FloatArray, probability: FloatArray
@@ -209,12 +210,12 @@ class Scorer:
         return result
 
     def _batch(
-        self, score: FloatArray, error: FloatArray, probability: FloatArray,
-        explained: Explanation,
+        self, score: FloatArray, is_alert: npt.NDArray[np.bool_], error: FloatArray,
+        probability: FloatArray, explained: Explanation,
     ) -> ScoreBatch:
         return ScoreBatch(
             score=score,
-            is_alert=score.astype(np.float64) >= self.threshold,
+            is_alert=is_alert,
             autoencoder_error=error,
             sequence_probability=probability,
             explained=explained,
