@@ -1,4 +1,4 @@
-"""Score batches of feature rows with the bundle's three ONNX graphs.
+"""Score batches of feature rows with the bundle's ONNX graphs, and explain the alerts.
 
 Score convention: ``score`` is the combined model's calibrated probability (0..1) that a
 transaction is fraud; **higher means more suspicious**, and a transaction is an alert when

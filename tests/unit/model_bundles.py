@@ -1,6 +1,6 @@
 """One small model bundle per test session: ``training.models`` with seeded random weights.
 
-Exporting three graphs takes seconds, so the bundle is written once (to a temporary
+Exporting four graphs takes seconds, so the bundle is written once (to a temporary
 directory removed at exit) and shared read-only; tests that tamper with it copy it first.
 A bundle with another alert threshold is a copy of it with a re-signed manifest, not a
 second export.
