@@ -203,3 +203,22 @@ def test_a_graph_onnx_runtime_cannot_load_is_refused(tmp_path: Path) -> None:
     bundle = _bundle_with(tmp_path, "sequence.onnx", b"not an onnx model")
     with pytest.raises(BundleError, match=r"ONNX Runtime cannot load sequence\.onnx"):
         Scorer(bundle)
+
+
+def test_explain_runs_the_explainer_once_on_the_chosen_rows_only(bundle: ModelBundle) -> None:
+    scorer = Scorer(bundle)
+    rows = random_rows(tiny_bundle().feature_set, 30, seed=19)
+    scored = scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    counting = _CountingSession(scorer._sessions["explainer"])
+    scorer._sessions = {**scorer._sessions, "explainer": counting}
+    chosen = np.array([2, 5, 17])
+    explained = scorer.explain(chosen, rows.values, scored.autoencoder_error,
+                               scored.sequence_probability)
+    assert counting.calls == [3]
+    np.testing.assert_array_equal(explained.rows, chosen)
+    alone = scorer.explain(np.array([5]), rows.values, scored.autoencoder_error,
+                           scored.sequence_probability)
+    np.testing.assert_allclose(alone.contributions[0], explained.contributions[1], atol=1e-7)
+    assert scorer.explain(np.empty(0, dtype=np.intp), rows.values, scored.autoencoder_error,
+                          scored.sequence_probability).rows.shape == (0,)
+    assert counting.calls == [3, 1], "no rows, no explainer run"
