@@ -23,6 +23,7 @@ DEMO_CONFIG = TrainConfig(
     autoencoder_epochs=4,
     sequence_epochs=3,
     stacker_epochs=10,
+    sequence_members=1,
 )
 
 

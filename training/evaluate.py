@@ -1,7 +1,7 @@
 """Run the prequential protocol for every model and training variant; write the results.
 
-``metrics.json`` maps model (``autoencoder``, ``lstm``, ``combined``, then any challengers:
-``gan``, ``cnn``) -> training variant
+``metrics.json`` maps model (``autoencoder``, ``lstm``, any challengers: ``gan``, ``cnn``,
+then ``combined``) -> training variant
 (``handbook``, ``all_history``) -> metric (``auc_roc``, ``average_precision``,
 ``card_precision_at_100``) -> ``{"mean", "std", "folds": [...]}`` (folds latest first,
 std over folds with ``ddof=0``). ``autoencoder`` and ``lstm`` name the roles: they hold
@@ -70,8 +70,8 @@ class Evaluation:
 
     @property
     def models(self) -> tuple[str, ...]:
-        """Every scored model: the bundle's three, then the challengers."""
-        return MODELS + self.challengers
+        """Every scored model: the two roles, the challengers, then the served score."""
+        return MODELS[:2] + self.challengers + MODELS[2:]
 
     def summary(self) -> dict[str, dict[str, dict[str, dict[str, object]]]]:
         """The ``metrics.json`` mapping (see the module docstring)."""

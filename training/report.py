@@ -33,7 +33,7 @@ PUBLISHED_AUTOENCODER = (
 )
 _LABELS = {"autoencoder": "Autoencoder (reconstruction error)",
            "lstm": "LSTM over the last 5 transactions",
-           "combined": "Combined (calibrated stacker)",
+           "combined": "Combined (calibrated stacker), the served score",
            "gan": "GAN anomaly detector (GANomaly score)",
            "cnn": "1-D CNN over the last 5 transactions"}
 _SEQUENCE_LABELS = {"lstm": "LSTM", "cnn": "1-D CNN", "lstm+cnn": "LSTM and 1-D CNN"}

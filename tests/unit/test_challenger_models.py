@@ -34,7 +34,7 @@ pytestmark = pytest.mark.train
 TINY = TrainConfig(
     threads=1, batch_size=128, autoencoder_epochs=2, sequence_epochs=1, stacker_epochs=2,
     autoencoder_hidden=8, autoencoder_code=4, sequence_hidden=8, stacker_hidden=4,
-    anomaly_model="gan", sequence_model="cnn",
+    anomaly_model="gan", sequence_model="cnn", sequence_members=1,
 )
 
 

@@ -77,3 +77,44 @@ def test_train_writes_a_bundle(
         p.name for p in out.iterdir()
     }
     assert "wrote model bundle" in capsys.readouterr().out
+
+
+def test_evaluate_adds_the_gan_and_cnn_challengers_before_the_served_score(
+    history_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "challengers"
+    code = main(["evaluate", "--data", str(history_file), "--folds", "2", "--epochs", "1",
+                 "--training", "handbook", "--sequence-members", "1",
+                 "--challengers", "gan", "cnn", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["autoencoder", "lstm", "gan", "cnn", "combined"]
+    assert all(len(metrics[m]["handbook"]["auc_roc"]["folds"]) == 2 for m in metrics)
+    rows = [line for line in (out / "report.md").read_text().splitlines()
+            if line.startswith("| **ours:")]
+    assert "GAN anomaly detector" in rows[2] and "1-D CNN" in rows[3]
+    assert "the served score" in rows[4]
+    assert json.loads((out / "protocol.json").read_text())["challengers"] == ["gan", "cnn"]
+
+
+def test_train_records_the_chosen_architectures_in_the_manifest(
+    history_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bundle"
+    code = main(["train", "--data", str(history_file), "--until", "2018-05-01", "--epochs", "1",
+                 "--anomaly-model", "gan", "--sequence-model", "lstm+cnn",
+                 "--sequence-members", "2", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["architecture"] == {
+        "anomaly_model": "gan", "sequence_model": "lstm+cnn", "sequence_members": 2
+    }
+
+
+def test_train_refuses_an_ensemble_of_zero(
+    history_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--data", str(history_file), "--sequence-members", "0",
+                 "--out", str(tmp_path / "b")])
+    assert code == 2
+    assert "--sequence-members 0: use 1 or more" in capsys.readouterr().err

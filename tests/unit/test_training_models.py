@@ -26,6 +26,7 @@ pytestmark = pytest.mark.train
 TINY = TrainConfig(
     threads=1, batch_size=128, autoencoder_epochs=1, sequence_epochs=1, stacker_epochs=2,
     autoencoder_hidden=8, autoencoder_code=4, sequence_hidden=8, stacker_hidden=4,
+    sequence_members=1,
 )
 
 
