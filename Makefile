@@ -73,15 +73,18 @@ bench: setup
 # and NAME added to COMPARE_CHALLENGERS.
 HANDBOOK ?= ../shared/data/handbook/transactions.parquet
 COMPARE_MODELS ?= .run/compare
-COMPARE_CHALLENGERS ?= challenger-seed1-3ep
+COMPARE_CHALLENGERS ?= gan cnn
 COMPARE_OUT ?= docs/results/compare-handbook
 COMPARE_TRAIN = $(VENV)/bin/fraudstream train --data $(HANDBOOK) --until 2018-08-15
 
 $(COMPARE_MODELS)/serving/manifest.json: | $(STAMP)
 	$(COMPARE_TRAIN) --out $(@D)
 
-$(COMPARE_MODELS)/challenger-seed1-3ep/manifest.json: | $(STAMP)
-	$(COMPARE_TRAIN) --seed 1 --epochs 3 --out $(@D)
+$(COMPARE_MODELS)/gan/manifest.json: | $(STAMP)
+	$(COMPARE_TRAIN) --anomaly-model gan --out $(@D)
+
+$(COMPARE_MODELS)/cnn/manifest.json: | $(STAMP)
+	$(COMPARE_TRAIN) --sequence-model cnn --out $(@D)
 
 compare-report: $(STAMP) $(foreach m,serving $(COMPARE_CHALLENGERS),$(COMPARE_MODELS)/$(m)/manifest.json)
 	$(VENV)/bin/fraudstream compare --data $(HANDBOOK) --serving $(COMPARE_MODELS)/serving \
