@@ -78,12 +78,15 @@ COMPARE_OUT ?= docs/results/compare-handbook
 COMPARE_TRAIN = $(VENV)/bin/fraudstream train --data $(HANDBOOK) --until 2018-08-15
 
 $(COMPARE_MODELS)/serving/manifest.json: | $(STAMP)
+	mkdir -p $(COMPARE_MODELS)
 	$(COMPARE_TRAIN) --out $(@D)
 
 $(COMPARE_MODELS)/gan/manifest.json: | $(STAMP)
+	mkdir -p $(COMPARE_MODELS)
 	$(COMPARE_TRAIN) --anomaly-model gan --out $(@D)
 
 $(COMPARE_MODELS)/cnn/manifest.json: | $(STAMP)
+	mkdir -p $(COMPARE_MODELS)
 	$(COMPARE_TRAIN) --sequence-model cnn --out $(@D)
 
 compare-report: $(STAMP) $(foreach m,serving $(COMPARE_CHALLENGERS),$(COMPARE_MODELS)/$(m)/manifest.json)
