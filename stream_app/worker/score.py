@@ -113,6 +113,8 @@ class Score:
         late = features.late[fresh].tolist()
         first, *challengers = decisions
         self._metrics.alert_threshold.set(float(first.thresholds[-1]))
+        self._metrics.scores.observe(first.scores.score)
+        self._metrics.last_batch.set(time.time())
         records = conflicts + self._emitter.records(
             transactions, times_us, late, first, features.values[fresh]
         )
