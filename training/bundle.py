@@ -1,4 +1,4 @@
-"""Write a model bundle directory: the three ONNX graphs and a verified manifest.json.
+"""Write a model bundle directory: the four ONNX graphs and a verified manifest.json.
 
 The one entry point, for ``fraudstream train`` and tests::
 
@@ -7,8 +7,8 @@ The one entry point, for ``fraudstream train`` and tests::
         autoencoder=...,              # nn.Module: features -> (reconstruction_error,
                                       #                         feature_errors)
         sequence_model=...,           # nn.Module: (sequence, mask) -> fraud_probability
-        stacker=...,                  # nn.Module: (features, reconstruction_error,
-                                      #             sequence_probability) -> score
+        stacker=...,                  # training.models.Stacker: (features,
+                                      #   reconstruction_error, sequence_probability) -> score
         feature_set=fs,               # stream_app.features.spec.FeatureSet
         normalisation=...,            # column -> {"log1p": bool, "mean": float, "std": float}
                                       # (training.models.FeatureNormaliser.statistics(columns))
@@ -21,8 +21,10 @@ The one entry point, for ``fraudstream train`` and tests::
     ) -> Path
 
 Each module is exported with :func:`training.export.export_model`, which refuses an export
-whose ONNX outputs differ from PyTorch by more than ``tolerance``. The stacker is checked
-on the PyTorch outputs of the other two models for the same rows. The bundle is built in
+whose ONNX outputs differ from PyTorch by more than ``tolerance``. The stacker, and its
+:class:`~training.models.StackerExplainer` (the ``explainer`` graph, whose baseline score
+the manifest's ``explanation`` records), are checked on the PyTorch outputs of the other
+two models for the same rows. The bundle is built in
 a temporary sibling directory, loaded back with :func:`stream_app.scoring.bundle.load_bundle`
 and only then renamed to ``out_dir``; an existing bundle there is replaced (a directory
 that is not a bundle is never touched).
@@ -49,9 +51,17 @@ from torch import nn
 from stream_app.errors import BundleError
 from stream_app.features.spec import FeatureSet, feature_hash
 from stream_app.scoring.bundle import load_bundle
-from stream_app.scoring.contract import CONTRACTS, ROLES, ModelRole
+from stream_app.scoring.contract import CONTRACTS, EXPLAINED_INPUTS, ROLES, ModelRole
 from stream_app.scoring.manifest import MANIFEST_FILE, model_version, parse_manifest
 from training.export import DEFAULT_TOLERANCE, ExportReport, export_model, torch_outputs
+from training.models import Stacker, StackerExplainer
+
+EXPLANATION_METHOD = "deeplift-rescale"
+EXPLANATION_BASELINE = (
+    "an average training transaction: every feature at its normalisation mean, the "
+    "standardised log autoencoder error at its mean and the sequence model's logit at its "
+    "mean over the stacker's training rows"
+)
 
 
 class SampleInputs(Protocol):
@@ -70,7 +80,7 @@ def write_bundle(
     *,
     autoencoder: nn.Module,
     sequence_model: nn.Module,
-    stacker: nn.Module,
+    stacker: Stacker,
     feature_set: FeatureSet,
     normalisation: Mapping[str, Mapping[str, float | bool]],
     threshold: float,
@@ -81,13 +91,16 @@ def write_bundle(
     created_at: datetime | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Path:
-    """Export the three models and write the bundle directory ``out_dir``; returns it."""
+    """Export the models and the stacker's explainer and write the bundle directory
+    ``out_dir``; returns it."""
     target = Path(out_dir)
     created = datetime.now(UTC) if created_at is None else created_at
     if created.tzinfo is None:
         raise BundleError(f"created_at={created.isoformat()} is naive; pass an aware datetime")
+    explainer = StackerExplainer(stacker)
     modules: dict[ModelRole, nn.Module] = {
         "autoencoder": autoencoder, "sequence": sequence_model, "combined": stacker,
+        "explainer": explainer,
     }
     _check_target(target)
     _check_arguments(feature_set, normalisation, threshold)
@@ -106,6 +119,7 @@ def write_bundle(
             metrics=metrics,
             created=created,
             reports=reports,
+            baseline_score=explainer.baseline_score(),
         )
         parse_manifest(document, "the manifest being written")
         (staging / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n",
@@ -147,6 +161,7 @@ def _export_all(
         "autoencoder": [values],
         "sequence": [sequences, mask],
         "combined": [values, error, probability],
+        "explainer": [values, error, probability],
     }
     return {
         role: export_model(
@@ -168,6 +183,7 @@ def _manifest(
     metrics: Mapping[str, Any],
     created: datetime,
     reports: Mapping[ModelRole, ExportReport],
+    baseline_score: float,
 ) -> dict[str, Any]:
     n_features, k = len(feature_set.columns), feature_set.sequence_length
     opsets = {report.opset for report in reports.values()}
@@ -187,6 +203,12 @@ def _manifest(
             column: {"log1p": bool(stats["log1p"]), "mean": float(stats["mean"]),
                      "std": float(stats["std"])}
             for column, stats in normalisation.items()
+        },
+        "explanation": {
+            "method": EXPLANATION_METHOD,
+            "baseline": EXPLANATION_BASELINE,
+            "baseline_score": baseline_score,
+            "inputs": [*feature_set.columns, *EXPLAINED_INPUTS],
         },
         "threshold": float(threshold),
         "threshold_rule": threshold_rule,

@@ -384,6 +384,7 @@ def fit_stacker(
     error_t = torch.from_numpy(error).float()
     probability_t = torch.from_numpy(probability).float()
     stacker.set_error_statistics(error_t[fit_part])
+    stacker.set_sequence_baseline(probability_t[fit_part])
     optimiser = torch.optim.Adam(stacker.parameters(), lr=3e-3, weight_decay=1e-4)
     loss_fn = nn.BCEWithLogitsLoss()
 

@@ -22,7 +22,9 @@ from stream_app.topics import stream_topics
 
 DESCRIPTION = """\
 Print the alerts on <namespace>.fraud-alerts: time, customer, terminal, amount, score vs
-threshold and the top reasons, or one alert.v1 JSON object per line with --json. Without
+threshold, the explanation baseline's score and the top reasons (how much each input
+raised the score above that baseline, then its value), or one alert.v1 JSON object per
+line with --json. Without
 --follow it stops at the current end of the topic; with it, it waits for new alerts until
 Ctrl-C. --since takes an ISO date/time (UTC by default) or a duration back from now
 (90s, 15m, 2h, 7d) and compares it with the alerts' record timestamps. Customer and

@@ -7,9 +7,11 @@ days with a 7-day label delay) only warm the windows and older ones are not read
 `fraudstream replay --from` (its warm-up); events from --to on are not read. The output
 has one row per scored transaction: transaction_id, event_time, score (0..1, higher =
 more suspicious), threshold and policy (the alert policy's: --policy, else the bundle's
-threshold), is_alert (score >= threshold), autoencoder_error,
-sequence_probability and reasons (the three features with the largest autoencoder
-errors: feature, contribution, value).
+threshold), is_alert (score >= threshold), autoencoder_error, sequence_probability,
+reasons (for alerts: the up to three stacker inputs that raised the score most, as the
+stream's alerts give them: feature, contribution in probability units, value; empty for
+other rows) and reasons_baseline (the contributions of all inputs sum to score -
+reasons_baseline).
 """
 
 from __future__ import annotations

@@ -312,8 +312,8 @@ def _fewest_quotes(record: Transaction | Label | Alert | TransactionScore) -> in
     late = 2 if record.late else 0
     if isinstance(record, TransactionScore):
         return 2 * (9 + 6) + late  # 9 keys; schema, 2 ids, model_version, policy, event_time
-    # 15 keys and 11 strings; a reason's 3 keys and feature; a feature's name
-    return 2 * (15 + 11 + 4 * len(record.reasons) + len(record.features)) + late
+    # 16 keys and 11 strings; a reason's 3 keys and feature; a feature's name
+    return 2 * (16 + 11 + 4 * len(record.reasons) + len(record.features)) + late
 
 
 def _check_label_order(label: Label) -> None:
@@ -359,6 +359,7 @@ _EXPECTED: Final[dict[str, str]] = {
     "late": "true or false",
     "score": "a number from 0 to 1",
     "threshold": "a number from 0 to 1",
+    "reasons_baseline": "a number from 0 to 1",
     "contribution": _NUMBER,
     "value": _NUMBER,
     "alert_id": "a lower-case version-5 UUID made by stream_app.contracts.alert_id()",

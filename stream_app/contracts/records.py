@@ -121,7 +121,8 @@ class Label(
 
 
 class Reason(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One explanation of an alert: a feature, its contribution and its value."""
+    """One explanation of an alert: a stacker input (a feature, ``autoencoder_error`` or
+    ``sequence_probability``), its share of ``score - reasons_baseline`` and its raw value."""
 
     feature: FeatureName
     contribution: float
@@ -153,6 +154,7 @@ class Alert(
     model_version: Id
     policy: Id
     reasons: tuple[Reason, ...]
+    reasons_baseline: Probability
     features: dict[FeatureName, float]
     event_time: Timestamp
     processed_at: Timestamp
@@ -168,6 +170,7 @@ class Alert(
         model_version: str,
         policy: str,
         reasons: tuple[Reason, ...],
+        reasons_baseline: float,
         features: dict[str, float],
         processed_at: datetime,
         late: bool = False,
@@ -185,6 +188,7 @@ class Alert(
             model_version=model_version,
             policy=policy,
             reasons=reasons,
+            reasons_baseline=reasons_baseline,
             features=features,
             event_time=transaction.event_time,
             processed_at=processed_at,

@@ -5,6 +5,6 @@
 """
 
 from stream_app.scoring.bundle import ModelBundle, load_bundle
-from stream_app.scoring.scorer import Reason, ScoreBatch, Scorer
+from stream_app.scoring.scorer import Explanation, Reason, ScoreBatch, Scorer
 
-__all__ = ["ModelBundle", "Reason", "ScoreBatch", "Scorer", "load_bundle"]
+__all__ = ["Explanation", "ModelBundle", "Reason", "ScoreBatch", "Scorer", "load_bundle"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -32,7 +32,7 @@ from stream_app.features.horizon import warmup_us
 from stream_app.features.spec import FeatureSet, feature_set
 from stream_app.features.store import FeatureBatch, InMemoryWindowStore, transaction_events
 from stream_app.scoring.policy import DEFAULT_POLICY, AlertPolicy, history_thresholds
-from stream_app.scoring.scorer import ScoreBatch, Scorer
+from stream_app.scoring.scorer import Explanation, FloatArray, ScoreBatch, Scorer
 from stream_app.sources.history import NO_LABEL_US, TransactionHistory
 
 DEFAULT_BATCH: Final = 4096
@@ -48,7 +48,8 @@ class ScoredHistory:
     event_time_us: npt.NDArray[np.int64]
     is_fraud: npt.NDArray[np.int8]
     scores: ScoreBatch
-    """Their scores; ``scores.is_alert`` is the alert policy's decision."""
+    """Their scores; ``scores.is_alert`` is the alert policy's decision, and the alerts
+    are the explained rows."""
     thresholds: npt.NDArray[np.float64]
     """The threshold the alert policy held each score to."""
     policy: str
@@ -61,17 +62,22 @@ class ScoredHistory:
 
     def to_arrow(self) -> pa.Table:
         """transaction_id, event_time (UTC, µs), score, threshold, policy, is_alert,
-        autoencoder_error,
-        sequence_probability, reasons (list of {feature, contribution, value})."""
+        autoencoder_error, sequence_probability, reasons (list of {feature, contribution,
+        value}: the alerts' explanations, empty for other rows), reasons_baseline (the score
+        the contributions are measured from)."""
         s = self.scores
-        n, k = s.reason_columns.shape
-        reasons = pa.ListArray.from_arrays(
-            pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)),
+        explained = s.explained
+        reasons = s.reasons_for(explained.rows)
+        counts = np.zeros(len(s), dtype=np.int32)
+        counts[explained.rows] = [len(r) for r in reasons]
+        flat = [reason for row in reasons for reason in row]
+        column = pa.ListArray.from_arrays(
+            pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32)),
             pa.StructArray.from_arrays(
                 [
-                    pa.array(s.reason_features.reshape(-1), type=pa.string()),
-                    pa.array(s.reason_contributions.reshape(-1)),
-                    pa.array(s.reason_values.reshape(-1)),
+                    pa.array([r[0] for r in flat], type=pa.string()),
+                    pa.array([r[1] for r in flat], type=pa.float32()),
+                    pa.array([r[2] for r in flat], type=pa.float32()),
                 ],
                 names=["feature", "contribution", "value"],
             ),
@@ -82,11 +88,12 @@ class ScoredHistory:
                 "event_time": pa.array(self.event_time_us, type=pa.timestamp("us", tz="UTC")),
                 "score": pa.array(s.score),
                 "threshold": pa.array(self.thresholds),
-                "policy": pa.array([self.policy] * n, type=pa.string()),
+                "policy": pa.array([self.policy] * len(s), type=pa.string()),
                 "is_alert": pa.array(s.is_alert),
                 "autoencoder_error": pa.array(s.autoencoder_error),
                 "sequence_probability": pa.array(s.sequence_probability),
-                "reasons": reasons,
+                "reasons": column,
+                "reasons_baseline": pa.array(np.full(len(s), s.baseline_score)),
             }
         )
 
@@ -145,7 +152,7 @@ def backtest(
     rows: list[Rows] = []
     parts: list[FeatureBatch] = []
     pending = 0
-    scored: list[ScoreBatch] = []
+    scored: list[tuple[ScoreBatch, FloatArray]] = []
     with tqdm(total=end - begin, unit="tx", desc="backtest", file=sys.stderr,
               disable=None if progress else True) as bar:
         for start, stop, labels in _segments(history, begin, end, batch_size):
@@ -165,7 +172,7 @@ def backtest(
         scored.append(_score(scorer, parts))
     scored_rows = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     return _scored_history(
-        history, scored_rows, _concat(scored, scorer), policy, scorer.threshold, first - begin,
+        history, scored_rows, scorer, scored, policy, first - begin,
         time.perf_counter() - started,
     )
 
@@ -184,12 +191,15 @@ def score_history_batch(
     padded = np.where(table.sequence_index >= 0, table.sequence_index, n)
     mask = (table.sequence_index >= 0).astype(np.float32)
     scored = [
-        scorer.score_batch(table.values[i : i + batch_size], pool[padded[i : i + batch_size]],
-                           mask[i : i + batch_size])
+        (
+            scorer.score_batch(table.values[i : i + batch_size], pool[padded[i : i + batch_size]],
+                               mask[i : i + batch_size]),
+            table.values[i : i + batch_size].astype(np.float32),
+        )
         for i in range(0, n, batch_size)
     ]
     return _scored_history(
-        history, np.arange(n, dtype=np.int64), _concat(scored, scorer), policy, scorer.threshold, 0,
+        history, np.arange(n, dtype=np.int64), scorer, scored, policy, 0,
         time.perf_counter() - started,
     )
 
@@ -238,12 +248,15 @@ def _take(batch: FeatureBatch, keep: npt.NDArray[np.intp]) -> FeatureBatch:
     )
 
 
-def _score(scorer: Scorer, parts: list[FeatureBatch]) -> ScoreBatch:
-    return scorer.score_batch(
-        np.concatenate([p.values for p in parts]),
+def _score(scorer: Scorer, parts: list[FeatureBatch]) -> tuple[ScoreBatch, FloatArray]:
+    """The scores of ``parts`` and their feature rows (to explain other alerts later)."""
+    values = np.concatenate([p.values for p in parts])
+    scores = scorer.score_batch(
+        values,
         np.concatenate([p.sequences for p in parts]),
         np.concatenate([p.mask for p in parts]),
     )
+    return scores, values.astype(np.float32)
 
 
 def _concat(batches: list[ScoreBatch], scorer: Scorer) -> ScoreBatch:
@@ -256,30 +269,43 @@ def _concat(batches: list[ScoreBatch], scorer: Scorer) -> ScoreBatch:
         return batches[0]
     joined: dict[str, Any] = {
         name: np.concatenate([getattr(b, name) for b in batches])
-        for name in ("score", "is_alert", "autoencoder_error", "sequence_probability",
-                     "reason_columns", "reason_contributions", "reason_values")
+        for name in ("score", "is_alert", "autoencoder_error", "sequence_probability")
     }
-    return ScoreBatch(columns=batches[0].columns, **joined)
+    starts = np.cumsum([0, *(len(b) for b in batches[:-1])]).tolist()
+    parts = [b.explained.shifted(start) for b, start in zip(batches, starts, strict=True)]
+    explained = Explanation(
+        *(np.concatenate([getattr(p, name) for p in parts])
+          for name in ("rows", "inputs", "contributions", "values"))
+    )
+    first = batches[0]
+    return ScoreBatch(**joined, explained=explained, inputs=first.inputs,
+                      baseline_score=first.baseline_score)
 
 
 def _scored_history(
     history: TransactionHistory,
     rows: Rows,
-    scores: ScoreBatch,
+    scorer: Scorer,
+    scored: list[tuple[ScoreBatch, FloatArray]],
     policy: AlertPolicy,
-    bundle_threshold: float,
     warmed: int,
     seconds: float,
 ) -> ScoredHistory:
+    """The scores under ``policy``: its thresholds over the whole history (a daily budget's
+    from the previous day's scores), its alerts explained."""
+    scores = _concat([s for s, _ in scored], scorer)
     times = history.event_time_us[rows]
-    thresholds = history_thresholds(policy, bundle_threshold, scores.score, times)
-    decided = replace(scores, is_alert=scores.score.astype(np.float64) >= thresholds)
+    thresholds = history_thresholds(policy, scorer.threshold, scores.score, times)
+    alerts = scores.score.astype(np.float64) >= thresholds
+    if not np.array_equal(alerts, scores.is_alert):
+        features = np.concatenate([f for _, f in scored]) if scored else np.empty((0, 0))
+        scores = scorer.with_alerts(scores, features, alerts)
     return ScoredHistory(
         rows=rows,
         transaction_id=history.transaction_id[rows],
         event_time_us=times,
         is_fraud=history.is_fraud[rows],
-        scores=decided,
+        scores=scores,
         thresholds=thresholds,
         policy=policy.name,
         warmed=warmed,

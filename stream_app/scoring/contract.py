@@ -1,8 +1,11 @@
 """The ONNX contract between ``training/`` and the scorer (docs/design.md, "Models").
 
-Three graphs, each with named float32 inputs and outputs and a dynamic first axis named
-``batch``; ``F`` stands for the number of feature columns and ``K`` for the sequence
-length. Training exports against these names and serving checks bundles against them.
+Four graphs, each with named float32 inputs and outputs and a dynamic first axis named
+``batch``; ``F`` stands for the number of feature columns, ``K`` for the sequence length
+and ``F+2`` for the stacker's inputs (the F features, the autoencoder error, the sequence
+probability). Training exports against these names and serving checks bundles against them.
+The ``explainer`` takes the ``combined`` graph's inputs and returns each input's
+contribution to the score (:data:`EXPLAINED_INPUTS` names the columns after the features).
 """
 
 from __future__ import annotations
@@ -10,22 +13,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-ModelRole = Literal["autoencoder", "sequence", "combined"]
-ROLES: Final[tuple[ModelRole, ...]] = ("autoencoder", "sequence", "combined")
+ModelRole = Literal["autoencoder", "sequence", "combined", "explainer"]
+ROLES: Final[tuple[ModelRole, ...]] = ("autoencoder", "sequence", "combined", "explainer")
+EXPLAINED_INPUTS: Final = ("autoencoder_error", "sequence_probability")
+"""The explainer's last two contribution columns, after the F feature columns."""
 BATCH_AXIS: Final = "batch"
 DTYPE: Final = "float32"
 
 
 @dataclass(frozen=True)
 class TensorContract:
-    """A named tensor; ``dims`` holds ``"batch"``, ``"F"`` or ``"K"`` per axis."""
+    """A named tensor; ``dims`` holds ``"batch"``, ``"F"``, ``"K"`` or ``"F+2"`` per axis."""
 
     name: str
     dims: tuple[str, ...]
 
     def shape(self, n_features: int, sequence_length: int) -> list[int | str]:
-        """Concrete dimensions: ``"batch"`` stays symbolic, F and K become sizes."""
-        sizes: dict[str, int | str] = {"F": n_features, "K": sequence_length}
+        """Concrete dimensions: ``"batch"`` stays symbolic, F, K and F+2 become sizes."""
+        sizes: dict[str, int | str] = {
+            "F": n_features, "K": sequence_length, "F+2": n_features + len(EXPLAINED_INPUTS)
+        }
         return [sizes.get(dim, dim) for dim in self.dims]
 
     def spec(self, n_features: int, sequence_length: int) -> dict[str, Any]:
@@ -87,5 +94,15 @@ CONTRACTS: Final[dict[ModelRole, ModelContract]] = {
             TensorContract("sequence_probability", ("batch",)),
         ),
         outputs=(TensorContract("score", ("batch",)),),
+    ),
+    "explainer": ModelContract(
+        "explainer",
+        "explainer.onnx",
+        inputs=(
+            TensorContract("features", ("batch", "F")),
+            TensorContract("reconstruction_error", ("batch",)),
+            TensorContract("sequence_probability", ("batch",)),
+        ),
+        outputs=(TensorContract("contributions", ("batch", "F+2")),),
     ),
 }

@@ -22,7 +22,7 @@ import msgspec
 
 from schemas import load_schema
 from stream_app.errors import BundleError
-from stream_app.scoring.contract import CONTRACTS, ROLES, ModelRole
+from stream_app.scoring.contract import CONTRACTS, EXPLAINED_INPUTS, ROLES, ModelRole
 
 SCHEMA_NAME: Final = "manifest.v1"
 MANIFEST_FILE: Final = "manifest.json"
@@ -46,11 +46,12 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ModelSpecs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The three graphs by role."""
+    """The four graphs by role."""
 
     autoencoder: ModelSpec
     sequence: ModelSpec
     combined: ModelSpec
+    explainer: ModelSpec
 
     def by_role(self, role: ModelRole) -> ModelSpec:
         spec: ModelSpec = getattr(self, role)
@@ -78,6 +79,17 @@ class ExportAgreement(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     autoencoder: float
     sequence: float
     combined: float
+    explainer: float
+
+
+class Explanation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the explainer's contributions mean: they sum to ``score - baseline_score``."""
+
+    method: str
+    baseline: str
+    baseline_score: float
+    inputs: tuple[str, ...]
+    """The contribution columns: the feature columns, then ``EXPLAINED_INPUTS``."""
 
 
 class Producer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -102,6 +114,7 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sequence_length: int
     models: ModelSpecs
     normalisation: dict[str, FeatureStatistics]
+    explanation: Explanation
     threshold: float
     threshold_rule: str
     metrics: dict[str, Any]
@@ -144,6 +157,7 @@ def parse_manifest(document: Any, source: str) -> Manifest:
 
     ``source`` names the file in error messages. Raises :class:`BundleError`.
     """
+    _refuse_without_explainer(document, source)
     errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
@@ -167,12 +181,27 @@ def parse_manifest(document: Any, source: str) -> Manifest:
     return manifest
 
 
+def _refuse_without_explainer(document: Any, source: str) -> None:
+    """A bundle written before the explainer graph existed: say to retrain it."""
+    models = document.get("models") if isinstance(document, dict) else None
+    if isinstance(models, dict) and "explainer" not in models:
+        raise BundleError(
+            f"{source} lists no explainer graph: the bundle was written by an older "
+            "fraudstream, whose alerts' reasons did not explain the score; retrain it with "
+            "`fraudstream train` (or training/bundle.py) against this version"
+        )
+
+
 def _check_consistency(manifest: Manifest, source: str) -> None:
     n_features = len(manifest.feature_columns)
     k = manifest.sequence_length
     problems: list[str] = []
     if list(manifest.normalisation) != list(manifest.feature_columns):
         problems.append("normalisation must list exactly the feature_columns, in order")
+    if manifest.explanation.inputs != (*manifest.feature_columns, *EXPLAINED_INPUTS):
+        problems.append(
+            f"explanation.inputs must be the feature_columns, then {list(EXPLAINED_INPUTS)}"
+        )
     if manifest.training_data.start >= manifest.training_data.end:
         problems.append(
             f"training_data from {manifest.training_data.start} must be before "

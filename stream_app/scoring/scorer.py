@@ -1,15 +1,20 @@
-"""Score batches of feature rows with the bundle's three ONNX graphs.
+"""Score batches of feature rows with the bundle's ONNX graphs, and explain the alerts.
 
 Score convention: ``score`` is the combined model's calibrated probability (0..1) that a
 transaction is fraud; **higher means more suspicious**, and a transaction is an alert when
-``score >= threshold`` (the bundle's). Each :meth:`Scorer.score_batch` call runs every
-graph exactly once for the whole batch; everything else is vectorised numpy.
+``score >= threshold`` (the bundle's). Each :meth:`Scorer.score_batch` call runs the three
+scoring graphs exactly once for the whole batch and the explainer once for its alerts only;
+everything else is vectorised numpy.
+
+An alert's reasons are the (up to) three stacker inputs that raise its score most: the
+explainer graph splits ``score - baseline_score`` among the F features, the autoencoder
+error and the sequence probability (DeepLIFT's rescale rule, exact in sum; manifest
+``explanation``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
@@ -18,64 +23,89 @@ import onnxruntime as ort
 
 from stream_app.errors import BundleError, ConfigError, InputDataError
 from stream_app.scoring.bundle import ModelBundle
-from stream_app.scoring.contract import CONTRACTS, ROLES, ModelRole
+from stream_app.scoring.contract import CONTRACTS, EXPLAINED_INPUTS, ROLES, ModelRole
 from stream_app.settings import Settings
 
 N_REASONS: Final = 3
 FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.intp]
 
 Reason = tuple[str, float, float]
-"""``(feature, contribution, value)``: a feature name, its autoencoder error, its raw value."""
+"""``(input, contribution, value)``: a feature column, ``autoencoder_error`` or
+``sequence_probability``; its share of ``score - baseline_score`` (probability units); its
+raw value (the feature value, the reconstruction error, the sequence probability)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """The top reasons of some rows of a batch (the explained ones, ascending).
+
+    ``inputs`` [m, 3] index :attr:`Scorer.inputs` by decreasing contribution, ``-1`` where a
+    row has fewer than three inputs that raise its score; ``contributions`` and ``values``
+    [m, 3] alongside.
+    """
+
+    rows: IntArray
+    inputs: IntArray
+    contributions: FloatArray
+    values: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def shifted(self, offset: int) -> Explanation:
+        """The same reasons for rows ``offset`` further on (batches joined end to end)."""
+        return Explanation(self.rows + offset, self.inputs, self.contributions, self.values)
+
+
+def no_reasons() -> Explanation:
+    """The explanation of no rows."""
+    return Explanation(
+        rows=np.empty(0, dtype=np.intp),
+        inputs=np.empty((0, N_REASONS), dtype=np.intp),
+        contributions=np.empty((0, N_REASONS), dtype=np.float32),
+        values=np.empty((0, N_REASONS), dtype=np.float32),
+    )
 
 
 @dataclass(frozen=True, eq=False)
 class ScoreBatch:
-    """Scores of ``n`` rows, in input order.
+    """Scores of ``n`` rows, in input order, and the reasons of its alerts (``explained``).
 
-    ``reason_columns`` [n, 3] are column indices of each row's largest ``feature_errors``
-    (largest first), with their contributions and raw values alongside.
+    A reason's contribution is its input's share of ``score - baseline_score``: the stacker's
+    score of the row minus that of the bundle's baseline input (manifest ``explanation``).
     """
 
     score: FloatArray
     is_alert: npt.NDArray[np.bool_]
     autoencoder_error: FloatArray
     sequence_probability: FloatArray
-    reason_columns: npt.NDArray[np.intp]
-    reason_contributions: FloatArray
-    reason_values: FloatArray
-    columns: tuple[str, ...]
+    explained: Explanation
+    inputs: tuple[str, ...]
+    """Names of the explained inputs: the feature columns, then ``EXPLAINED_INPUTS``."""
+    baseline_score: float
 
     def __len__(self) -> int:
         return len(self.score)
 
-    @cached_property
-    def reason_features(self) -> npt.NDArray[np.object_]:
-        """Feature names of ``reason_columns`` [n, 3]."""
-        return self._names(self.reason_columns)
-
-    def _names(self, columns: npt.NDArray[np.intp]) -> npt.NDArray[np.object_]:
-        names: npt.NDArray[np.object_] = np.asarray(self.columns, dtype=object)[columns]
-        return names
-
-    @cached_property
-    def reasons(self) -> list[tuple[Reason, ...]]:
-        """Per row, its top-3 reasons, largest contribution first."""
-        return self.reasons_for(np.arange(len(self)))
-
     def reasons_for(self, rows: npt.NDArray[np.integer[Any]]) -> list[tuple[Reason, ...]]:
-        """The reasons of the given rows only (e.g. the alerts).
-
-        All loops run in C: one ``zip`` makes every (feature, contribution, value) triple,
-        a second groups each row's consecutive triples.
-        """
-        triples = list(zip(
-            self._names(self.reason_columns[rows]).reshape(-1).tolist(),
-            self.reason_contributions[rows].reshape(-1).tolist(),
-            self.reason_values[rows].reshape(-1).tolist(),
-            strict=True,
-        ))
-        k = self.reason_columns.shape[1]
-        return list(zip(*(triples[j::k] for j in range(k)), strict=True))
+        """The reasons of the given rows, each an explained one (e.g. the alerts)."""
+        explained = self.explained
+        at = np.searchsorted(explained.rows, rows)
+        if len(rows) and (
+            at.max() >= len(explained) or not np.array_equal(explained.rows[at], rows)
+        ):
+            raise ValueError(
+                "reasons_for got rows that were not explained; pass rows of "
+                "ScoreBatch.explained.rows (the alerts)"
+            )
+        # index -1 (fewer than three inputs raised the score) picks the trailing "": dropped
+        names = np.asarray((*self.inputs, ""), dtype=object)[explained.inputs[at]]
+        return [
+            tuple((n, c, v) for n, c, v in zip(*row, strict=True) if n)
+            for row in zip(names.tolist(), explained.contributions[at].tolist(),
+                           explained.values[at].tolist(), strict=True)
+        ]
 
 
 class Scorer:
@@ -99,6 +129,8 @@ class Scorer:
         self.bundle = bundle
         self.columns = bundle.feature_columns
         self.threshold = float(bundle.threshold)
+        self.inputs = (*self.columns, *EXPLAINED_INPUTS)
+        self.baseline_score = float(bundle.manifest.explanation.baseline_score)
         self._n_features = len(self.columns)
         self._k = bundle.sequence_length
         options = ort.SessionOptions()
@@ -120,35 +152,96 @@ class Scorer:
         values: npt.NDArray[np.floating[Any]],
         sequences: npt.NDArray[np.floating[Any]],
         mask: npt.NDArray[Any],
+        *,
+        explain: bool = True,
     ) -> ScoreBatch:
-        """Score ``values`` [n, F], ``sequences`` [n, K, F] and ``mask`` [n, K] (1 = real).
+        """Score ``values`` [n, F], ``sequences`` [n, K, F] and ``mask`` [n, K] (1 = real),
+        and explain the alerts (at the bundle's threshold; none without ``explain``: see
+        :meth:`with_alerts` for a policy's).
 
-        One ONNX Runtime run per graph for the whole batch.
+        One ONNX Runtime run per scoring graph for the whole batch, one explainer run for
+        the alerts (none without alerts).
         """
         features = np.ascontiguousarray(values, dtype=np.float32)
         sequence = np.ascontiguousarray(sequences, dtype=np.float32)
         steps = np.ascontiguousarray(mask, dtype=np.float32)
         n = self._check_shapes(features, sequence, steps)
         if n == 0:
-            return self._empty()
-        error, feature_errors = self._sessions["autoencoder"].run(None, {"features": features})
+            empty = np.empty(0, dtype=np.float32)
+            return self._batch(empty, np.empty(0, dtype=np.bool_), empty, empty, no_reasons())
+        error, _ = self._sessions["autoencoder"].run(None, {"features": features})
         (probability,) = self._sessions["sequence"].run(None, {"sequence": sequence, "mask": steps})
         (score,) = self._sessions["combined"].run(
             None,
             {"features": features, "reconstruction_error": error,
              "sequence_probability": probability},
         )
-        top = np.argsort(-feature_errors, axis=1, kind="stable")[:, :N_REASONS]
-        row = np.arange(n)[:, None]
+        is_alert = score.astype(np.float64) >= self.threshold
+        explained = (
+            self.explain(np.flatnonzero(is_alert), features, error, probability)
+            if explain else no_reasons()
+        )
+        return self._batch(score, is_alert, error, probability, explained)
+
+    def with_alerts(
+        self, batch: ScoreBatch, features: npt.NDArray[np.floating[Any]],
+        alerts: npt.NDArray[np.bool_],
+    ) -> ScoreBatch:
+        """``batch`` with the alerts an alert policy chose, those explained (one explainer
+        run unless they are the bundle threshold's, already explained); ``features``: the
+        batch's feature rows."""
+        if np.array_equal(alerts, batch.is_alert) and len(batch.explained) == alerts.sum():
+            return batch
+        explained = self.explain(
+            np.flatnonzero(alerts), np.ascontiguousarray(features, dtype=np.float32),
+            batch.autoencoder_error, batch.sequence_probability,
+        )
+        return replace(batch, is_alert=alerts, explained=explained)
+
+    def explain(
+        self, rows: IntArray, features: FloatArray, error: FloatArray, probability: FloatArray
+    ) -> Explanation:
+        """The top reasons of ``rows`` (ascending) of a scored batch: one explainer run on
+        those rows of its combined graph's inputs."""
+        if not len(rows):
+            return no_reasons()
+        contributions = self.contributions(features[rows], error[rows], probability[rows])
+        top = np.argsort(-contributions, axis=1, kind="stable")[:, :N_REASONS]
+        row = np.arange(len(rows))[:, None]
+        chosen = contributions[row, top]
+        raw = np.column_stack([features[rows], error[rows], probability[rows]])
+        return Explanation(
+            rows=np.asarray(rows, dtype=np.intp),
+            inputs=np.where(chosen > 0, top, -1),
+            contributions=chosen,
+            values=raw[row, top],
+        )
+
+    def contributions(
+        self, features: FloatArray, error: FloatArray, probability: FloatArray
+    ) -> FloatArray:
+        """Each input's share of ``score - baseline_score`` [m, F+2] (columns
+        :attr:`inputs`) for rows of the combined graph's inputs: one explainer run."""
+        (contributions,) = self._sessions["explainer"].run(
+            None,
+            {"features": features, "reconstruction_error": error,
+             "sequence_probability": probability},
+        )
+        result: FloatArray = contributions
+        return result
+
+    def _batch(
+        self, score: FloatArray, is_alert: npt.NDArray[np.bool_], error: FloatArray,
+        probability: FloatArray, explained: Explanation,
+    ) -> ScoreBatch:
         return ScoreBatch(
             score=score,
-            is_alert=score.astype(np.float64) >= self.threshold,
+            is_alert=is_alert,
             autoencoder_error=error,
             sequence_probability=probability,
-            reason_columns=top,
-            reason_contributions=feature_errors[row, top],
-            reason_values=features[row, top],
-            columns=self.columns,
+            explained=explained,
+            inputs=self.inputs,
+            baseline_score=self.baseline_score,
         )
 
     def _check_shapes(self, features: FloatArray, sequence: FloatArray, steps: FloatArray) -> int:
@@ -161,19 +254,6 @@ class Scorer:
                 f"[n, {k}, {f}] and [n, {k}] (F = its feature columns, K = sequence_length)"
             )
         return n
-
-    def _empty(self) -> ScoreBatch:
-        empty = np.empty(0, dtype=np.float32)
-        return ScoreBatch(
-            score=empty,
-            is_alert=np.empty(0, dtype=np.bool_),
-            autoencoder_error=empty,
-            sequence_probability=empty,
-            reason_columns=np.empty((0, N_REASONS), dtype=np.intp),
-            reason_contributions=np.empty((0, N_REASONS), dtype=np.float32),
-            reason_values=np.empty((0, N_REASONS), dtype=np.float32),
-            columns=self.columns,
-        )
 
 
 def _session(bundle: ModelBundle, role: ModelRole, options: ort.SessionOptions) -> Any:

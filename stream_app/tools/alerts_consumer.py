@@ -18,7 +18,7 @@ from aiokafka import TopicPartition
 
 from stream_app.connections import Kafka
 from stream_app.contracts.codec import decode_alert
-from stream_app.contracts.records import Alert
+from stream_app.contracts.records import Alert, Reason
 from stream_app.errors import ContractError
 from stream_app.pseudonyms import CUSTOMER, TERMINAL, Pseudonymizer, mask_id
 from stream_app.tools.topic_reader import read_topic
@@ -27,17 +27,28 @@ TOP_REASONS = 3
 
 
 def format_alert(alert: Alert) -> str:
-    """One readable line: time, customer, terminal, amount, score vs threshold, top reasons."""
+    """One readable line: time, customer, terminal, amount, score vs threshold, the score of
+    the explanation baseline and the top reasons, each with how much it raised the score."""
     when = alert.event_time.isoformat().replace("+00:00", "Z")
-    reasons = ", ".join(
-        f"{reason.feature}={reason.value:g} ({reason.contribution:+.3g})"
-        for reason in alert.reasons[:TOP_REASONS]
-    )
+    reasons = ", ".join(format_reason(reason) for reason in alert.reasons[:TOP_REASONS])
     return (
         f"{when}  customer {alert.customer_id:>8}  terminal {alert.terminal_id:>8}  "
         f"{alert.amount:>10} {alert.currency}  score {alert.score:.3f} >= "
-        f"{alert.threshold:.3f}  {reasons or 'no reasons given'}"
+        f"{alert.threshold:.3f}  baseline {alert.reasons_baseline:.3f}: "
+        f"{reasons or 'no reasons given'}"
     )
+
+
+def format_reason(reason: Reason) -> str:
+    """``+0.31 sequence model (p=0.93)``, ``+0.12 autoencoder error (1.8e+03)`` or
+    ``+0.05 feature = value``: the contribution in probability units, then what it is."""
+    if reason.feature == "sequence_probability":
+        what = f"sequence model (p={reason.value:.2f})"
+    elif reason.feature == "autoencoder_error":
+        what = f"autoencoder error ({reason.value:.3g})"
+    else:
+        what = f"{reason.feature} = {reason.value:.6g}"
+    return f"{reason.contribution:+.2f} {what}"
 
 
 def alert_json(alert: Alert) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -82,12 +81,14 @@ class Decision:
 
     model_version: str
     policy: str
+    columns: tuple[str, ...]
     scores: ScoreBatch
+    """With the policy's alerts (``is_alert``), explained for the serving model."""
     thresholds: npt.NDArray[np.float64]
 
-    @cached_property
+    @property
     def alerts(self) -> npt.NDArray[np.bool_]:
-        return np.asarray(self.scores.score.astype(np.float64) >= self.thresholds)
+        return self.scores.is_alert
 
 
 class Emitter:
@@ -156,7 +157,8 @@ class Emitter:
                 model_version=serving.model_version,
                 policy=serving.policy,
                 reasons=tuple(Reason(f, c, v) for f, c, v in row_reasons),
-                features=dict(zip(scores.columns, values[row].tolist(), strict=True)),
+                reasons_baseline=scores.baseline_score,
+                features=dict(zip(serving.columns, values[row].tolist(), strict=True)),
                 processed_at=processed_at,
                 late=late[row],
             )

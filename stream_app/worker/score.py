@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -92,13 +93,10 @@ class Score:
             return conflicts
         serving = self._models.serving
         models = (serving.model, *serving.challengers)
+        values = features.values[fresh]
         start = time.perf_counter()
         scored = await asyncio.to_thread(
-            _score_all,
-            models,
-            features.values[fresh],
-            features.sequences[fresh],
-            features.mask[fresh],
+            _score_all, models, values, features.sequences[fresh], features.mask[fresh]
         )
         self._metrics.stage_seconds.labels("scoring").observe(time.perf_counter() - start)
         self._metrics.event_time_lag.set(time.time() - batch.max_event_time_us / MICROS_PER_SECOND)
@@ -112,12 +110,13 @@ class Score:
         ]
         late = features.late[fresh].tolist()
         first, *challengers = decisions
+        first = replace(  # the serving model's alerts are explained: their reasons
+            first, scores=serving.model.scorer.with_alerts(first.scores, values, first.alerts)
+        )
         self._metrics.alert_threshold.set(float(first.thresholds[-1]))
         self._metrics.scores.observe(first.scores.score)
         self._metrics.last_batch.set(time.time())
-        records = conflicts + self._emitter.records(
-            transactions, times_us, late, first, features.values[fresh]
-        )
+        records = conflicts + self._emitter.records(transactions, times_us, late, first, values)
         for challenger in challengers:
             records.extend(self._emitter.shadow(transactions, times_us, late, first, challenger))
         return records
@@ -125,12 +124,17 @@ class Score:
     async def _decide(
         self, model: ServedModel, scores: ScoreBatch, ids: list[str], times_us: list[int]
     ) -> Decision:
-        """The policy's thresholds for a model's scores (a daily budget reads and records the
-        day scores in Redis, retried while it is down: recording is idempotent)."""
+        """The policy's thresholds and alerts for a model's scores (a daily budget reads and
+        records the day scores in Redis, retried while it is down: recording is
+        idempotent)."""
         thresholds = await self._redis.call(
             lambda: model.thresholds.decide(ids, scores.score, times_us)
         )
-        return Decision(model.version, model.thresholds.policy.name, scores, thresholds)
+        alerts = scores.score.astype(np.float64) >= thresholds
+        return Decision(
+            model.version, model.thresholds.policy.name, model.scorer.columns,
+            replace(scores, is_alert=alerts), thresholds,
+        )
 
 
 def _score_all(
@@ -139,5 +143,6 @@ def _score_all(
     sequences: npt.NDArray[np.floating[Any]],
     mask: npt.NDArray[np.floating[Any]],
 ) -> list[ScoreBatch]:
-    """Every model's scores of the same rows (one thread hop; ONNX Runtime releases the GIL)."""
-    return [model.scorer.score_batch(values, sequences, mask) for model in models]
+    """Every model's scores of the same rows (one thread hop; ONNX Runtime releases the GIL),
+    unexplained: the serving model's alerts are explained once the policy chose them."""
+    return [model.scorer.score_batch(values, sequences, mask, explain=False) for model in models]

@@ -150,6 +150,28 @@ def backtest_of(
     return dict(zip(table["transaction_id"], table["score"], strict=True)), alerts
 
 
+def assert_reasons_equal(alerts: dict[str, Alert], backtest_parquet: Path) -> None:
+    """Each alert's reasons (inputs, contributions, values) and baseline are the backtest's
+    (``backtest_parquet``, from ``fraudstream backtest``) to :data:`TOLERANCE`."""
+    table = pq.read_table(backtest_parquet).to_pydict()
+    expected = {
+        t: (reasons, baseline)
+        for t, reasons, baseline in zip(table["transaction_id"], table["reasons"],
+                                        table["reasons_baseline"], strict=True)
+    }
+    assert alerts
+    for transaction_id, alert in alerts.items():
+        reasons, baseline = expected[transaction_id]
+        assert alert.reasons, f"alert {transaction_id} without reasons"
+        assert [r.feature for r in alert.reasons] == [r["feature"] for r in reasons]
+        np.testing.assert_allclose(
+            [(r.contribution, r.value) for r in alert.reasons],
+            [(r["contribution"], r["value"]) for r in reasons], rtol=TOLERANCE, atol=TOLERANCE,
+            err_msg=f"reasons of {transaction_id}",
+        )
+        assert alert.reasons_baseline == baseline
+
+
 def assert_scores_equal(
     scores: dict[str, float],
     alerts: set[str],

@@ -39,10 +39,12 @@ def _alert(i: int) -> Alert:
     )
     return Alert.for_transaction(
         tx, score=0.9, threshold=0.42, model_version="m-test", policy="bundle",
-        reasons=(Reason(feature="amount", contribution=0.51, value=100.25 + i),
-                 Reason(feature="customer_nb_tx_1d", contribution=0.2, value=7.0),
-                 Reason(feature="terminal_risk_7d", contribution=0.1, value=0.5),
+        reasons=(Reason(feature="sequence_probability", contribution=0.51, value=0.934),
+                 Reason(feature="TERMINAL_ID_RISK_30DAY_WINDOW", contribution=0.2,
+                        value=0.916667),
+                 Reason(feature="autoencoder_error", contribution=0.1, value=1770.5 + i),
                  Reason(feature="is_night", contribution=0.01, value=1.0)),
+        reasons_baseline=0.012,
         features={"amount": 100.25 + i}, processed_at=START + dt.timedelta(days=1),
     )
 
@@ -148,7 +150,9 @@ def test_readable_line_shows_time_ids_amount_score_threshold_and_top_reasons() -
     line = format_alert(_alert(7))
     assert line.startswith("2018-09-01T00:07:00Z")
     for part in ("customer", "c2", "terminal", "k1", "107.25 EUR", "score 0.900 >= 0.420",
-                 "amount=107.25 (+0.51)", "customer_nb_tx_1d=7 (+0.2)", "terminal_risk_7d"):
+                 "baseline 0.012: +0.51 sequence model (p=0.93), "
+                 "+0.20 TERMINAL_ID_RISK_30DAY_WINDOW = 0.916667, "
+                 "+0.10 autoencoder error (1.78e+03)"):
         assert part in line
     assert "is_night" not in line  # only the top three reasons
 

@@ -178,9 +178,20 @@ async def test_a_daily_budget_alerts_in_the_stream_exactly_as_in_the_backtest(
     for score in scores:
         assert score.policy == "top-5"
         assert score.threshold == want[score.transaction_id], score.transaction_id
-    alerts = {decode_alert(r.value).transaction_id
-              for r in await read_all(kafka_bootstrap, topics.alerts)}
-    assert alerts == set(expected.transaction_id[expected.scores.is_alert].tolist())
+    alerts = {a.transaction_id: a for a in
+              (decode_alert(r.value) for r in await read_all(kafka_bootstrap, topics.alerts))}
+    alert_rows = np.flatnonzero(expected.scores.is_alert)
+    assert set(alerts) == set(expected.transaction_id[alert_rows].tolist())
+    assert any(a.threshold != bundle.threshold for a in alerts.values())  # the policy's
+    explained = dict(zip(expected.transaction_id[alert_rows].tolist(),
+                         expected.scores.reasons_for(alert_rows), strict=True))
+    for transaction_id, alert in alerts.items():  # reasons explain the policy's alerts too
+        want = explained[transaction_id]
+        assert [r.feature for r in alert.reasons] == [f for f, _, _ in want]
+        np.testing.assert_allclose([(r.contribution, r.value) for r in alert.reasons],
+                                   np.array([(c, v) for _, c, v in want]).reshape(-1, 2),
+                                   atol=1e-6, rtol=1e-6)
+        assert alert.reasons_baseline == expected.scores.baseline_score
     days = expected.event_time_us // 86_400_000_000
     for day in np.unique(days).tolist():  # the budget's rule, computed here on its own
         previous = np.sort(expected.scores.score[days == day - 1])[::-1]

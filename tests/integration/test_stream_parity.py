@@ -3,7 +3,8 @@
 A small simulated history is replayed (transactions and labels on the event-time clock)
 through a worker on the real tansu broker and redis-server, which publishes every score;
 ``fraudstream backtest`` scores the same history with the same bundle. Every
-transaction's score must agree to 1e-6 and the alert sets must be identical, also with
+transaction's score must agree to 1e-6, the alert sets must be identical and so must each
+alert's reasons (inputs, contributions and values to 1e-6, baseline), also with
 pseudonymous ids (then Redis holds only the ids' pseudonyms; alerts keep the ids).
 """
 
@@ -32,7 +33,7 @@ from stream_app.sources.jsonl import write_jsonl
 from stream_app.sources.simulator import simulate
 from stream_app.tools.topic_reader import read_topic
 from stream_app.topics import StreamTopics
-from tests.integration.stream_checks import pseudonymous_keys
+from tests.integration.stream_checks import assert_reasons_equal, pseudonymous_keys
 from tests.integration.worker_support import (
     create_topics,
     replay_history,
@@ -129,6 +130,7 @@ def test_stream_scores_and_alerts_equal_the_backtest(
     assert 0 < len(expected_alerts) < len(ids)
     assert set(alerts) == expected_alerts
     assert {t for t, s in scores.items() if s.is_alert} == expected_alerts
+    assert_reasons_equal(alerts, out)
     customers = dict(zip(history.transaction_id, history.customer_id, strict=True))
     assert all(a.customer_id == customers[t] for t, a in alerts.items()), "ids as received"
     keys = set(redis_client.scan_iter(f"fraudstream:{settings.namespace}:*"))

@@ -115,9 +115,14 @@ def test_transactions_in_alerts_and_scores_out(
         assert alert.alert_id == alert_id(alert.transaction_id, version)
         assert key == alert.customer_id.encode() == customers[alert.transaction_id].encode()
         assert alert.model_version == version and alert.threshold == 0.0
-        assert len(alert.reasons) == 3 and set(alert.features) == set(
-            alert_everything.feature_columns
-        )
+        assert set(alert.features) == set(alert_everything.feature_columns)
+        # threshold 0 alerts rows below the baseline too: up to 3 inputs that raised the score
+        contributions = [r.contribution for r in alert.reasons]
+        assert len(contributions) <= 3 and all(c > 0 for c in contributions)
+        assert contributions == sorted(contributions, reverse=True)
+        assert alert.reasons_baseline == alert_everything.manifest.explanation.baseline_score
+        if alert.score > alert.reasons_baseline + 1e-4:
+            assert alert.reasons, "a score above the baseline has an input that raised it"
     scores = [decode_score(v) for v in score_values]
     assert sorted(s.transaction_id for s in scores) == sorted(by_tx)
     assert all(s.is_alert and 0.0 <= s.score <= 1.0 for s in scores)

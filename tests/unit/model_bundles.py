@@ -1,6 +1,6 @@
 """One small model bundle per test session: ``training.models`` with seeded random weights.
 
-Exporting three graphs takes seconds, so the bundle is written once (to a temporary
+Exporting four graphs takes seconds, so the bundle is written once (to a temporary
 directory removed at exit) and shared read-only; tests that tamper with it copy it first.
 A bundle with another alert threshold is a copy of it with a re-signed manifest, not a
 second export.
@@ -27,7 +27,14 @@ from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.manifest import MANIFEST_FILE, model_version
 from training.bundle import write_bundle
 from training.export import torch_outputs
-from training.models import Autoencoder, FeatureNormaliser, SequenceClassifier, Stacker, log_columns
+from training.models import (
+    Autoencoder,
+    FeatureNormaliser,
+    SequenceClassifier,
+    Stacker,
+    StackerExplainer,
+    log_columns,
+)
 
 CREATED_AT = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)
 
@@ -92,10 +99,13 @@ def _exported() -> TinyBundle:
     torch.manual_seed(7)
     fit_rows = random_rows(fs, 256, seed=1)
     normaliser = FeatureNormaliser.fit(fit_rows.values, log_columns(fit_rows.values))
+    autoencoder = Autoencoder(normaliser, hidden=16, code=4)
+    sequence = SequenceClassifier(normaliser, hidden=8, head=8)
+    stacker = Stacker(normaliser, hidden=8)
+    stacker.sequence_logit_mean.fill_(-2.0)  # a baseline other than p = 0.5
     modules: dict[str, nn.Module] = {
-        "autoencoder": Autoencoder(normaliser, hidden=16, code=4),
-        "sequence": SequenceClassifier(normaliser, hidden=8, head=8),
-        "combined": Stacker(normaliser, hidden=8),
+        "autoencoder": autoencoder, "sequence": sequence, "combined": stacker,
+        "explainer": StackerExplainer(stacker),
     }
     root = Path(tempfile.mkdtemp(prefix="fraudstream-test-bundle-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
@@ -105,7 +115,7 @@ def _exported() -> TinyBundle:
         root / "bundle",
         autoencoder=modules["autoencoder"],
         sequence_model=modules["sequence"],
-        stacker=modules["combined"],
+        stacker=stacker,
         feature_set=fs,
         normalisation=normaliser.statistics(fs.columns),
         threshold=threshold,

@@ -25,6 +25,8 @@ pytestmark = pytest.mark.train
 
 START = dt.date(2018, 4, 1)
 START_US = (START - dt.date(1970, 1, 1)).days * MICROS_PER_DAY
+ALERTING = 0.4
+"""A threshold at which the tiny bundle alerts on ~10 % of the history (explained rows)."""
 
 
 @cache
@@ -34,7 +36,7 @@ def _history() -> TransactionHistory:
 
 @cache
 def _scorer() -> Scorer:
-    return Scorer(load_bundle(tiny_bundle().path))
+    return Scorer(load_bundle(tiny_bundle(ALERTING).path))
 
 
 @cache
@@ -55,12 +57,13 @@ def _assert_same_scores(replayed: ScoredHistory, batch: ScoredHistory) -> None:
                                atol=1e-6)
     clear = np.abs(b.score[rows].astype(np.float64) - _scorer().threshold) > 1e-6
     np.testing.assert_array_equal(a.is_alert[clear], b.is_alert[rows][clear])
-    np.testing.assert_allclose(a.reason_contributions, b.reason_contributions[rows], rtol=1e-5,
-                               atol=1e-5)
-    top_gap = b.reason_contributions[rows, 0] - b.reason_contributions[rows, 1]
-    distinct = top_gap > 1e-5
-    np.testing.assert_array_equal(a.reason_features[distinct, 0],
-                                  b.reason_features[rows][distinct, 0])
+    np.testing.assert_array_equal(a.explained.rows, np.flatnonzero(a.is_alert))
+    both = np.flatnonzero(a.is_alert & b.is_alert[rows])
+    assert len(both) > 0
+    for mine, theirs in zip(a.reasons_for(both), b.reasons_for(rows[both]), strict=True):
+        np.testing.assert_allclose([r[1] for r in mine], [r[1] for r in theirs], atol=1e-5)
+        if len(theirs) > 1 and theirs[0][1] - theirs[1][1] > 1e-5:
+            assert mine[0][0] == theirs[0][0]
 
 
 def test_history_has_fraud_labels_released_mid_history() -> None:
@@ -137,7 +140,7 @@ def test_cli_backtest_writes_scores_and_a_summary(
     write_jsonl(_history(), data)
     out = tmp_path / "scores.parquet"
     code = main([
-        "backtest", "--data", str(data), "--models", str(tiny_bundle().path),
+        "backtest", "--data", str(data), "--models", str(tiny_bundle(ALERTING).path),
         "--out", str(out), "--from", "2018-04-21", "--to", "2018-04-26", "--no-progress",
     ])
     assert code == 0
@@ -148,9 +151,9 @@ def test_cli_backtest_writes_scores_and_a_summary(
     assert table.num_rows == len(expected)
     assert table.column_names == [
         "transaction_id", "event_time", "score", "threshold", "policy", "is_alert",
-        "autoencoder_error", "sequence_probability", "reasons",
+        "autoencoder_error", "sequence_probability", "reasons", "reasons_baseline",
     ]
-    bundle_threshold = load_bundle(tiny_bundle().path).threshold
+    bundle_threshold = load_bundle(tiny_bundle(ALERTING).path).threshold
     assert set(table.column("threshold").to_pylist()) == {bundle_threshold}
     assert set(table.column("policy").to_pylist()) == {"bundle"}
     np.testing.assert_array_equal(
@@ -167,11 +170,17 @@ def test_cli_backtest_writes_scores_and_a_summary(
         table.column("score").to_numpy(), _batch_path().scores.score[expected], atol=1e-6
     )
     assert table.column("transaction_id").to_pylist() == list(_history().transaction_id[expected])
-    first = table.column("reasons")[0].as_py()
-    assert len(first) == 3
-    assert first[0]["feature"] in tiny_bundle().feature_set.columns
+    reasons, alerts = table.column("reasons").to_pylist(), table.column("is_alert").to_pylist()
+    assert 0 < sum(alerts) < len(alerts)
+    for row, alert in zip(reasons, alerts, strict=True):
+        assert 0 < len(row) <= 3 if alert else row == []  # only the alerts are explained
+        contributions = [r["contribution"] for r in row]
+        assert all(c > 0 for c in contributions) and contributions == sorted(contributions)[::-1]
+        assert all(r["feature"] in _scorer().inputs for r in row)
+    assert set(table.column("reasons_baseline").to_pylist()) == {_scorer().baseline_score}
     metadata = table.schema.metadata
-    assert metadata[b"model_version"].decode() == load_bundle(tiny_bundle().path).model_version
+    bundle = load_bundle(tiny_bundle(ALERTING).path)
+    assert metadata[b"model_version"].decode() == bundle.model_version
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"backtest {metadata[b'model_version'].decode()}: scored "
                            f"{len(expected):,} transactions (2018-04-21")

@@ -169,6 +169,31 @@ def test_manifest_breaking_the_onnx_contract_is_refused(tmp_path: Path) -> None:
         load_bundle(path)
 
 
+def test_bundle_without_an_explainer_is_refused_with_retrain(tmp_path: Path) -> None:
+    path = _copy(tmp_path)
+    document = _manifest(path)
+    (path / CONTRACTS["explainer"].file).unlink()
+    del document["models"]["explainer"], document["files"][CONTRACTS["explainer"].file]
+    del document["export_max_abs_diff"]["explainer"], document["explanation"]
+    _rewrite(path, document, resign=True)
+    with pytest.raises(BundleError, match=r"lists no explainer graph: .*older fraudstream.*"
+                                          r"retrain it with `fraudstream train`"):
+        load_bundle(path)
+
+
+def test_explanation_inputs_must_name_the_contribution_columns(tmp_path: Path) -> None:
+    path = _copy(tmp_path)
+    document = _manifest(path)
+    assert document["explanation"]["inputs"] == [
+        *document["feature_columns"], "autoencoder_error", "sequence_probability"
+    ]
+    assert 0 < document["explanation"]["baseline_score"] < 1
+    document["explanation"]["inputs"] = document["explanation"]["inputs"][::-1]
+    _rewrite(path, document, resign=True)
+    with pytest.raises(BundleError, match=r"inconsistent: explanation\.inputs must be"):
+        load_bundle(path)
+
+
 def test_feature_hash_mismatch_is_refused_with_both_hashes_and_the_fix(tmp_path: Path) -> None:
     path = _copy(tmp_path)
     document = _manifest(path)

@@ -47,7 +47,8 @@ def _alert(
     return Alert.for_transaction(
         _tx(tx_id, customer, terminal, minutes),
         score=score, threshold=0.5, model_version=model, policy="bundle",
-        reasons=(Reason("TX_AMOUNT", 2.0, 12.5),), features={"TX_AMOUNT": 12.5},
+        reasons=(Reason("TX_AMOUNT", 0.2, 12.5),), reasons_baseline=0.01,
+        features={"TX_AMOUNT": 12.5},
         processed_at=T0 + dt.timedelta(minutes=minutes, seconds=1),
     )  # fmt: skip
 
@@ -312,7 +313,7 @@ async def test_every_route_wants_a_token_and_posts_want_csrf(tmp_path: Path) -> 
         assert (await client.get("/api/alerts?min_score=2", headers=bearer)).status == 400
         detail = await client.get(f"/api/alerts/{alert.alert_id}", headers=bearer)
         assert (await detail.json())["reasons"] == [
-            {"feature": "TX_AMOUNT", "contribution": 2.0, "value": 12.5}
+            {"feature": "TX_AMOUNT", "contribution": 0.2, "value": 12.5}
         ]
         assert (await client.get("/api/alerts/unknown", headers=bearer)).status == 404
 

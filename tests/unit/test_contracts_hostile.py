@@ -308,6 +308,7 @@ def test_late_defaults_to_false_and_is_written_only_when_true() -> None:
             model_version="2026.11.1",
             policy="bundle",
             reasons=(Reason("customer_amount_mean_7d", 2.5, 412.0),),
+            reasons_baseline=0.02,
             features={"customer_amount_mean_7d": 412.0},
             processed_at=datetime(2018, 4, 1, 0, 0, 32, tzinfo=UTC),
             late=late,

@@ -71,24 +71,48 @@ def test_score_is_the_combined_model_of_the_other_two_outputs(
     np.testing.assert_array_equal(result.score, expected)
 
 
-def test_reasons_are_the_three_largest_feature_errors_with_raw_values(
+def test_reasons_are_the_alerts_three_largest_positive_contributions_with_raw_values(
     scorer: Scorer, bundle: ModelBundle
 ) -> None:
     rows = random_rows(tiny_bundle().feature_set, 40, seed=13)
     result = scorer.score_batch(rows.values, rows.sequences, rows.mask)
-    autoencoder = ort.InferenceSession(bundle.onnx_models["autoencoder"])
-    _, feature_errors = autoencoder.run(None, {"features": rows.values})
-    columns = bundle.feature_columns
-    for i, reasons in enumerate(result.reasons):
-        assert len(reasons) == 3
-        order = np.argsort(-feature_errors[i], kind="stable")[:3]
-        assert [r[0] for r in reasons] == [columns[j] for j in order]
-        for (feature, contribution, value), j in zip(reasons, order, strict=True):
-            assert contribution == pytest.approx(float(feature_errors[i, j]))
-            assert value == pytest.approx(float(rows.values[i, columns.index(feature)]))
-        assert reasons[0][1] >= reasons[1][1] >= reasons[2][1]
     alerts = np.flatnonzero(result.is_alert)
-    assert result.reasons_for(alerts) == [result.reasons[i] for i in alerts]
+    assert 0 < len(alerts) < 40
+    np.testing.assert_array_equal(result.explained.rows, alerts)
+    explainer = ort.InferenceSession(bundle.onnx_models["explainer"])
+    (contributions,) = explainer.run(None, {
+        "features": rows.values[alerts],
+        "reconstruction_error": result.autoencoder_error[alerts],
+        "sequence_probability": result.sequence_probability[alerts],
+    })
+    raw = np.column_stack([rows.values, result.autoencoder_error, result.sequence_probability])
+    inputs = (*bundle.feature_columns, "autoencoder_error", "sequence_probability")
+    assert scorer.inputs == inputs
+    for i, reasons in zip(alerts, result.reasons_for(alerts), strict=True):
+        row = contributions[list(alerts).index(i)]
+        order = [j for j in np.argsort(-row, kind="stable")[:3] if row[j] > 0]
+        assert 0 < len(reasons) == len(order)
+        assert [r[0] for r in reasons] == [inputs[j] for j in order]
+        for (_, contribution, value), j in zip(reasons, order, strict=True):
+            assert contribution == pytest.approx(float(row[j]), abs=1e-7)
+            assert value == pytest.approx(float(raw[i, j]), rel=1e-6)
+    with pytest.raises(ValueError, match="not explained"):
+        result.reasons_for(np.flatnonzero(~result.is_alert)[:1])
+
+
+def test_contributions_sum_to_the_score_minus_the_baseline(scorer: Scorer) -> None:
+    rows = random_rows(tiny_bundle().feature_set, 200, seed=18)
+    result = scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    contributions = scorer.contributions(
+        rows.values, result.autoencoder_error, result.sequence_probability
+    )
+    assert contributions.shape == (200, len(scorer.inputs))
+    gap = contributions.astype(np.float64).sum(axis=1) - (result.score - scorer.baseline_score)
+    assert float(np.abs(gap).max()) <= 1e-4
+    assert result.baseline_score == scorer.baseline_score == (
+        bundle_explanation := load_bundle(tiny_bundle().path).manifest.explanation
+    ).baseline_score
+    assert bundle_explanation.method == "deeplift-rescale"
 
 
 def test_each_model_runs_once_per_batch(bundle: ModelBundle) -> None:
@@ -96,10 +120,16 @@ def test_each_model_runs_once_per_batch(bundle: ModelBundle) -> None:
     counting = {role: _CountingSession(s) for role, s in scorer._sessions.items()}
     scorer._sessions = counting
     rows = random_rows(tiny_bundle().feature_set, 512, seed=14)
-    scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    scored = scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    alerts = int(scored.is_alert.sum())
+    assert 0 < alerts < 512
     assert {role: c.calls for role, c in counting.items()} == {
         "autoencoder": [512], "sequence": [512], "combined": [512],
+        "explainer": [alerts],  # the alerts only
     }
+    calm = np.flatnonzero(~scored.is_alert)
+    scorer.score_batch(rows.values[calm], rows.sequences[calm], rows.mask[calm])
+    assert counting["explainer"].calls == [alerts], "no alert, no explainer run"
 
 
 def test_a_row_scores_the_same_alone_and_in_a_batch(scorer: Scorer) -> None:
@@ -109,7 +139,11 @@ def test_a_row_scores_the_same_alone_and_in_a_batch(scorer: Scorer) -> None:
         alone = scorer.score_batch(rows.values[i : i + 1], rows.sequences[i : i + 1],
                                    rows.mask[i : i + 1])
         assert alone.score[0] == pytest.approx(together.score[i], abs=1e-6)
-        assert alone.reasons[0][0][0] == together.reasons[i][0][0]
+        if together.is_alert[i] and alone.is_alert[0]:
+            mine = alone.reasons_for(np.array([0]))[0]
+            theirs = together.reasons_for(np.array([i]))[0]
+            assert [r[0] for r in mine] == [r[0] for r in theirs]
+            np.testing.assert_allclose([r[1] for r in mine], [r[1] for r in theirs], atol=1e-6)
     again = scorer.score_batch(rows.values, rows.sequences, rows.mask)
     np.testing.assert_array_equal(again.score, together.score)
 
@@ -118,8 +152,8 @@ def test_empty_batch_scores_nothing(scorer: Scorer) -> None:
     rows = random_rows(tiny_bundle().feature_set, 0, seed=16)
     result = scorer.score_batch(rows.values, rows.sequences, rows.mask)
     assert len(result) == 0
-    assert result.reasons == []
-    assert result.reason_columns.shape == (0, 3)
+    assert result.reasons_for(np.empty(0, dtype=np.intp)) == []
+    assert result.explained.inputs.shape == (0, 3)
 
 
 def test_wrong_shapes_name_what_the_bundle_needs(scorer: Scorer) -> None:
@@ -169,3 +203,22 @@ def test_a_graph_onnx_runtime_cannot_load_is_refused(tmp_path: Path) -> None:
     bundle = _bundle_with(tmp_path, "sequence.onnx", b"not an onnx model")
     with pytest.raises(BundleError, match=r"ONNX Runtime cannot load sequence\.onnx"):
         Scorer(bundle)
+
+
+def test_explain_runs_the_explainer_once_on_the_chosen_rows_only(bundle: ModelBundle) -> None:
+    scorer = Scorer(bundle)
+    rows = random_rows(tiny_bundle().feature_set, 30, seed=19)
+    scored = scorer.score_batch(rows.values, rows.sequences, rows.mask)
+    counting = _CountingSession(scorer._sessions["explainer"])
+    scorer._sessions = {**scorer._sessions, "explainer": counting}
+    chosen = np.array([2, 5, 17])
+    explained = scorer.explain(chosen, rows.values, scored.autoencoder_error,
+                               scored.sequence_probability)
+    assert counting.calls == [3]
+    np.testing.assert_array_equal(explained.rows, chosen)
+    alone = scorer.explain(np.array([5]), rows.values, scored.autoencoder_error,
+                           scored.sequence_probability)
+    np.testing.assert_allclose(alone.contributions[0], explained.contributions[1], atol=1e-7)
+    assert scorer.explain(np.empty(0, dtype=np.intp), rows.values, scored.autoencoder_error,
+                          scored.sequence_probability).rows.shape == (0,)
+    assert counting.calls == [3, 1], "no rows, no explainer run"
