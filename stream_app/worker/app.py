@@ -107,7 +107,7 @@ class StreamRuntime(Service):
         self.settings = settings
         self.bundle = bundle
         self.topics: StreamTopics = stream_topics(settings.namespace)
-        self.metrics = WorkerMetrics()
+        self.metrics = WorkerMetrics(drift_window=settings.drift_window)
         self.ready = False  # started, not stopping: the readiness checks apply
         self._kafka_connection = KafkaConnection.from_settings(settings)
         self._redis_connection = RedisConnection.from_settings(settings)

@@ -20,6 +20,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from stream_app.errors import REASON_CLASSES
+from stream_app.worker.drift import DriftMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -51,6 +52,8 @@ class WorkerMetrics:
     registry: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
+    drift_window: int = 10_000
+    """Scored transactions in the drift window (``fraudstream_*_psi``)."""
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -189,6 +192,8 @@ class WorkerMetrics:
         self.alerts_per_minute.set_function(self.alert_rate.per_minute)
         self.scores = ScoreHistogram()
         r.register(self.scores)
+        self.drift = DriftMetrics(self.drift_window)
+        r.register(self.drift)
         self.dlq_reasons = Counter(
             "fraudstream_dlq_reasons",
             "Dead letters by reason class (see errors.REASON_CLASSES).",
