@@ -48,6 +48,9 @@ class Period:
     """The period's share of scores in each training score bin."""
     alert_share: float
     """Share of scores at or above the bundle's threshold."""
+    one_bin: list[str]
+    """Features whose values all fall in one training bin this period (e.g. whether a day
+    is a weekend day): their PSI says which bin, not a drift."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,10 @@ class DriftReport:
                 [p.frauds_by_scenario.get(scenario, 0) / p.transactions for p in self.periods]
             )
         return np.array([float(getattr(p, name)) for p in self.periods])
+
+    def one_bin(self) -> list[str]:
+        """Features in one bin in every period (calendar features at this period length)."""
+        return [c for c in self.columns if all(c in p.one_bin for p in self.periods)]
 
     def drifting(self, limit: float = STABLE) -> dict[str, int]:
         """For each feature, the periods whose PSI is ``limit`` or more."""
@@ -173,6 +180,9 @@ def _period(
 ) -> Period:
     part_scores = scores[part]
     score_counts = reference.score.counts(part_scores)
+    feature_counts = {
+        c: reference.features[c].counts(values[part, i]) for i, c in enumerate(columns)
+    }
     by_scenario = {
         name: int(np.count_nonzero(frauds[part] & (scenario[part] == code)))
         for code, name in SCENARIOS.items()
@@ -184,11 +194,12 @@ def _period(
         frauds_by_scenario={name: n for name, n in by_scenario.items() if n},
         score_psi=psi(reference.score.proportions, score_counts),
         feature_psi={
-            c: psi(reference.features[c].proportions, reference.features[c].counts(values[part, i]))
-            for i, c in enumerate(columns)
+            c: psi(reference.features[c].proportions, counts)
+            for c, counts in feature_counts.items()
         },
         score_proportions=(score_counts / len(part)).tolist(),
         alert_share=float(np.mean(part_scores >= threshold)),
+        one_bin=[c for c, counts in feature_counts.items() if counts.max() == len(part)],
     )
 
 

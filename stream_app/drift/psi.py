@@ -1,9 +1,10 @@
 """Population stability: binned distributions and the PSI between two of them.
 
 A :class:`Binned` distribution is recorded at training for every feature and for the
-score (the bundle manifest's ``distributions``): the inner ``edges`` of up to ten bins,
-XX (a feature that is often 0 gets
-fewer bins), and the share of the training rows in each bin. Bin ``i`` holds values
+score (the bundle manifest's ``distributions``): the inner ``edges`` of its bins, the
+training rows' deciles (each a value of the data, the lower one between two; the score's
+also its 0.95, 0.99 and 0.999 quantiles), repeated ones merged (a feature that is often 0
+gets fewer bins), and the share of the training rows in each bin. Bin ``i`` holds values
 ``edges[i-1] < x <= edges[i]`` (the first from -inf, the last to +inf), so a value equal
 to an edge falls in the lower bin.
 
@@ -24,7 +25,10 @@ import numpy.typing as npt
 
 from stream_app.errors import InputDataError
 
-BINS = 10
+DECILES = tuple(i / 10 for i in range(1, 10))
+SCORE_QUANTILES = (*DECILES, 0.95, 0.99, 0.999)
+"""The score's bin edges: its deciles and its upper tail, where the alerts and most frauds
+are (scores are skewed: nine tenths of them sit near 0)."""
 FLOOR = 1e-4
 """Smallest share a bin counts with in the PSI."""
 STABLE, MODERATE = 0.1, 0.25
@@ -47,16 +51,17 @@ class Binned(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return np.bincount(self.bin_of(values), minlength=len(self.proportions)).astype(np.int64)
 
 
-def binned(values: npt.NDArray[np.floating[Any]], bins: int = BINS) -> Binned:
-    """The distribution of ``values`` (finite numbers) in up to ``bins`` quantile bins."""
+def binned(
+    values: npt.NDArray[np.floating[Any]], quantiles: Sequence[float] = DECILES
+) -> Binned:
+    """The distribution of ``values`` (finite numbers) in bins cut at their ``quantiles``."""
     finite = np.asarray(values, dtype=np.float64)
     if finite.size == 0 or not np.isfinite(finite).all():
         raise InputDataError(
             f"a distribution needs finite values, got {finite.size} values "
             f"({int((~np.isfinite(finite)).sum())} not finite); check the training rows"
         )
-    quantiles = np.quantile(finite, np.arange(1, bins) / bins, method="lower")
-    edges = np.unique(quantiles)
+    edges = np.unique(np.quantile(finite, quantiles, method="lower"))
     counts = np.bincount(np.searchsorted(edges, finite, side="left"), minlength=len(edges) + 1)
     proportions = counts / finite.size
     return Binned(tuple(edges.tolist()), tuple(proportions.tolist()))
@@ -96,7 +101,7 @@ def training_distributions(
     document = Distributions(
         rows=len(scores),
         features={c: binned(values[:, i]) for i, c in enumerate(columns)},
-        score=binned(scores),
+        score=binned(scores, SCORE_QUANTILES),
     )
     built: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(document))
     return built

@@ -21,7 +21,10 @@ from stream_app.drift.psi import MODERATE, STABLE
 
 REPORT_FILE: Final = "report.md"
 JSON_FILE: Final = "drift.json"
-PLOTS: Final = ("score_psi.png", "feature_psi.png", "score_distribution.png")
+PLOTS: Final = ("score_psi.png", "alerts_vs_frauds.png", "feature_psi.png",
+                "score_distribution.png")
+_PSI_SCALE: Final = 0.5
+"""The feature heatmap's colour scale ends here (larger values show as its top colour)."""
 _HATCHES: Final = ("", "//", "..")
 
 
@@ -32,8 +35,9 @@ def write_report(report: DriftReport, out_dir: Path) -> list[Path]:
     json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
     plots = [
         _save(_plot_score_psi(report), out_dir / PLOTS[0]),
-        _save(_plot_feature_psi(report), out_dir / PLOTS[1]),
-        _save(_plot_score_distribution(report), out_dir / PLOTS[2]),
+        _save(_plot_alerts_vs_frauds(report), out_dir / PLOTS[1]),
+        _save(_plot_feature_psi(report), out_dir / PLOTS[2]),
+        _save(_plot_score_distribution(report), out_dir / PLOTS[3]),
     ]
     path = out_dir / REPORT_FILE
     path.write_text(markdown(report), encoding="utf-8")
@@ -51,7 +55,7 @@ def markdown(report: DriftReport) -> str:
     transactions = sum(x.transactions for x in p)
     frauds = sum(x.frauds for x in p)
     worst = max(p, key=lambda x: x.score_psi)
-    drifting = report.drifting()
+    drifting = {c: n for c, n in report.drifting().items() if c not in report.one_bin()}
     lines = [
         f"# Drift of {report.model_version} against its training distribution",
         "",
@@ -60,9 +64,9 @@ def markdown(report: DriftReport) -> str:
         f"Bundle trained on {report.training} ({report.training_rows:,} training rows; "
         f"threshold {report.threshold:.3f}). Window {p[0].start} .. {p[-1].start} "
         f"({len(p)} {report.period}s, UTC): {transactions:,} transactions, {frauds:,} "
-        "labelled frauds. PSI per "
-        f"{report.period} against the training bins (deciles of the training rows): "
-        f"below {STABLE} stable, {STABLE}-{MODERATE} moderate, above {MODERATE} large.",
+        f"labelled frauds. PSI per {report.period} against the training bins (deciles of "
+        "the training rows; the score's also its 0.95, 0.99 and 0.999 quantiles): below "
+        f"{STABLE} stable, {STABLE}-{MODERATE} moderate, above {MODERATE} large.",
         "",
         f"- Score PSI: median {np.median(report.series('score_psi')):.4f}, largest "
         f"{worst.score_psi:.4f} ({worst.start}).",
@@ -74,13 +78,20 @@ def markdown(report: DriftReport) -> str:
         "- Features with a PSI of "
         f"{STABLE} or more: "
         + (", ".join(f"`{c}` ({n} {report.period}s)" for c, n in drifting.items()) or "none")
-        + ".",
+        + "."
+        + (
+            f" Not counted: {', '.join(f'`{c}`' for c in report.one_bin())}, whose values "
+            f"fall in one bin in every {report.period} (their PSI says which bin)."
+            if report.one_bin() else ""
+        ),
         "",
         f"![score PSI and frauds]({PLOTS[0]})",
         "",
-        f"![feature PSI]({PLOTS[1]})",
+        f"![alerts and frauds]({PLOTS[1]})",
         "",
-        f"![score distribution]({PLOTS[2]})",
+        f"![feature PSI]({PLOTS[2]})",
+        "",
+        f"![score distribution]({PLOTS[3]})",
         "",
         f"| {report.period} | transactions | frauds | "
         + " | ".join(SCENARIOS.values())
@@ -123,15 +134,31 @@ def _plot_score_psi(report: DriftReport) -> Figure:
     return fig
 
 
+def _plot_alerts_vs_frauds(report: DriftReport) -> Figure:
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    terminal = 100 * report.series("scenario_2_share")
+    points = ax.scatter(100 * report.series("fraud_share"), 100 * report.series("alert_share"),
+                        c=terminal, cmap="viridis", s=22)
+    fig.colorbar(points, ax=ax, label="compromised-terminal frauds, % of transactions")
+    ax.set_xlabel(f"labelled frauds, % of the {report.period}'s transactions")
+    ax.set_ylabel(f"scores >= threshold {report.threshold:.3f}, %")
+    r = report.correlation("alert_share", "fraud_share")
+    ax.set_title(f"Per {report.period}: frauds and scores at or above the threshold"
+                 + ("" if r is None else f" (r = {r:+.2f})"), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def _plot_feature_psi(report: DriftReport) -> Figure:
     columns = report.columns
     grid = np.array([[q.feature_psi[c] for q in report.periods] for c in columns])
     fig, ax = plt.subplots(figsize=(11, 0.3 * len(columns) + 2))
-    image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0,
-                      vmax=max(MODERATE, float(grid.max())), interpolation="nearest")
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=_PSI_SCALE,
+                      interpolation="nearest")
     ax.set_yticks(range(len(columns)), columns, fontsize=7)
     _date_ticks(ax, report)
-    fig.colorbar(image, ax=ax, label="PSI")
+    fig.colorbar(image, ax=ax, label=f"PSI (from {_PSI_SCALE} on: the top colour)",
+                 extend="max")
     ax.set_title(f"Feature PSI per {report.period} vs training")
     fig.tight_layout()
     return fig
@@ -139,26 +166,32 @@ def _plot_feature_psi(report: DriftReport) -> Figure:
 
 def _plot_score_distribution(report: DriftReport) -> Figure:
     p = report.periods
-    order = np.argsort(report.series("score_psi"))
+    terminal = report.series("scenario_2_share")
+    frauds = report.series("fraud_share")
+    chosen = {
+        int(np.argmax(terminal)): "most compromised-terminal frauds",
+        int(np.argmin(frauds)): "fewest frauds",
+        int(np.argmax(report.series("score_psi"))): "highest score PSI",
+    }
     picks = [("training", report.training_score_proportions, "-")]
-    picks.append((f"{p[order[0]].start} (lowest score PSI)", p[order[0]].score_proportions, "--"))
-    picks.append((f"{p[order[-1]].start} (highest score PSI)", p[order[-1]].score_proportions,
-                  ":"))
+    for (i, why), style in zip(chosen.items(), ("--", ":", "-."), strict=False):
+        share = 100 * frauds[i]
+        picks.append((f"{p[i].start} ({why}; {share:.2f}% fraud)", p[i].score_proportions, style))
     fig, ax = plt.subplots(figsize=(9, 4.5))
     bins = np.arange(len(report.training_score_proportions))
     for label, shares, style in picks:
-        ax.step(bins, 100 * np.asarray(shares), style, where="mid", label=label, linewidth=2)
+        ax.plot(bins, 100 * np.asarray(shares), style, marker="o", label=label, linewidth=1.5)
     edges = report.score_edges
     labels = ["all scores"]
     if edges:
-        labels = [f"<= {edges[0]:.3g}"] + [f"{lo:.3g}..{hi:.3g}" for lo, hi in pairwise(edges)]
-        labels.append(f"> {edges[-1]:.3g}")
+        labels = [f"<= {edges[0]:.4g}"] + [f"{lo:.4g}..{hi:.4g}" for lo, hi in pairwise(edges)]
+        labels.append(f"> {edges[-1]:.4g}")
     ax.set_xticks(bins, labels, rotation=30, fontsize=7, ha="right")
-    ax.set_xlabel("score bin (training deciles)")
+    ax.set_xlabel("score bin (training deciles, then the 0.95 / 0.99 / 0.999 quantiles)")
     ax.set_ylabel("% of scores")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
-    ax.set_title("Score distribution: training vs two periods")
+    ax.set_title(f"Score distribution: training vs some {report.period}s")
     fig.tight_layout()
     return fig
 
