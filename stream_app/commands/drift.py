@@ -90,7 +90,7 @@ def summary(report: DriftReport) -> str:
     """A few lines for the terminal."""
     p = report.periods
     worst = max(p, key=lambda x: x.score_psi)
-    drifting = report.drifting()
+    drifting = [c for c in report.drifting() if c not in report.one_bin()]
     r = report.correlation("score_psi", "fraud_share")
     return (
         f"{p[0].start}..{p[-1].start}: {len(p)} {report.period}s, "
