@@ -57,6 +57,7 @@ class AheadLimit:
             f"{_iso(reference)}, more than FRAUDSTREAM_MAX_EVENT_AHEAD_S="
             f"{self._max_ahead_us / MICROS_PER_SECOND:g}; fix the producer's clock, or raise "
             "the limit if the skew is expected",
+            "far_future",
         )
 
 

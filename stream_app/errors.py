@@ -17,16 +17,32 @@ class ConfigError(FraudstreamError):
     """A setting (environment variable or CLI flag) has a bad value."""
 
 
+REASON_CLASSES = (
+    "malformed_json",  # not UTF-8, not JSON, or nested too deeply to read
+    "schema",  # a field missing, unknown or of the wrong type or value
+    "too_large",  # over FRAUDSTREAM_MAX_PAYLOAD_BYTES
+    "far_future",  # an event or label time too far ahead of the reference clock
+    "conflict",  # a transaction id seen before with other content
+    "tombstone",  # a record without a value
+    "control_character",  # a control character in an id
+    "duplicate_key",  # a JSON key repeated in one object
+    "label_order",  # a label's label_time before its event_time
+)
+"""The classes of :attr:`ContractError.reason`: a bounded set (a metrics label)."""
+
+
 class ContractError(FraudstreamError):
     """An event does not match its contract (``schemas/*.json``).
 
-    ``field`` is the JSON path of the offending field (``"$"`` for the whole payload) and
-    ``problem`` says what is wrong with it.
+    ``field`` is the JSON path of the offending field (``"$"`` for the whole payload),
+    ``problem`` says what is wrong with it, and ``reason`` is its class, one of
+    :data:`REASON_CLASSES`.
     """
 
-    def __init__(self, field: str, problem: str) -> None:
+    def __init__(self, field: str, problem: str, reason: str = "schema") -> None:
         self.field = field
         self.problem = problem
+        self.reason = reason
         super().__init__(f"{field}: {problem}")
 
 

@@ -72,6 +72,12 @@ class Settings:
     onnx_allow_spinning: bool = False
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # /ready fails when batches are in flight, none got through for this long, and lag > 0
+    ready_stall_s: float = 20.0
+    # window-key counts and Redis memory are sampled this often (0: never)
+    redis_stats_interval_s: float = 15.0
+    # PSI of the last DRIFT_WINDOW scored transactions vs the bundle's training distribution
+    drift_window: int = 10_000
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     # event-time safety: how far ahead of the reference clock an event may be
     max_event_ahead_s: float = 300.0
@@ -243,6 +249,9 @@ _LEAST: dict[str, float] = {
     "max_event_ahead_s": 0,
     "console_port": 0,
     "console_max_alerts": 1,
+    "ready_stall_s": 1,
+    "redis_stats_interval_s": 0,
+    "drift_window": 100,
 }
 """The smallest value each numeric setting accepts."""
 

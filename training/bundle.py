@@ -18,6 +18,8 @@ The one entry point, for ``fraudstream train`` and tests::
         metrics={...},                # JSON-serialisable evaluation metrics
         sample_inputs=batch,          # held-out rows: .values [n, F], .sequences [n, K, F],
                                       # .mask [n, K] (e.g. a FeatureBatch), n >= 2
+        reference_inputs=rows,        # optional, training rows (same shape): the
+                                      # manifest's distributions of features and score
     ) -> Path
 
 Each module is exported with :func:`training.export.export_model`, which refuses an export
@@ -48,6 +50,7 @@ import onnx
 import torch
 from torch import nn
 
+from stream_app.drift.psi import training_distributions
 from stream_app.errors import BundleError
 from stream_app.features.spec import FeatureSet, feature_hash
 from stream_app.scoring.bundle import load_bundle
@@ -88,11 +91,13 @@ def write_bundle(
     training_range: tuple[date, date],
     metrics: Mapping[str, Any],
     sample_inputs: SampleInputs,
+    reference_inputs: SampleInputs | None = None,
     created_at: datetime | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Path:
     """Export the models and the stacker's explainer and write the bundle directory
-    ``out_dir``; returns it."""
+    ``out_dir``; returns it. ``reference_inputs`` (training rows): the manifest's
+    ``distributions`` of every feature and of the score are measured on them."""
     target = Path(out_dir)
     created = datetime.now(UTC) if created_at is None else created_at
     if created.tzinfo is None:
@@ -120,6 +125,10 @@ def write_bundle(
             created=created,
             reports=reports,
             baseline_score=explainer.baseline_score(),
+            distributions=(
+                None if reference_inputs is None
+                else _distributions(modules, feature_set, reference_inputs)
+            ),
         )
         parse_manifest(document, "the manifest being written")
         (staging / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n",
@@ -184,6 +193,7 @@ def _manifest(
     created: datetime,
     reports: Mapping[ModelRole, ExportReport],
     baseline_score: float,
+    distributions: dict[str, Any] | None,
 ) -> dict[str, Any]:
     n_features, k = len(feature_set.columns), feature_set.sequence_length
     opsets = {report.opset for report in reports.values()}
@@ -225,8 +235,35 @@ def _manifest(
             for report in reports.values()
         },
     }
+    if distributions is not None:
+        document["distributions"] = distributions
     document["model_version"] = model_version(document)
     return document
+
+
+_REFERENCE_CHUNK = 8192
+
+
+def _distributions(
+    modules: Mapping[ModelRole, nn.Module], feature_set: FeatureSet, rows: SampleInputs
+) -> dict[str, Any]:
+    """The ``distributions`` of ``rows``: their feature values and the scores the three
+    models give them (PyTorch, which the export check holds to ONNX Runtime's)."""
+    values = np.asarray(rows.values, dtype=np.float32)
+    sequences = np.asarray(rows.sequences, dtype=np.float32)
+    mask = np.asarray(rows.mask, dtype=np.float32)
+    scores = []
+    for at in range(0, len(values), _REFERENCE_CHUNK):
+        part = slice(at, at + _REFERENCE_CHUNK)
+        error, _ = torch_outputs(modules["autoencoder"], "autoencoder", [values[part]])
+        (probability,) = torch_outputs(
+            modules["sequence"], "sequence", [sequences[part], mask[part]]
+        )
+        (score,) = torch_outputs(
+            modules["combined"], "combined", [values[part], error, probability]
+        )
+        scores.append(score)
+    return training_distributions(feature_set.columns, values, np.concatenate(scores))
 
 
 def _json_ready(metrics: Mapping[str, Any]) -> dict[str, Any]:

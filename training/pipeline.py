@@ -19,6 +19,8 @@ from training.fit import FittedModels, Progress, TrainConfig, fit_models
 from training.protocol import day_number
 
 SAMPLE_ROWS = 256
+REFERENCE_ROWS = 100_000
+"""Training rows the manifest's distributions are measured on (evenly spread)."""
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -67,9 +69,11 @@ def labelled_rows(dataset: Dataset, until_us: int) -> npt.NDArray[np.int64]:
     return rows
 
 
-def sample_rows(dataset: Dataset, rows: npt.NDArray[np.int64]) -> SampleRows:
-    """``SAMPLE_ROWS`` evenly spread rows as export check inputs."""
-    picked = rows[np.linspace(0, len(rows) - 1, min(SAMPLE_ROWS, len(rows))).astype(np.int64)]
+def sample_rows(
+    dataset: Dataset, rows: npt.NDArray[np.int64], n: int = SAMPLE_ROWS
+) -> SampleRows:
+    """``n`` evenly spread rows (export check inputs, or the training distributions')."""
+    picked = rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(np.int64)]
     view = TensorView(dataset)
     index = torch.from_numpy(picked)
     sequences, mask = view.sequences(index)
@@ -124,6 +128,7 @@ def write_run(run: TrainedRun, out_dir: Path, feature_set_name: str, label_delay
         training_range=run.training_range,
         metrics=run.summary(),
         sample_inputs=sample_rows(run.dataset, held_out),
+        reference_inputs=sample_rows(run.dataset, run.train_rows, REFERENCE_ROWS),
     )
     run.seconds["bundle"] = time.perf_counter() - started
     return path

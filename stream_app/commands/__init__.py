@@ -44,6 +44,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("backtest", "replay a history through the stream's features and a model bundle"),
     Command("compare", "the serving bundle beside challengers on a history: alerts, "
             "catches, metrics, time to detection, workload", "train"),
+    Command("drift", "a history's drift against a bundle's training distribution: PSI of "
+            "every feature and of the score per day or week", "train"),
     Command("models", "show a model store, promote a bundle, set the shadow challengers"),
     Command("worker", "run the stream worker: score transactions, publish alerts"),
     Command("replay", "publish a history to Kafka in event-time order"),

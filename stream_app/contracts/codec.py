@@ -265,6 +265,7 @@ def _check_size(raw: bytes, max_bytes: int) -> None:
             "$",
             f"payload of {len(raw)} bytes is over the {max_bytes}-byte limit; send smaller "
             "events or raise FRAUDSTREAM_MAX_PAYLOAD_BYTES",
+            "too_large",
         )
 
 
@@ -289,11 +290,16 @@ def _check_feature_names(alert: Alert, raw: bytes) -> None:
             raise ContractError(
                 f"$.reasons[{at}].feature",
                 f"got {_show(reason.feature)}; {_control(found)}; {_ID_RULE}",
+                "control_character",
             )
     for name in alert.features:
         found = _CONTROL.search(name)
         if found:
-            raise ContractError("$.features", f"key {_show(name)}: {_control(found)}; {_ID_RULE}")
+            raise ContractError(
+                "$.features",
+                f"key {_show(name)}: {_control(found)}; {_ID_RULE}",
+                "control_character",
+            )
 
 
 def _fewest_quotes(record: Transaction | Label | Alert | TransactionScore) -> int:
@@ -317,6 +323,7 @@ def _check_label_order(label: Label) -> None:
             f"label_time {_format_time(label.label_time)} is before event_time "
             f"{_format_time(label.event_time)}; an outcome is known only at or after the "
             "transaction it labels",
+            "label_order",
         )
 
 
@@ -407,6 +414,7 @@ def _repeated_key(raw: bytes) -> ContractError | None:
     return ContractError(
         f"{where}.{repeated.key}",
         f"duplicate key {_show(repeated.key)} (values {shown}); send each field once",
+        "duplicate_key",
     )
 
 
@@ -485,7 +493,9 @@ def _contract_error(exc: Exception, raw: bytes, contracts: tuple[str, ...]) -> C
     is_id = names and names[-1] in _ID_FIELDS and isinstance(value, str)
     control = _CONTROL.search(value) if is_id else None
     if control:
-        return ContractError(path, f"got {_show(value)}; {_control(control)}; {_ID_RULE}")
+        return ContractError(
+            path, f"got {_show(value)}; {_control(control)}; {_ID_RULE}", "control_character"
+        )
     if names and names[-1] in _EXPECTED:
         return ContractError(path, f"got {_show(value)}; expected {_EXPECTED[names[-1]]}")
     return ContractError(path, f"got {_show(value)}: {detail}")
@@ -514,9 +524,12 @@ def _unreadable(raw: bytes, exc: Exception) -> ContractError:
             "$",
             f"payload is not valid UTF-8 (byte 0x{raw[bad.start]:02x} at offset {bad.start}); "
             "producers must send UTF-8 encoded JSON",
+            "malformed_json",
         )
     return ContractError(
-        "$", f"payload is not JSON ({exc}): {bytes(raw[:40])!r}; send one JSON object per event"
+        "$",
+        f"payload is not JSON ({exc}): {bytes(raw[:40])!r}; send one JSON object per event",
+        "malformed_json",
     )
 
 

@@ -20,7 +20,7 @@ def decode_transaction_event(
 ) -> tuple[Transaction, TransactionEvent]:
     """A ``transaction.v1`` payload as its record and as the window store's event."""
     if raw is None:
-        raise ContractError("$", TOMBSTONE)
+        raise ContractError("$", TOMBSTONE, "tombstone")
     tx, event_us = decode_transaction_us(raw, max_bytes)
     event = TransactionEvent(
         tx.transaction_id, tx.customer_id, tx.terminal_id, event_us, tx.amount_float
@@ -31,5 +31,5 @@ def decode_transaction_event(
 def decode_label_event(raw: bytes | None, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> LabelEvent:
     """A ``label.v1`` payload as the window store's event."""
     if raw is None:
-        raise ContractError("$", TOMBSTONE)
+        raise ContractError("$", TOMBSTONE, "tombstone")
     return LabelEvent(*decode_label_fields(raw, max_bytes))

@@ -15,12 +15,14 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
+from itertools import pairwise
 from typing import Any, Final
 
 import jsonschema
 import msgspec
 
 from schemas import load_schema
+from stream_app.drift.psi import Distributions
 from stream_app.errors import BundleError
 from stream_app.scoring.contract import CONTRACTS, EXPLAINED_INPUTS, ROLES, ModelRole
 
@@ -122,6 +124,8 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     export_max_abs_diff: ExportAgreement
     producer: Producer
     files: dict[str, str]
+    distributions: Distributions | None = None
+    """The training distributions of the features and the score (None: an older bundle)."""
 
 
 @cache
@@ -207,6 +211,7 @@ def _check_consistency(manifest: Manifest, source: str) -> None:
             f"training_data from {manifest.training_data.start} must be before "
             f"to {manifest.training_data.end}"
         )
+    problems += _distribution_problems(manifest)
     for role in ROLES:
         contract = CONTRACTS[role]
         expected = contract.spec(n_features, k)
@@ -223,3 +228,24 @@ def _check_consistency(manifest: Manifest, source: str) -> None:
             f"{source} is inconsistent: {'; '.join(problems)}; write the bundle with "
             "training/bundle.py against this fraudstream version"
         )
+
+
+def _distribution_problems(manifest: Manifest) -> list[str]:
+    """What a schema cannot check of ``distributions``: every feature column, and bins."""
+    if manifest.distributions is None:
+        return []
+    problems = []
+    if list(manifest.distributions.features) != list(manifest.feature_columns):
+        problems.append("distributions.features must list exactly the feature_columns, in order")
+    named = [*manifest.distributions.features.items(), ("score", manifest.distributions.score)]
+    for name, binned in named:
+        edges = binned.edges
+        if len(binned.proportions) != len(edges) + 1:
+            problems.append(f"distributions of {name}: {len(edges)} edges need "
+                            f"{len(edges) + 1} proportions, got {len(binned.proportions)}")
+        if any(b <= a for a, b in pairwise(edges)):
+            problems.append(f"distributions of {name}: edges must be strictly ascending")
+        if abs(sum(binned.proportions) - 1) > 1e-6:
+            problems.append(f"distributions of {name}: proportions sum to "
+                            f"{sum(binned.proportions):.6f}, not 1")
+    return problems

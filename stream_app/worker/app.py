@@ -29,7 +29,13 @@ from faust.app.base import BootStrategy
 from mode import Service
 
 from stream_app.ahead import AheadLimit
-from stream_app.connections import KafkaConnection, RedisConnection, check_redis, kafka_producer
+from stream_app.connections import (
+    KafkaConnection,
+    RedisConnection,
+    check_redis,
+    kafka_consumer,
+    kafka_producer,
+)
 from stream_app.features.redis_slots import ClusterOptions
 from stream_app.features.redis_store import RedisStoreConfig
 from stream_app.features.spec import feature_set
@@ -48,12 +54,14 @@ from stream_app.worker.batches import Sent, Windowed
 from stream_app.worker.commit import Committer, Publish
 from stream_app.worker.decode import Decoder
 from stream_app.worker.emit import Emitter
-from stream_app.worker.fetch import Fetcher, FetchPacing, batch_consumer
+from stream_app.worker.fetch import POLL_STALE_S, Fetcher, FetchPacing, batch_consumer
 from stream_app.worker.grace import ArrivalSkew
+from stream_app.worker.lag import ConsumerLag, HighwaterProbe, probe_loop
 from stream_app.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from stream_app.worker.models import Models, ServedModel, Serving
 from stream_app.worker.publisher import BatchPublisher
 from stream_app.worker.readiness import Failing, Readiness, RedisPing
+from stream_app.worker.redis_stats import RedisStats
 from stream_app.worker.retry import Backoff
 from stream_app.worker.runner import Lane, Runner
 from stream_app.worker.score import Score
@@ -99,12 +107,18 @@ class StreamRuntime(Service):
         self.settings = settings
         self.bundle = bundle
         self.topics: StreamTopics = stream_topics(settings.namespace)
-        self.metrics = WorkerMetrics()
+        self.metrics = WorkerMetrics(drift_window=settings.drift_window)
         self.ready = False  # started, not stopping: the readiness checks apply
         self._kafka_connection = KafkaConnection.from_settings(settings)
         self._redis_connection = RedisConnection.from_settings(settings)
-        self.readiness = Readiness(RedisPing(self._redis_connection), self.topics.transactions)
+        self.readiness = Readiness(
+            RedisPing(self._redis_connection),
+            self.topics.transactions,
+            stall_s=settings.ready_stall_s,
+        )
         self._worker: BatchWorker | None = None
+        self._probe: HighwaterProbe | None = None
+        self._redis_stats: RedisStats | None = None
         self._producer: Any = None
         self._store: WindowStore[Any] | None = None
         self._day_scores_client: Any = None
@@ -136,6 +150,11 @@ class StreamRuntime(Service):
         await self._producer.start()
         self._worker = self._batch_worker(self.models, self._store, kafka, redis)
         await self._worker.start(kafka)
+        if settings.redis_stats_interval_s > 0 and not settings.redis_cluster:
+            client = self._redis_connection.async_client(
+                socket_timeout=_REDIS_TIMEOUT_S, socket_connect_timeout=_REDIS_TIMEOUT_S
+            )
+            self._redis_stats = RedisStats(client, topics.redis_key_prefix, metrics)
         gc.freeze()  # what start-up built lives as long as the worker: out of every collection
         gc.set_threshold(*_GC_THRESHOLDS)
         self.ready = True
@@ -214,7 +233,17 @@ class StreamRuntime(Service):
         settings, topics, metrics = self.settings, self.topics, self.metrics
         pacing = FetchPacing(settings.fetch_max_wait_ms, settings.fetch_max_wait_busy_ms)
         consumer = self.readiness.consumer = batch_consumer(settings, topics)
-        fetcher = Fetcher(consumer, topics, settings.batch_max_events, pacing)
+        lags = ConsumerLag(consumer, metrics)
+        fetcher = Fetcher(consumer, topics, settings.batch_max_events, pacing, lags)
+        probe = self._probe = HighwaterProbe(
+            lambda: kafka_consumer(
+                self._kafka_connection,
+                group_id=None,
+                enable_auto_commit=False,
+                client_id=f"{topics.consumer_group}-lag-probe",
+                fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            )
+        )
         decoder = Decoder(
             topics,
             metrics,
@@ -269,8 +298,12 @@ class StreamRuntime(Service):
             ],
             sink=committer.stored,
             metrics=metrics,
-            loops=[("commit", committer.loop)],
+            loops=[
+                ("commit", committer.loop),
+                ("lag", lambda: probe_loop(consumer, lags, probe, POLL_STALE_S)),
+            ],
         )
+        self.readiness.watch_progress(lags, runner.stalled_s)
         return BatchWorker(
             settings, topics, fetcher, decoder, alignment, barrier, committer, runner, windows
         )
@@ -285,6 +318,12 @@ class StreamRuntime(Service):
         """Swap the bundles or the policy when the model store or the policy file changes."""
         if self.models is not None and self.models.watched:
             await self.models.watch()
+
+    @Service.task
+    async def _sample_redis(self) -> None:
+        """Window-key counts and Redis memory every ``redis_stats_interval_s``."""
+        if self._redis_stats is not None:
+            await self._redis_stats.loop(self.settings.redis_stats_interval_s)
 
     async def drained(self) -> None:
         """Return once every record consumed so far is scored, written and committed."""
@@ -304,6 +343,10 @@ class StreamRuntime(Service):
         self.ready = False
         if self._worker is not None:
             await self._worker.stop()
+        if self._probe is not None:
+            await self._probe.close()
+        if self._redis_stats is not None:
+            await self._redis_stats.close()
         if self._producer is not None:
             await self._producer.stop()
         if self._store is not None:

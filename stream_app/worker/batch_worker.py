@@ -117,6 +117,8 @@ class BatchWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self._shared = len(self._owned) < self._settings.topic_partitions
         self._windows.reset(self._generation, self._shared)
+        if self._fetcher.lags is not None:
+            self._fetcher.lags.assigned(assigned)
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
     # -- the source ------------------------------------------------------------------------

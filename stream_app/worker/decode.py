@@ -80,6 +80,9 @@ class Decoder:
                         sources.append(record)
                 except ContractError as error:
                     self._metrics.dlq.labels(kind).inc()
+                    self._metrics.dlq_reasons.labels(error.reason).inc()
+                    if error.reason == "far_future":
+                        self._metrics.future_events.labels(kind).inc()
                     dead_letters.append(
                         dead_letter(self._topics.dlq, self._dlq_partitions, record, error)
                     )

@@ -115,7 +115,8 @@ class Emitter:
         """The dead letter of a transaction (its consumed ``record``) whose id was seen with
         other content."""
         self._metrics.dlq.labels("transaction").inc()
-        error = ContractError("$.transaction_id", CONFLICT.format(transaction_id))
+        self._metrics.dlq_reasons.labels("conflict").inc()
+        error = ContractError("$.transaction_id", CONFLICT.format(transaction_id), "conflict")
         return dead_letter(self._topics.dlq, self._dlq_partitions, record, error)
 
     def records(
@@ -170,6 +171,7 @@ class Emitter:
                 )
             )
         self._metrics.alerts_out.inc(len(records))
+        self._metrics.alert_rate.add(len(records))
         return records
 
     def _scores(

@@ -20,6 +20,7 @@ from aiokafka.errors import IllegalStateError
 from stream_app.connections import KafkaConnection, kafka_consumer
 from stream_app.settings import Settings
 from stream_app.topics import StreamTopics
+from stream_app.worker.lag import ConsumerLag
 
 POLL_STALE_S = 2.0
 """No fetch response for this long: the broker may hold records not seen yet."""
@@ -85,8 +86,11 @@ class Fetcher:
         topics: StreamTopics,
         max_records: int,
         pacing: FetchPacing | None = None,
+        lags: ConsumerLag | None = None,
     ) -> None:
+        """``lags``: updated after every fetch."""
         self.consumer = consumer
+        self.lags = lags
         self._topics = topics
         self._max_records = max_records
         self._pacing = pacing
@@ -110,6 +114,8 @@ class Fetcher:
         for tp in fetched:
             polled_ms = self.consumer.last_poll_timestamp(tp)
             self._delivered_ms[tp] = int(time.time() * 1000) if polled_ms is None else polled_ms
+        if self.lags is not None:
+            await self.lags.fetched(fetched)
         return fetched
 
     def arrived_s(self, tp: TopicPartition) -> float:

@@ -7,14 +7,27 @@ workers in one process. ``/metrics`` on the Faust web server renders it with
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from stream_app.errors import REASON_CLASSES
+from stream_app.worker.drift import DriftMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _STAGE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 750, 1000, 2000, 5000)
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+"""Upper bounds of ``fraudstream_score``'s buckets: 0.05, 0.10, ..., 1.0."""
 
 STAGES = (
     "decode",  # a fetch's records validated
@@ -39,6 +52,8 @@ class WorkerMetrics:
     registry: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
+    drift_window: int = 10_000
+    """Scored transactions in the drift window (``fraudstream_*_psi``)."""
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -162,7 +177,105 @@ class WorkerMetrics:
         )
         for dependency in ("redis", "kafka"):
             self.dependency_up.labels(dependency).set(1)
+        self.consumer_lag = Gauge(
+            "fraudstream_consumer_lag",
+            "Records behind the high watermark of the partition's latest fetch response.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.alert_rate = AlertRate()
+        self.alerts_per_minute = Gauge(
+            "fraudstream_alerts_per_minute",
+            "Alerts published in the last 60 s of wall clock.",
+            registry=r,
+        )
+        self.alerts_per_minute.set_function(self.alert_rate.per_minute)
+        self.scores = ScoreHistogram()
+        r.register(self.scores)
+        self.drift = DriftMetrics(self.drift_window)
+        r.register(self.drift)
+        self.dlq_reasons = Counter(
+            "fraudstream_dlq_reasons",
+            "Dead letters by reason class (see errors.REASON_CLASSES).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REASON_CLASSES:
+            self.dlq_reasons.labels(reason)
+        self.future_events = Counter(
+            "fraudstream_future_events",
+            "Records refused as too far ahead of the reference clock (event or label time).",
+            ["kind"],
+            registry=r,
+        )
+        self.window_keys = Gauge(
+            "fraudstream_window_keys",
+            "Window keys in Redis by kind (customer, terminal), counted every ~15 s.",
+            ["kind"],
+            registry=r,
+        )
+        self.redis_memory = Gauge(
+            "fraudstream_redis_memory_bytes",
+            "Redis used_memory (INFO memory), read every ~15 s.",
+            registry=r,
+        )
+        self.last_batch = Gauge(
+            "fraudstream_last_batch_timestamp_seconds",
+            "Wall time (Unix seconds) when the last batch was scored.",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)
+
+
+class AlertRate:
+    """Alerts counted per wall-clock second over the last ``window_s`` seconds."""
+
+    def __init__(self, window_s: int = 60, clock: Any = time.time) -> None:
+        self._window_s = window_s
+        self._clock = clock
+        self._seconds: deque[list[int]] = deque()  # [second, alerts], oldest first
+
+    def add(self, alerts: int) -> None:
+        """``alerts`` were published now."""
+        second = int(self._clock())
+        if self._seconds and self._seconds[-1][0] == second:
+            self._seconds[-1][1] += alerts
+        else:
+            self._seconds.append([second, alerts])
+        self._forget(second)
+
+    def per_minute(self) -> float:
+        """Alerts of the last ``window_s`` seconds, scaled to one minute."""
+        self._forget(int(self._clock()))
+        return sum(n for _, n in self._seconds) * 60 / self._window_s
+
+    def _forget(self, second: int) -> None:
+        while self._seconds and self._seconds[0][0] <= second - self._window_s:
+            self._seconds.popleft()
+
+
+class ScoreHistogram(Collector):
+    """``fraudstream_score``: the served scores in :data:`SCORE_BUCKETS`, counted a batch at
+    a time with numpy (a ``Histogram.observe`` per score would cost a call each)."""
+
+    def __init__(self) -> None:
+        self._edges = np.array(SCORE_BUCKETS, dtype=np.float64)
+        self._counts = np.zeros(len(SCORE_BUCKETS) + 1, dtype=np.int64)  # last: above 1.0
+        self._sum = 0.0
+
+    def observe(self, scores: npt.NDArray[np.floating[Any]]) -> None:
+        """Count a batch's scores (a score equal to a bound falls in that bucket)."""
+        at = np.searchsorted(self._edges, scores, side="left")
+        self._counts += np.bincount(at, minlength=len(self._counts))
+        self._sum += float(scores.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative = np.cumsum(self._counts).tolist()
+        buckets = [(str(b), float(c)) for b, c in zip(SCORE_BUCKETS, cumulative, strict=False)]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        family = HistogramMetricFamily("fraudstream_score", "Scores served (the serving model).")
+        family.add_metric([], buckets, self._sum)
+        yield family

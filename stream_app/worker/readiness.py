@@ -1,16 +1,20 @@
-"""The checks behind ``/ready``: Redis answers, the broker answers, partitions are assigned.
+"""The checks behind ``/ready``: Redis answers, the broker answers, partitions are assigned,
+batches get through.
 
 Each check is a real signal and cheap enough to run on every request: a Redis PING (short
 timeout, its answer kept for a second), the age of the newest fetch response of an owned
 partition (the consumer fetches each owned partition again at most the fetch wait after
 its last response, so a broker that stops answering shows within
-:data:`~stream_app.worker.fetch.POLL_STALE_S`) and the consumer's assignment.
+:data:`~stream_app.worker.fetch.POLL_STALE_S`; the lag probe's answers count too: a stalled
+worker's consumer fetches nothing), the consumer's assignment, and progress: no batch got
+through for ``stall_s`` while batches are in flight and the consumer lag is above 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import redis
 from aiokafka import AIOKafkaConsumer
@@ -19,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from stream_app.connections import Redis, redis_connection
 from stream_app.worker.fetch import POLL_STALE_S
+from stream_app.worker.lag import ConsumerLag
 
 REDIS_TIMEOUT_S = 0.5
 """A PING not answered within this long fails the check."""
@@ -26,7 +31,8 @@ REDIS_CHECK_EVERY_S = 1.0
 """A PING's answer is reused for this long (``/ready`` polled often costs Redis nothing)."""
 
 Failing = dict[str, str]
-"""Each failing check by name (``redis``, ``kafka``, ``partitions``, ``worker``): why."""
+"""Each failing check by name (``redis``, ``kafka``, ``partitions``, ``progress``,
+``worker``): why."""
 
 
 class RedisPing:
@@ -73,11 +79,26 @@ class RedisPing:
 class Readiness:
     """The dependency checks of a started worker; ``consumer`` is set once it exists."""
 
-    def __init__(self, redis_ping: RedisPing, topic: str, stale_s: float = POLL_STALE_S) -> None:
+    def __init__(
+        self,
+        redis_ping: RedisPing,
+        topic: str,
+        stale_s: float = POLL_STALE_S,
+        stall_s: float = 20.0,
+    ) -> None:
         self.consumer: AIOKafkaConsumer | None = None
         self._redis = redis_ping
         self._topic = topic
         self._stale_s = stale_s
+        self._stall_s = stall_s
+        self._lags: ConsumerLag | None = None
+        self._stalled_s: Callable[[], float] = lambda: 0.0
+
+    def watch_progress(self, lags: ConsumerLag, stalled_s: Callable[[], float]) -> None:
+        """Judge progress by ``lags`` and ``stalled_s`` (seconds without a batch through
+        while batches are in flight)."""
+        self._lags = lags
+        self._stalled_s = stalled_s
 
     async def failing(self) -> Failing:
         """The checks that fail now: empty when the worker is ready."""
@@ -92,12 +113,21 @@ class Readiness:
         if not any(tp.topic == self._topic for tp in owned):
             failing["partitions"] = f"no partition of {self._topic} assigned to this worker"
         polled_ms = [self.consumer.last_poll_timestamp(tp) for tp in owned]
+        if self._lags is not None:
+            polled_ms.append(self._lags.probed_ms)
         newest_ms = max((ms for ms in polled_ms if ms is not None), default=None)
         if newest_ms is None:
             if owned:
                 failing["kafka"] = "no fetch response yet"
         elif (age_s := time.time() - newest_ms / 1000) >= self._stale_s:
             failing["kafka"] = f"no fetch response from the broker for {age_s:.1f} s"
+        stalled_s = self._stalled_s()
+        behind = 0 if self._lags is None else self._lags.total
+        if stalled_s >= self._stall_s and behind > 0:
+            failing["progress"] = (
+                f"no batch got through for {stalled_s:.0f} s while {behind} records wait "
+                f"(consumer lag; FRAUDSTREAM_READY_STALL_S={self._stall_s:g})"
+            )
         return failing
 
     async def close(self) -> None:

@@ -53,6 +53,7 @@ class Runner:
         self._in_flight = 0  # batches handed over and not yet through
         self._idle = asyncio.Event()
         self._idle.set()
+        self._progress_at = time.monotonic()
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self, source: Loop) -> None:
@@ -89,6 +90,11 @@ class Runner:
         """Whether a batch is in flight."""
         return self._in_flight > 0
 
+    def stalled_s(self) -> float:
+        """Seconds since a batch last got through (the sink took it or a lane dropped it)
+        while batches are in flight: 0 when none is."""
+        return time.monotonic() - self._progress_at if self._in_flight else 0.0
+
     async def run(self) -> None:
         """Wait for the tasks; the first that fails is raised (the caller stops the rest)."""
         done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -114,10 +120,13 @@ class Runner:
         self.tasks.clear()
 
     def _started(self) -> None:
+        if not self._in_flight:
+            self._progress_at = time.monotonic()
         self._in_flight += 1
         self._idle.clear()
 
     def _finished(self, n: int = 1) -> None:
+        self._progress_at = time.monotonic()
         self._in_flight -= n
         if not self._in_flight:
             self._idle.set()

@@ -114,6 +114,9 @@ class Score:
             first, scores=serving.model.scorer.with_alerts(first.scores, values, first.alerts)
         )
         self._metrics.alert_threshold.set(float(first.thresholds[-1]))
+        self._metrics.scores.observe(first.scores.score)
+        self._metrics.drift.observe(serving.model.scorer.bundle, values, first.scores.score)
+        self._metrics.last_batch.set(time.time())
         records = conflicts + self._emitter.records(transactions, times_us, late, first, values)
         for challenger in challengers:
             records.extend(self._emitter.shadow(transactions, times_us, late, first, challenger))

@@ -21,6 +21,7 @@ from stream_app.scoring.model_store import CHALLENGERS, CURRENT, promote
 from stream_app.scoring.policy import load_policy
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
+from stream_app.sources.history import TransactionHistory
 from stream_app.worker.app import WorkerApp
 from tests.integration.worker_support import (
     bundle_with_threshold,
@@ -54,6 +55,16 @@ def _serving(app: WorkerApp) -> str:
     models = app.runtime.models
     assert models is not None
     return models.serving.model.version
+
+
+async def _score_all(app: WorkerApp, history: TransactionHistory, settings: Settings) -> None:
+    """Replay ``history`` and wait until the worker scored and committed all of it."""
+    await replay_history(history, settings)
+    await wait_for(
+        lambda: counter_value(app, "fraudstream_scores_out_total") >= len(history),
+        TIMEOUT_S, "every score",
+    )
+    await app.runtime.drained()
 
 
 def _settings(kafka_bootstrap: str, redis_url: str, store: Path, **changes: object) -> Settings:
@@ -128,12 +139,7 @@ async def test_challengers_score_into_the_shadow_topic_and_never_alert(
     topics = await create_topics(settings)
     history = small_history(n_days=10)
     async with running_worker(settings, serving) as app:
-        await replay_history(history, settings)
-        await wait_for(
-            lambda: counter_value(app, "fraudstream_scores_out_total") >= len(history),
-            TIMEOUT_S, "every score",
-        )
-        await app.runtime.drained()
+        await _score_all(app, history, settings)
         assert counter_value(app, "fraudstream_model_info", role="challenger",
                              model_version=challenger, policy="bundle") == 1
     shadow = [decode_shadow(r.value) for r in await read_all(kafka_bootstrap, topics.shadow)]
@@ -165,12 +171,7 @@ async def test_a_daily_budget_alerts_in_the_stream_exactly_as_in_the_backtest(
     topics = await create_topics(settings)
     history = small_history(n_days=12)
     async with running_worker(settings, bundle) as app:
-        await replay_history(history, settings)
-        await wait_for(
-            lambda: counter_value(app, "fraudstream_scores_out_total") >= len(history),
-            TIMEOUT_S, "every score",
-        )
-        await app.runtime.drained()
+        await _score_all(app, history, settings)
     expected = backtest(history, Scorer(bundle), policy=load_policy(policy_file))
     want = dict(zip(expected.transaction_id.tolist(), expected.thresholds.tolist(), strict=True))
     scores = [decode_score(r.value) for r in await read_all(kafka_bootstrap, topics.scores)]

@@ -123,6 +123,7 @@ def _exported() -> TinyBundle:
         training_range=(dt.date(2018, 8, 1), dt.date(2018, 8, 8)),
         metrics={"auc_roc": 0.5, "folds": [{"index": 0, "average_precision": 0.1}]},
         sample_inputs=sample,
+        reference_inputs=fit_rows,
         created_at=CREATED_AT,
     )
     return TinyBundle(path, fs, modules, sample, threshold)
