@@ -26,7 +26,6 @@ from stream_app.errors import BundleError, ConfigError, FraudstreamError
 from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.manifest import MANIFEST_FILE
 from stream_app.scoring.model_store import is_store, promote, read_selection
-from stream_app.sources.simulator import simulate
 from stream_app.tools.demo import DemoPlan, Out, demo_bundle
 
 
@@ -71,14 +70,7 @@ def _train_demo(work: Path, out: Out) -> Path:
     plan = DemoPlan()
     out(f"no bundle given: training the demo bundle ({plan.customers} customers, "
         f"{plan.warmup_days} simulated days)")  # fmt: skip
-    history = simulate(
-        plan.customers,
-        plan.terminals,
-        plan.warmup_days + 1,
-        plan.start_date,
-        plan.seed,
-        label_delay_days=plan.label_delay_days,
-    )
+    history = plan.history()
     return demo_bundle(work, plan, history, out)
 
 

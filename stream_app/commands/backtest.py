@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stream_app.commands.history_input import add_history_input
 from stream_app.commands.output import output_path, replacing
 from stream_app.errors import ConfigError
 from stream_app.scoring.backtest import DEFAULT_BATCH, ScoredHistory, backtest
@@ -29,7 +30,7 @@ from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.policy import AlertPolicy, load_policy
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
-from stream_app.sources.load import FORMATS, load_history
+from stream_app.sources.load import load_history
 from stream_app.tools.timeargs import parse_moment_us
 
 NAME = "backtest"
@@ -41,9 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         NAME, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", "--input", dest="data", required=True, type=Path,
-                        metavar="PATH",
-                        help="history: handbook .parquet/.csv, or our .jsonl/.jsonl.gz events")
+    add_history_input(parser)
     parser.add_argument("--models", default=Path(settings.model_dir), type=Path, metavar="DIR",
                         help="model bundle directory (default %(default)s, "
                         "FRAUDSTREAM_MODEL_DIR)")
@@ -55,8 +54,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         "the window horizon before it only warms the windows")
     parser.add_argument("--to", dest="stop", metavar="DATE",
                         help="score events before this time (exclusive)")
-    parser.add_argument("--format", choices=FORMATS,
-                        help="input format (default: from the file name)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
                         help="transactions scored per ONNX call (default %(default)s)")
     parser.add_argument("--policy", type=Path, metavar="FILE",

@@ -15,6 +15,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from stream_app.commands.history_input import add_history_input
 from stream_app.compare.figures import Comparison, compare
 from stream_app.compare.report import write_report
 from stream_app.compare.scored import Role, score_models
@@ -24,7 +25,7 @@ from stream_app.scoring.bundle import ModelBundle, load_bundle
 from stream_app.scoring.policy import AlertPolicy, load_policy
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
-from stream_app.sources.load import FORMATS, load_history
+from stream_app.sources.load import load_history
 from stream_app.tools.timeargs import parse_moment_us
 
 NAME = "compare"
@@ -35,11 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         NAME, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", "--input", dest="data", required=True, type=Path,
-                        metavar="PATH",
-                        help="history: handbook .parquet/.csv, or our .jsonl/.jsonl.gz events")
-    parser.add_argument("--format", choices=FORMATS,
-                        help="input format (default: from the file name)")
+    add_history_input(parser)
     parser.add_argument("--serving", required=True, type=Path, metavar="DIR",
                         help="the serving model bundle")
     parser.add_argument("--challenger", required=True, action="append", type=Path,

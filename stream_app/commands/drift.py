@@ -15,13 +15,14 @@ import argparse
 import shlex
 from pathlib import Path
 
+from stream_app.commands.history_input import add_history_input
 from stream_app.drift.periods import PERIODS, DriftReport, drift_report
 from stream_app.drift.report import write_report
 from stream_app.errors import ConfigError
 from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
-from stream_app.sources.load import FORMATS, load_history
+from stream_app.sources.load import load_history
 from stream_app.tools.timeargs import parse_moment_us
 
 NAME = "drift"
@@ -32,11 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         NAME, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", "--input", dest="data", required=True, type=Path,
-                        metavar="PATH",
-                        help="history: handbook .parquet/.csv, or our .jsonl/.jsonl.gz events")
-    parser.add_argument("--format", choices=FORMATS,
-                        help="input format (default: from the file name)")
+    add_history_input(parser)
     parser.add_argument("--models", required=True, type=Path, metavar="DIR",
                         help="the model bundle (its manifest records the training "
                         "distributions)")

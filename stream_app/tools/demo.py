@@ -81,6 +81,17 @@ class DemoPlan:
         """The day whose alerts the demo shows and evaluates."""
         return self.start_date + dt.timedelta(days=self.warmup_days)
 
+    def history(self) -> TransactionHistory:
+        """The simulated history: the warm-up days and the demo day."""
+        return simulate(
+            self.customers,
+            self.terminals,
+            self.warmup_days + 1,
+            self.start_date,
+            self.seed,
+            label_delay_days=self.label_delay_days,
+        )
+
     def key(self) -> str:
         """Canonical JSON of the plan (the bundle cache key)."""
         return json.dumps(asdict(self), default=str, sort_keys=True)
@@ -133,14 +144,7 @@ def run_demo(
         f"simulating {plan.warmup_days} warm-up days + {plan.demo_day} "
         f"({plan.customers} customers, {plan.terminals} terminals)"
     )
-    history = simulate(
-        plan.customers,
-        plan.terminals,
-        plan.warmup_days + 1,
-        plan.start_date,
-        plan.seed,
-        label_delay_days=plan.label_delay_days,
-    )
+    history = plan.history()
     bundle = demo_bundle(demo_dir, plan, history, out)
     with start_tansu() as kafka, start_redis() as redis_server:
         out(f"tansu on {kafka.address}, redis-server on {redis_server.address}")
