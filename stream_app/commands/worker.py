@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from stream_app.scoring.bundle import load_bundle
-    from stream_app.scoring.model_store import read_selection
+    from stream_app.scoring.model_store import load_compatible, read_selection
+    from stream_app.scoring.policy import load_policy
     from stream_app.topics import stream_topics, validate_namespace
     from stream_app.worker.app import create_app
 
@@ -63,8 +64,14 @@ def run(args: argparse.Namespace) -> int:
         overrides["namespace"] = validate_namespace(args.namespace)
     settings = Settings.from_env(**overrides)
     topics = stream_topics(settings.namespace)
-    # A bundle, or a model store's serving bundle; a bad one is an error line, not a crash.
-    bundle = load_bundle(read_selection(settings.model_dir).serving)
+    # A bundle, or a model store's serving bundle and challengers, and the alert policy; a
+    # bad one is an error line, not a crash.
+    selection = read_selection(settings.model_dir)
+    bundle = load_bundle(selection.serving)
+    for challenger in selection.challengers:
+        load_compatible(challenger, bundle)
+    if settings.alert_policy:
+        load_policy(settings.alert_policy)
     _wait_for_dependencies(settings, topics.all)  # so are a refused login, a bad topic
     app = create_app(settings, bundle)
     worker = faust.Worker(app, loglevel=args.loglevel.upper(), redirect_stdouts=False)

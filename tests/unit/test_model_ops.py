@@ -185,3 +185,19 @@ def test_the_models_command_promotes_and_sets_challengers(
     assert main(["models", "promote", "--models", str(store), "nope"]) == 2
     assert "model bundle directory" in capsys.readouterr().err
     assert (store / CURRENT).read_text() == "a\n"
+
+
+def test_the_worker_refuses_a_bad_policy_or_challenger_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    promote(store, "a")
+    monkeypatch.setenv("FRAUDSTREAM_ALERT_POLICY", str(_policy(tmp_path, '{"name": "x"}')))
+    assert main(["worker", "--models", str(store)]) == 2
+    assert "breaks policy.v1" in capsys.readouterr().err
+    monkeypatch.delenv("FRAUDSTREAM_ALERT_POLICY")
+    shutil.copytree(store / "a", store / "broken")
+    (store / "broken" / "combined.onnx").write_bytes(b"")
+    (store / CHALLENGERS).write_text("broken\n")
+    assert main(["worker", "--models", str(store)]) == 2
+    assert "combined.onnx' has sha256" in capsys.readouterr().err
