@@ -54,6 +54,7 @@ from bench_stream import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_app.console.stats import quantile
 from stream_app.local_services import start_redis, start_tansu
 from stream_app.settings import ENV_PREFIX, Settings
 from stream_app.sources.events import replay_order
@@ -110,7 +111,7 @@ def stage_breakdown(metrics: str) -> dict[str, dict[str, float]]:
             "count": int(counts.get(stage, 0)),
             "mean_ms": round(sums.get(stage, 0.0) / counts[stage] * 1000, 3)
             if counts.get(stage) else 0.0,
-            "p99_ms": round(bucket_quantile(0.99, sorted(buckets.get(stage, []))) * 1000, 3),
+            "p99_ms": round((quantile(0.99, buckets.get(stage, [])) or 0.0) * 1000, 3),
         }
         for stage in sorted(set(counts) | set(buckets))
     }
@@ -139,23 +140,6 @@ def _cold_figures(latency_ms: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str
     p50, p99 = (float(np.percentile(scored, q)) for q in (50.0, 99.0))
     return {"count": len(scored), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
             "max_ms": round(float(scored.max()), 2)}
-
-
-def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
-    """Prometheus' ``histogram_quantile`` over cumulative ``(le, count)`` buckets: linear
-    within the bucket; the highest finite bound when the quantile is in the +Inf bucket."""
-    if not buckets or buckets[-1][1] <= 0:
-        return 0.0
-    rank = q * buckets[-1][1]
-    lower, below = 0.0, 0.0
-    for le, cumulative in buckets:
-        if cumulative >= rank:
-            if math.isinf(le):
-                return lower
-            inside = cumulative - below
-            return lower + (le - lower) * ((rank - below) / inside if inside else 1.0)
-        lower, below = le, cumulative
-    return lower
 
 
 def git_commit(tree: Path) -> str:

@@ -31,7 +31,7 @@ from stream_app.scoring.policy import AlertPolicy, load_policy
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
 from stream_app.sources.load import load_history
-from stream_app.tools.timeargs import parse_moment_us
+from stream_app.tools.timeargs import parse_window_us
 
 NAME = "backtest"
 
@@ -69,10 +69,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_path(args.out, (".parquet",))
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: use 1 or more transactions")
-    start = None if args.start is None else parse_moment_us(args.start, "--from")
-    stop = None if args.stop is None else parse_moment_us(args.stop, "--to")
-    if start is not None and stop is not None and start >= stop:
-        raise ConfigError(f"--from {args.start} is not before --to {args.stop}; swap them")
+    start, stop = parse_window_us(args.start, args.stop, "--to")
     settings = Settings.from_env()
     bundle = load_bundle(args.models)
     scorer = Scorer.from_settings(bundle, settings)

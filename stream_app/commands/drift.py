@@ -23,7 +23,7 @@ from stream_app.scoring.bundle import load_bundle
 from stream_app.scoring.scorer import Scorer
 from stream_app.settings import Settings
 from stream_app.sources.load import load_history
-from stream_app.tools.timeargs import parse_moment_us
+from stream_app.tools.timeargs import parse_window_us
 
 NAME = "drift"
 
@@ -53,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir():
         raise ConfigError(f"--out {args.out}: directory {args.out.parent} does not exist; "
                           "create it first")
-    start = None if args.start is None else parse_moment_us(args.start, "--from")
-    stop = None if args.stop is None else parse_moment_us(args.stop, "--until")
-    if start is not None and stop is not None and start >= stop:
-        raise ConfigError(f"--from {args.start} is not before --until {args.stop}; swap them")
+    start, stop = parse_window_us(args.start, args.stop, "--until")
     bundle = load_bundle(args.models)
     history = load_history(args.data, args.format, bundle.manifest.label_delay_days)
     scorer = Scorer.from_settings(bundle, Settings.from_env())

@@ -13,7 +13,7 @@ from stream_app.features.horizon import warmup_us
 from stream_app.settings import Settings
 from stream_app.sources.load import load_history
 from stream_app.tools.replay import replay, replay_order
-from stream_app.tools.timeargs import parse_moment_us, parse_rate, parse_speed
+from stream_app.tools.timeargs import parse_rate, parse_speed, parse_window_us
 from stream_app.topics import (
     DEFAULT_NAMESPACE,
     ensure_topics_sync,
@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     speed = parse_speed(args.speed)
     rate = None if args.rate is None else parse_rate(args.rate)
-    start = None if args.start is None else parse_moment_us(args.start, "--from")
-    stop = None if args.stop is None else parse_moment_us(args.stop, "--to")
+    start, stop = parse_window_us(args.start, args.stop, "--to")
     topics = stream_topics(replay_namespace(args.namespace, settings.namespace))
     warmup_until = None if start is None or args.no_warmup else start
     if warmup_until is not None and topics.namespace == DEFAULT_NAMESPACE:

@@ -25,6 +25,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -101,7 +102,9 @@ def load_policy(path: str | Path) -> AlertPolicy:
     )
 
 
+@cache
 def _validator() -> jsonschema.Draft202012Validator:
+    """Compiled once: the worker re-reads the policy file every model poll."""
     return jsonschema.Draft202012Validator(load_schema(SCHEMA_NAME))
 
 

@@ -188,13 +188,16 @@ class Scorer:
         alerts: npt.NDArray[np.bool_],
     ) -> ScoreBatch:
         """``batch`` with the alerts an alert policy chose, those explained (one explainer
-        run unless they are the bundle threshold's, already explained); ``features``: the
-        batch's feature rows."""
-        if np.array_equal(alerts, batch.is_alert) and len(batch.explained) == alerts.sum():
-            return batch
-        explained = self.explain(
-            np.flatnonzero(alerts), np.ascontiguousarray(features, dtype=np.float32),
-            batch.autoencoder_error, batch.sequence_probability,
+        run unless they are the rows already explained); ``features``: the batch's feature
+        rows."""
+        rows = np.flatnonzero(alerts)
+        explained = (
+            batch.explained
+            if np.array_equal(batch.explained.rows, rows)
+            else self.explain(
+                rows, np.ascontiguousarray(features, dtype=np.float32),
+                batch.autoencoder_error, batch.sequence_probability,
+            )
         )
         return replace(batch, is_alert=alerts, explained=explained)
 

@@ -28,6 +28,18 @@ def parse_moment_us(text: str, flag: str) -> int:
     return to_epoch_us(moment)
 
 
+def parse_window_us(
+    start: str | None, stop: str | None, stop_flag: str
+) -> tuple[int | None, int | None]:
+    """``--from`` and ``stop_flag`` (``--to`` / ``--until``) as µs, either may be absent; a
+    :class:`ConfigError` when both are given and the first is not before the second."""
+    start_us = None if start is None else parse_moment_us(start, "--from")
+    stop_us = None if stop is None else parse_moment_us(stop, stop_flag)
+    if start_us is not None and stop_us is not None and start_us >= stop_us:
+        raise ConfigError(f"--from {start} is not before {stop_flag} {stop}; swap them")
+    return start_us, stop_us
+
+
 def parse_since_us(text: str, now_us: int, flag: str = "--since") -> int:
     """``text`` as a moment, or as a look-back duration (``90s``, ``15m``, ``2h``, ``7d``)."""
     duration = _DURATION.fullmatch(text.strip())
